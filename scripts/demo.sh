@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# README command 1: install everything, build, and run `aiagc demo` on the
+# embedded simulator. Extra arguments go to `aiagc demo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export AIAGC_MODELS=${AIAGC_MODELS:-$HOME/.cache/aiagc/models}
+echo "==> build (release)"
+cargo build --release --quiet --bin aiagc
+exec target/release/aiagc demo "$@"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# README command 2: install what the tests need, then run the whole suite
+# (unit, integration and doc tests of every workspace crate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export AIAGC_MODELS=${AIAGC_MODELS:-$HOME/.cache/aiagc/models}
+profile=default
+[ "${CI:-}" = "true" ] && profile=ci
+echo "==> tests (nextest profile $profile)"
+cargo nextest run --workspace --all-targets --profile "$profile"
+echo "==> doc tests"
+cargo test --workspace --doc --quiet
