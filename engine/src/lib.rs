@@ -1,1 +1,3 @@
-pub fn x(){}
+pub mod codec;
+pub mod packet;
+pub mod resample;
