@@ -1,3 +1,6 @@
 pub mod codec;
+pub mod endpoint;
+pub mod jitter;
 pub mod packet;
 pub mod resample;
+pub mod vad;
