@@ -88,8 +88,17 @@ pub enum Endpoint {
 }
 
 enum State {
-    Idle { run: u32, run_start: MediaPosition },
-    Speaking { silence: u32, start: MediaPosition, last_voiced_end: MediaPosition, voiced_len: usize, barge_in: bool },
+    Idle {
+        run: u32,
+        run_start: MediaPosition,
+    },
+    Speaking {
+        silence: u32,
+        start: MediaPosition,
+        last_voiced_end: MediaPosition,
+        voiced_len: usize,
+        barge_in: bool,
+    },
 }
 
 /// The endpointer of one call.
@@ -110,10 +119,14 @@ fn frames(d: Duration) -> u32 {
 impl Endpointer {
     /// An endpointer with `config`; buffers sized once here.
     pub fn new(config: EndpointConfig) -> Self {
-        let history_frames = frames(config.pre_roll) + frames(config.barge_in_min_speech.max(config.min_speech)) + 1;
+        let history_frames =
+            frames(config.pre_roll) + frames(config.barge_in_min_speech.max(config.min_speech)) + 1;
         Self {
             config,
-            state: State::Idle { run: 0, run_start: MediaPosition::default() },
+            state: State::Idle {
+                run: 0,
+                run_start: MediaPosition::default(),
+            },
             history: vec![0.0; history_frames as usize * FRAME_16K],
             history_pos: 0,
             history_filled: 0,
@@ -122,7 +135,9 @@ impl Endpointer {
     }
 
     fn utterance_capacity(config: &EndpointConfig) -> usize {
-        (frames(config.max_utterance) + frames(config.pre_roll) + frames(config.hangover) + 2) as usize * FRAME_16K
+        (frames(config.max_utterance) + frames(config.pre_roll) + frames(config.hangover) + 2)
+            as usize
+            * FRAME_16K
     }
 
     /// The configuration in force.
@@ -150,24 +165,37 @@ impl Endpointer {
         for k in (1..=n).rev() {
             let idx = (self.history_pos + slots - k) % slots;
             let start = idx * FRAME_16K;
-            self.utterance.extend_from_slice(&self.history[start..start + FRAME_16K]);
+            self.utterance
+                .extend_from_slice(&self.history[start..start + FRAME_16K]);
         }
     }
 
     /// Feeds one frame (320 samples, 16 kHz) with its speech probability.
     /// `agent_talking` is true while reply audio is playing out.
-    pub fn push(&mut self, frame: &[f32], probability: f32, at: MediaPosition, agent_talking: bool) -> Option<Endpoint> {
+    pub fn push(
+        &mut self,
+        frame: &[f32],
+        probability: f32,
+        at: MediaPosition,
+        agent_talking: bool,
+    ) -> Option<Endpoint> {
         let frame = &frame[..FRAME_16K.min(frame.len())];
         if frame.len() < FRAME_16K {
             return None;
         }
         self.remember(frame);
         let (threshold, needed) = if agent_talking {
-            (self.config.barge_in_threshold, frames(self.config.barge_in_min_speech))
+            (
+                self.config.barge_in_threshold,
+                frames(self.config.barge_in_min_speech),
+            )
         } else {
             (self.config.start_threshold, frames(self.config.min_speech))
         };
-        let frame_end = MediaPosition { elapsed: at.elapsed + FRAME, rtp_timestamp: at.rtp_timestamp };
+        let frame_end = MediaPosition {
+            elapsed: at.elapsed + FRAME,
+            rtp_timestamp: at.rtp_timestamp,
+        };
         match &mut self.state {
             State::Idle { run, run_start } => {
                 if probability >= threshold {
@@ -187,14 +215,23 @@ impl Endpointer {
                             voiced_len: self.utterance.len(),
                             barge_in: agent_talking,
                         };
-                        return Some(Endpoint::Started { at: start, barge_in: agent_talking });
+                        return Some(Endpoint::Started {
+                            at: start,
+                            barge_in: agent_talking,
+                        });
                     }
                 } else {
                     *run = 0;
                 }
                 None
             }
-            State::Speaking { silence, start, last_voiced_end, voiced_len, barge_in } => {
+            State::Speaking {
+                silence,
+                start,
+                last_voiced_end,
+                voiced_len,
+                barge_in,
+            } => {
                 self.utterance.extend_from_slice(frame);
                 if probability >= self.config.end_threshold {
                     *silence = 0;
@@ -220,7 +257,10 @@ impl Endpointer {
                         barge_in: *barge_in,
                         truncated: truncated && *silence < frames(self.config.hangover),
                     };
-                    self.state = State::Idle { run: 0, run_start: at };
+                    self.state = State::Idle {
+                        run: 0,
+                        run_start: at,
+                    };
                     return Some(Endpoint::Ended(utterance));
                 }
                 None
@@ -230,7 +270,10 @@ impl Endpointer {
 
     /// Forgets any speech in progress.
     pub fn reset(&mut self) {
-        self.state = State::Idle { run: 0, run_start: MediaPosition::default() };
+        self.state = State::Idle {
+            run: 0,
+            run_start: MediaPosition::default(),
+        };
         self.utterance.clear();
         self.history_filled = 0;
     }
@@ -241,7 +284,10 @@ mod tests {
     use super::*;
 
     fn pos(frame: u32) -> MediaPosition {
-        MediaPosition { elapsed: FRAME * frame, rtp_timestamp: frame * 160 }
+        MediaPosition {
+            elapsed: FRAME * frame,
+            rtp_timestamp: frame * 160,
+        }
     }
 
     /// Runs a probability script (one value per frame) and returns the
@@ -267,9 +313,17 @@ mod tests {
         assert_eq!(events.len(), 2);
         // Started on the 3rd voiced frame (60 ms), dated at the first one.
         assert_eq!(events[0].0, 22);
-        assert_eq!(events[0].1, Endpoint::Started { at: pos(20), barge_in: false });
+        assert_eq!(
+            events[0].1,
+            Endpoint::Started {
+                at: pos(20),
+                barge_in: false
+            }
+        );
         // Ended after 500 ms (25 frames) of silence.
-        let (i, Endpoint::Ended(u)) = &events[1] else { panic!("no end") };
+        let (i, Endpoint::Ended(u)) = &events[1] else {
+            panic!("no end")
+        };
         assert_eq!(*i, 70 + 24);
         assert_eq!(u.start, pos(20));
         assert_eq!(u.end.elapsed, FRAME * 70);
@@ -305,16 +359,27 @@ mod tests {
         probs.extend(vec![0.95; 20]);
         let events = run(&probs, true);
         assert_eq!(events[0].0, 5 + 7);
-        assert_eq!(events[0].1, Endpoint::Started { at: pos(5), barge_in: true });
+        assert_eq!(
+            events[0].1,
+            Endpoint::Started {
+                at: pos(5),
+                barge_in: true
+            }
+        );
     }
 
     #[test]
     fn long_speech_is_cut_at_max_utterance() {
         let probs = vec![1.0; 800];
         let events = run(&probs, false);
-        let ended: Vec<_> = events.iter().filter(|(_, e)| matches!(e, Endpoint::Ended(_))).collect();
+        let ended: Vec<_> = events
+            .iter()
+            .filter(|(_, e)| matches!(e, Endpoint::Ended(_)))
+            .collect();
         assert_eq!(ended.len(), 1);
-        let Endpoint::Ended(u) = &ended[0].1 else { unreachable!() };
+        let Endpoint::Ended(u) = &ended[0].1 else {
+            unreachable!()
+        };
         assert!(u.truncated);
         assert!(u.samples.len() <= 760 * FRAME_16K);
     }

@@ -134,7 +134,12 @@ impl JitterBuffer {
         Self {
             config,
             slots: vec![
-                Slot { state: SlotState::Empty, seq: 0, timestamp: 0, len: 0 };
+                Slot {
+                    state: SlotState::Empty,
+                    seq: 0,
+                    timestamp: 0,
+                    len: 0
+                };
                 slots
             ],
             storage: vec![0; slots * MAX_PAYLOAD],
@@ -226,7 +231,8 @@ impl JitterBuffer {
 
     fn update_jitter(&mut self, timestamp: u32, arrival: Instant) {
         let epoch = *self.epoch.get_or_insert(arrival);
-        let arrival_units = arrival.saturating_duration_since(epoch).as_secs_f64() * self.clock_rate;
+        let arrival_units =
+            arrival.saturating_duration_since(epoch).as_secs_f64() * self.clock_rate;
         let transit = arrival_units - timestamp as f64;
         if let Some(last) = self.last_transit {
             let mut d = (transit - last).abs();
@@ -250,9 +256,9 @@ impl JitterBuffer {
                 self.restart(packet.ssrc, packet.sequence as u64 + 0x1_0000);
             }
             Some(current) if current != packet.ssrc => {
-                let quiet = self
-                    .last_arrival
-                    .is_none_or(|t| arrival.saturating_duration_since(t) > Duration::from_millis(100));
+                let quiet = self.last_arrival.is_none_or(|t| {
+                    arrival.saturating_duration_since(t) > Duration::from_millis(100)
+                });
                 let count = match self.candidate {
                     Some((s, n)) if s == packet.ssrc => n + 1,
                     _ => 1,
@@ -372,7 +378,14 @@ mod tests {
     use super::*;
 
     fn view(seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> RtpView<'_> {
-        RtpView { marker: false, payload_type: 0, sequence: seq, timestamp: ts, ssrc, payload }
+        RtpView {
+            marker: false,
+            payload_type: 0,
+            sequence: seq,
+            timestamp: ts,
+            ssrc,
+            payload,
+        }
     }
 
     fn seq_of(p: Pop<'_>) -> Option<u64> {
@@ -405,7 +418,12 @@ mod tests {
         assert_eq!(seq_of(jb.pop()), Some(1));
         assert_eq!(jb.pop(), Pop::Underrun);
         jb.push(&view(3, 320, 1, &[3]), t0);
-        assert_eq!(jb.pop(), Pop::Lost { next: Some(&[3][..]) });
+        assert_eq!(
+            jb.pop(),
+            Pop::Lost {
+                next: Some(&[3][..])
+            }
+        );
         // The lost packet arriving now is late.
         assert_eq!(jb.push(&view(2, 160, 1, &[2]), t0), Push::Late);
         assert_eq!(seq_of(jb.pop()), Some(3));
@@ -416,7 +434,10 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default(), 8000);
         for (i, seq) in [65534u16, 65535, 0, 1].into_iter().enumerate() {
-            assert_ne!(jb.push(&view(seq, i as u32 * 160, 7, &[0]), t0), Push::Resynced);
+            assert_ne!(
+                jb.push(&view(seq, i as u32 * 160, 7, &[0]), t0),
+                Push::Resynced
+            );
         }
         let got: Vec<_> = (0..4).map(|_| seq_of(jb.pop())).collect();
         assert_eq!(got, vec![Some(65534), Some(65535), Some(0), Some(1)]);
@@ -463,7 +484,11 @@ mod tests {
             jumpy.pop();
         }
         assert!(steady.jitter() < Duration::from_millis(1));
-        assert!(jumpy.jitter() > Duration::from_millis(20), "{:?}", jumpy.jitter());
+        assert!(
+            jumpy.jitter() > Duration::from_millis(20),
+            "{:?}",
+            jumpy.jitter()
+        );
         assert_eq!(steady.target_delay(), Duration::from_millis(20));
         assert!(jumpy.target_delay() > Duration::from_millis(60));
         assert!(jumpy.target_delay() <= Duration::from_millis(120));
@@ -485,7 +510,11 @@ mod tests {
             }
         }
         assert!(jb.depth() <= 3, "depth {}", jb.depth());
-        assert!(jb.dropped_for_delay() >= 7, "dropped {}", jb.dropped_for_delay());
+        assert!(
+            jb.dropped_for_delay() >= 7,
+            "dropped {}",
+            jb.dropped_for_delay()
+        );
         assert_eq!(played + jb.dropped_for_delay() as usize + jb.depth(), 200);
     }
 

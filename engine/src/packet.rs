@@ -185,9 +185,15 @@ mod tests {
     fn rejects_malformed_datagrams() {
         assert_eq!(parse(&[]), Err(PacketError::Truncated(0)));
         assert_eq!(parse(&[0x80; 11]), Err(PacketError::Truncated(11)));
-        assert_eq!(parse(&packet(0x40, &[], &[1])), Err(PacketError::BadVersion(1)));
+        assert_eq!(
+            parse(&packet(0x40, &[], &[1])),
+            Err(PacketError::BadVersion(1))
+        );
         // CC=15 announces 60 bytes of CSRC that are not there.
-        assert!(matches!(parse(&packet(0x8F, &[], &[1, 2])), Err(PacketError::Truncated(_))));
+        assert!(matches!(
+            parse(&packet(0x8F, &[], &[1, 2])),
+            Err(PacketError::Truncated(_))
+        ));
         // Extension header announcing 100 words.
         assert!(matches!(
             parse(&packet(0x90, &[0xBE, 0xDE, 0, 100], &[])),
@@ -199,8 +205,14 @@ mod tests {
         // Extension flag with no room for the extension header.
         assert!(parse(&packet(0x90, &[], &[0xBE])).is_err());
         // Padding count of zero, and larger than the payload.
-        assert!(matches!(parse(&packet(0xA0, &[], &[1, 0])), Err(PacketError::BadPadding { .. })));
-        assert!(matches!(parse(&packet(0xA0, &[], &[1, 9])), Err(PacketError::BadPadding { .. })));
+        assert!(matches!(
+            parse(&packet(0xA0, &[], &[1, 0])),
+            Err(PacketError::BadPadding { .. })
+        ));
+        assert!(matches!(
+            parse(&packet(0xA0, &[], &[1, 9])),
+            Err(PacketError::BadPadding { .. })
+        ));
         // Zero-length payload is a valid packet with an empty payload.
         assert_eq!(parse(&packet(0x80, &[], &[])).unwrap().payload.len(), 0);
         // 64 KiB: oversize payload is refused.
@@ -219,9 +231,15 @@ mod tests {
         .unwrap();
         assert_eq!(n, 16);
         let v = parse(&buf[..n]).unwrap();
-        assert_eq!((v.payload_type, v.sequence, v.timestamp, v.ssrc), (118, 65535, 0xFFFF_FF00, 42));
+        assert_eq!(
+            (v.payload_type, v.sequence, v.timestamp, v.ssrc),
+            (118, 65535, 0xFFFF_FF00, 42)
+        );
         assert!(v.marker);
         assert_eq!(v.payload, &[1, 2, 3, 4]);
-        assert_eq!(write(&mut [0u8; 8], 0, 0, 0, 0, false, |_| 0), Err(PacketError::BufferTooSmall(8)));
+        assert_eq!(
+            write(&mut [0u8; 8], 0, 0, 0, 0, false, |_| 0),
+            Err(PacketError::BufferTooSmall(8))
+        );
     }
 }

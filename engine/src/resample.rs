@@ -49,8 +49,14 @@ impl Resampler {
         let inner = if in_rate == out_rate {
             None
         } else {
-            let r = Fft::<f32>::new(in_rate as usize, out_rate as usize, in_chunk, 1, FixedSync::Both)
-                .map_err(|e| ResampleError::Construction(e.to_string()))?;
+            let r = Fft::<f32>::new(
+                in_rate as usize,
+                out_rate as usize,
+                in_chunk,
+                1,
+                FixedSync::Both,
+            )
+            .map_err(|e| ResampleError::Construction(e.to_string()))?;
             if r.input_frames_next() != in_chunk || r.output_frames_next() != out_chunk {
                 return Err(ResampleError::Construction(format!(
                     "rubato chose chunks {}/{} for {in_rate}->{out_rate}",
@@ -98,7 +104,11 @@ impl Resampler {
 
     /// Resamples exactly one chunk: `input.len() == input_chunk()`,
     /// `output.len() >= output_chunk()`. Allocation-free.
-    pub fn process_chunk(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), ResampleError> {
+    pub fn process_chunk(
+        &mut self,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), ResampleError> {
         debug_assert_eq!(input.len(), self.in_chunk);
         let out = &mut output[..self.out_chunk];
         match &mut self.inner {
@@ -119,7 +129,11 @@ impl Resampler {
     /// handed to `sink`; the remainder waits for the next call or [`flush`].
     ///
     /// [`flush`]: Resampler::flush
-    pub fn push(&mut self, mut input: &[f32], mut sink: impl FnMut(&[f32])) -> Result<(), ResampleError> {
+    pub fn push(
+        &mut self,
+        mut input: &[f32],
+        mut sink: impl FnMut(&[f32]),
+    ) -> Result<(), ResampleError> {
         while !input.is_empty() {
             let take = (self.in_chunk - self.pending.len()).min(input.len());
             self.pending.extend_from_slice(&input[..take]);
@@ -164,7 +178,11 @@ impl Resampler {
             self.pending = pending;
             self.pending.clear();
             if result.is_ok() {
-                let keep = if self.inner.is_none() { remaining } else { self.out_chunk };
+                let keep = if self.inner.is_none() {
+                    remaining
+                } else {
+                    self.out_chunk
+                };
                 sink(&out[..keep]);
             }
             remaining = 0;
@@ -189,7 +207,9 @@ mod tests {
 
     fn sine(rate: u32, hz: f32, n: usize, offset: usize) -> Vec<f32> {
         (0..n)
-            .map(|i| 0.5 * (2.0 * std::f32::consts::PI * hz * (i + offset) as f32 / rate as f32).sin())
+            .map(|i| {
+                0.5 * (2.0 * std::f32::consts::PI * hz * (i + offset) as f32 / rate as f32).sin()
+            })
             .collect()
     }
 
@@ -198,7 +218,14 @@ mod tests {
     /// slope (plus a small margin), so there is no click at chunk borders.
     #[test]
     fn no_discontinuity_at_chunk_borders() {
-        for (from, to) in [(8000, 16000), (16000, 8000), (22050, 8000), (24000, 16000), (48000, 16000), (16000, 48000)] {
+        for (from, to) in [
+            (8000, 16000),
+            (16000, 8000),
+            (22050, 8000),
+            (24000, 16000),
+            (48000, 16000),
+            (16000, 48000),
+        ] {
             let mut r = Resampler::new(from, to).unwrap();
             let mut out = Vec::new();
             let chunk = r.input_chunk();
@@ -209,11 +236,17 @@ mod tests {
                 out.extend_from_slice(&buf);
             }
             let settled = &out[r.delay_samples() + to as usize / 50..];
-            let max_step = settled.windows(2).map(|w| (w[1] - w[0]).abs()).fold(0.0, f32::max);
+            let max_step = settled
+                .windows(2)
+                .map(|w| (w[1] - w[0]).abs())
+                .fold(0.0, f32::max);
             let bound = 0.5 * 2.0 * std::f32::consts::PI * 440.0 / to as f32 * 1.1;
             assert!(max_step < bound, "{from}->{to}: step {max_step} > {bound}");
             let rms = (settled.iter().map(|x| x * x).sum::<f32>() / settled.len() as f32).sqrt();
-            assert!((rms - 0.5 / 2f32.sqrt()).abs() < 0.02, "{from}->{to}: rms {rms}");
+            assert!(
+                (rms - 0.5 / 2f32.sqrt()).abs() < 0.02,
+                "{from}->{to}: rms {rms}"
+            );
         }
     }
 
@@ -228,17 +261,28 @@ mod tests {
         // 3110 input samples = 141 ms -> at least 1128 output samples, plus the delay drained.
         assert!(total >= 3110 * 8000 / 22050);
         assert_eq!(total % 160, 0);
-        assert!(r.delay() < Duration::from_millis(30), "delay {:?}", r.delay());
+        assert!(
+            r.delay() < Duration::from_millis(30),
+            "delay {:?}",
+            r.delay()
+        );
     }
 
     #[test]
     fn rejects_rates_that_do_not_make_20ms_frames() {
-        assert!(matches!(Resampler::new(11025, 8000), Err(ResampleError::Rate(11025))));
-        assert!(matches!(Resampler::new(8000, 0), Err(ResampleError::Rate(0))));
+        assert!(matches!(
+            Resampler::new(11025, 8000),
+            Err(ResampleError::Rate(11025))
+        ));
+        assert!(matches!(
+            Resampler::new(8000, 0),
+            Err(ResampleError::Rate(0))
+        ));
         let mut same = Resampler::new(16000, 16000).unwrap();
         assert_eq!(same.delay_samples(), 0);
         let mut got = Vec::new();
-        same.push(&[1.0; 330], |o| got.extend_from_slice(o)).unwrap();
+        same.push(&[1.0; 330], |o| got.extend_from_slice(o))
+            .unwrap();
         same.flush(|o| got.extend_from_slice(o)).unwrap();
         assert_eq!(got.len(), 330);
     }

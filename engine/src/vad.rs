@@ -34,7 +34,11 @@ pub struct EnergyVad {
 
 impl Default for EnergyVad {
     fn default() -> Self {
-        Self { floor_db: -60.0, margin_db: 12.0, gate_db: -48.0 }
+        Self {
+            floor_db: -60.0,
+            margin_db: 12.0,
+            gate_db: -48.0,
+        }
     }
 }
 
@@ -61,7 +65,11 @@ impl Vad for EnergyVad {
     }
 
     fn reset(&mut self) {
-        *self = Self { margin_db: self.margin_db, gate_db: self.gate_db, ..Self::default() };
+        *self = Self {
+            margin_db: self.margin_db,
+            gate_db: self.gate_db,
+            ..Self::default()
+        };
     }
 }
 
@@ -70,7 +78,9 @@ mod tests {
     use super::*;
 
     fn tone(amplitude: f32) -> Vec<f32> {
-        (0..FRAME_16K).map(|i| amplitude * (i as f32 * 0.2).sin()).collect()
+        (0..FRAME_16K)
+            .map(|i| amplitude * (i as f32 * 0.2).sin())
+            .collect()
     }
 
     #[test]
@@ -92,7 +102,10 @@ mod tests {
         for _ in 0..500 {
             last = vad.speech_probability(&noise);
         }
-        assert!(first > 0.9, "noise above the initial floor looks like speech at first");
+        assert!(
+            first > 0.9,
+            "noise above the initial floor looks like speech at first"
+        );
         assert!(last < 0.2, "after 10 s it is floor: {last}");
         // Speech 20 dB above the noise still counts.
         assert!(vad.speech_probability(&tone(0.2)) > 0.9);

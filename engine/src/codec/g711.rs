@@ -141,7 +141,11 @@ mod tests {
             } else {
                 assert_eq!(back, code, "µ-law code {code:#04x}");
             }
-            assert_eq!(alaw_encode(alaw_decode(code)), code, "A-law code {code:#04x}");
+            assert_eq!(
+                alaw_encode(alaw_decode(code)),
+                code,
+                "A-law code {code:#04x}"
+            );
         }
     }
 
@@ -177,15 +181,29 @@ mod tests {
             let code = ulaw_encode(x);
             let exponent = ((!code >> 4) & 7) as i32;
             let err = (ulaw_decode(code) as i32 - x as i32).abs();
-            let bound = if (x as i32).abs() > 32124 { 644 } else { (4 << exponent) + 4 };
-            assert!(err <= bound, "µ-law x={x} code={code:#04x} err={err} bound={bound}");
+            let bound = if (x as i32).abs() > 32124 {
+                644
+            } else {
+                (4 << exponent) + 4
+            };
+            assert!(
+                err <= bound,
+                "µ-law x={x} code={code:#04x} err={err} bound={bound}"
+            );
 
             let code = alaw_encode(x);
             let exponent = (((code ^ 0x55) >> 4) & 7) as i32;
             let err = (alaw_decode(code) as i32 - x as i32).abs();
             let half = 8 << (exponent - 1).max(0);
-            let bound = if (x as i32).abs() > 32256 { 512 } else { half + 8 };
-            assert!(err <= bound, "A-law x={x} code={code:#04x} err={err} bound={bound}");
+            let bound = if (x as i32).abs() > 32256 {
+                512
+            } else {
+                half + 8
+            };
+            assert!(
+                err <= bound,
+                "A-law x={x} code={code:#04x} err={err} bound={bound}"
+            );
         }
     }
 }

@@ -263,8 +263,14 @@ mod tests {
     fn slin16_rejects_odd_and_oversized_payloads() {
         let mut d = Decoder::new(Codec::Slin16).unwrap();
         let mut out = [0i16; 320];
-        assert_eq!(d.decode(&[0u8; 641], &mut out), Err(CodecError::OddLength(641)));
-        assert_eq!(d.decode(&[0u8; 642], &mut out), Err(CodecError::TooLong(321)));
+        assert_eq!(
+            d.decode(&[0u8; 641], &mut out),
+            Err(CodecError::OddLength(641))
+        );
+        assert_eq!(
+            d.decode(&[0u8; 642], &mut out),
+            Err(CodecError::TooLong(321))
+        );
         assert_eq!(d.decode(&[], &mut out), Ok(0));
     }
 

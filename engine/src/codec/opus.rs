@@ -26,7 +26,9 @@ impl OpusDecoder {
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
         let packet = Packet::try_from(payload).map_err(opus_err)?;
         let signals = MutSignals::try_from(out).map_err(opus_err)?;
-        self.inner.decode(Some(packet), signals, false).map_err(opus_err)
+        self.inner
+            .decode(Some(packet), signals, false)
+            .map_err(opus_err)
     }
 
     /// Samples `payload` decodes to at 16 kHz.
@@ -56,8 +58,8 @@ pub struct OpusEncoder {
 impl OpusEncoder {
     /// A mono encoder taking 16 kHz PCM.
     pub fn new() -> Result<Self, CodecError> {
-        let mut inner =
-            Encoder::new(SampleRate::Hz16000, Channels::Mono, Application::Voip).map_err(opus_err)?;
+        let mut inner = Encoder::new(SampleRate::Hz16000, Channels::Mono, Application::Voip)
+            .map_err(opus_err)?;
         inner.set_inband_fec(true).map_err(opus_err)?;
         Ok(Self { inner })
     }

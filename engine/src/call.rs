@@ -1,0 +1,547 @@
+//! [`Call`]: the sans-IO media state of one call (see the crate docs for
+//! the driving loop).
+
+use crate::codec::{Codec, CodecError, Decoder, MAX_DECODED_SAMPLES};
+use crate::endpoint::{Endpoint, EndpointConfig, Endpointer, MediaPosition, Utterance};
+use crate::jitter::{JitterBuffer, JitterConfig, Pop, Push};
+use crate::packet::{self, MAX_PAYLOAD};
+use crate::playout::{Playout, PlayoutError, SilencePolicy};
+use crate::resample::{ResampleError, Resampler};
+use crate::stats::CallStats;
+use crate::vad::{EnergyVad, Vad, FRAME_16K};
+use rand::{Rng, SeedableRng};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// One frame: the engine's unit of time on both directions.
+pub const FRAME: Duration = Duration::from_millis(20);
+/// Outbound ticks later than this are not sent (no bursts after a stall).
+const MAX_SEND_LATENESS: Duration = Duration::from_millis(60);
+/// Most inbound ticks processed by one `handle_timeout` (10 s of media).
+const MAX_CATCH_UP_TICKS: u32 = 500;
+
+/// Which datagram sources are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourcePolicy {
+    /// Address and port must equal the peer Asterisk reported
+    /// (`UNICASTRTP_LOCAL_ADDRESS`/`_PORT`). The default.
+    #[default]
+    Strict,
+    /// Only the address must match (NAT that rewrites ports).
+    AddressOnly,
+}
+
+/// Configuration of one call's media.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// The format externalMedia was created with.
+    pub codec: Codec,
+    /// Payload type to accept and send; `None` = the codec's Asterisk default.
+    pub payload_type: Option<u8>,
+    /// Where Asterisk sends from and expects our RTP. `None`: latch the
+    /// first source seen (for tests and loopback setups).
+    pub peer: Option<SocketAddr>,
+    /// How strictly the source is checked against `peer`.
+    pub source_policy: SourcePolicy,
+    /// Jitter buffer bounds.
+    pub jitter: JitterConfig,
+    /// Endpointing thresholds.
+    pub endpoint: EndpointConfig,
+    /// What is sent while the agent is silent.
+    pub silence: SilencePolicy,
+    /// Whether a barge-in stops the reply at once (within one frame).
+    pub barge_in_stops_playout: bool,
+    /// Bound of queued reply audio.
+    pub max_reply: Duration,
+    /// Seed for the random initial sequence number, timestamp and SSRC.
+    pub seed: u64,
+}
+
+impl CallConfig {
+    /// Defaults for `codec`, with `seed` for the random RTP identifiers.
+    pub fn new(codec: Codec, seed: u64) -> Self {
+        Self {
+            codec,
+            payload_type: None,
+            peer: None,
+            source_policy: SourcePolicy::Strict,
+            jitter: JitterConfig::default(),
+            endpoint: EndpointConfig::default(),
+            silence: SilencePolicy::SendSilence,
+            barge_in_stops_playout: true,
+            max_reply: Duration::from_secs(60),
+            seed,
+        }
+    }
+}
+
+/// Why a call could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The codec could not be initialised.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A resampler could not be built.
+    #[error(transparent)]
+    Resample(#[from] ResampleError),
+    /// Reply audio could not be queued.
+    #[error(transparent)]
+    Playout(#[from] PlayoutError),
+}
+
+/// Kinds of rejected input, reported (rate-limited) as events so the
+/// driver can log them once with the call's context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not parseable as RTP.
+    Malformed,
+    /// Unexpected payload type.
+    PayloadType,
+    /// From an address other than the peer.
+    Source,
+    /// From an SSRC other than the stream's.
+    ForeignSsrc,
+    /// Undecodable payload.
+    Decode,
+}
+
+/// What the call reports to its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    /// The caller started speaking.
+    SpeechStarted {
+        /// Position of the first voiced frame.
+        at: MediaPosition,
+        /// Whether the agent was talking at the time.
+        barge_in: bool,
+    },
+    /// The caller finished an utterance.
+    SpeechEnded(Utterance),
+    /// The caller spoke over the reply; queued reply audio was dropped (if
+    /// configured) and pending work for that turn should be cancelled.
+    BargeIn {
+        /// Position of the first voiced frame.
+        at: MediaPosition,
+    },
+    /// The first packet of a reply was handed out at `at`.
+    ReplyStarted {
+        /// Time of the transmit.
+        at: Instant,
+    },
+    /// The reply queue ran empty.
+    PlayoutFinished,
+    /// Input was rejected; sent on the 1st, 2nd, 4th, 8th… occurrence.
+    InputRejected {
+        /// Kind of rejection.
+        kind: Rejection,
+        /// Occurrences so far.
+        count: u64,
+    },
+}
+
+/// A datagram to send.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    /// The peer, when known.
+    pub destination: Option<SocketAddr>,
+    /// The RTP packet.
+    pub data: &'a [u8],
+}
+
+/// The sans-IO media state machine of one call.
+pub struct Call {
+    config: CallConfig,
+    payload_type: u8,
+    peer: Option<SocketAddr>,
+    jitter: JitterBuffer,
+    decoder: Decoder,
+    decode_buf: Vec<i16>,
+    fifo: Vec<i16>,
+    fifo_len: usize,
+    fifo_ts: u32,
+    expected_ts: Option<u32>,
+    last_good: Vec<i16>,
+    conceal_run: u32,
+    inbound: Resampler,
+    frame_f32: Vec<f32>,
+    frame_16k: Vec<f32>,
+    vad: Box<dyn Vad>,
+    endpointer: Endpointer,
+    playout: Playout,
+    tx: Vec<u8>,
+    fec: Vec<u8>,
+    events: VecDeque<CallEvent>,
+    stats: CallStats,
+    next_tick: Option<Instant>,
+    next_send: Instant,
+}
+
+impl Call {
+    /// A call with the built-in energy VAD, its clocks starting at `now`.
+    pub fn new(config: CallConfig, now: Instant) -> Result<Self, CallError> {
+        Self::with_vad(config, Box::new(EnergyVad::default()), now)
+    }
+
+    /// A call with a given VAD (e.g. Silero from `aiagc-models`).
+    pub fn with_vad(
+        config: CallConfig,
+        vad: Box<dyn Vad>,
+        now: Instant,
+    ) -> Result<Self, CallError> {
+        let codec = config.codec;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(config.seed);
+        let initial = (
+            rng.random::<u16>(),
+            rng.random::<u32>(),
+            rng.random::<u32>(),
+        );
+        let payload_type = config.payload_type.unwrap_or(codec.default_payload_type());
+        let n = codec.frame_samples();
+        Ok(Self {
+            payload_type,
+            peer: config.peer,
+            jitter: JitterBuffer::new(config.jitter, codec.clock_rate()),
+            decoder: Decoder::new(codec)?,
+            decode_buf: vec![0; MAX_DECODED_SAMPLES],
+            fifo: vec![0; MAX_DECODED_SAMPLES + 2 * n],
+            fifo_len: 0,
+            fifo_ts: 0,
+            expected_ts: None,
+            last_good: vec![0; n],
+            conceal_run: 0,
+            inbound: Resampler::new(codec.pcm_rate(), 16000)?,
+            frame_f32: vec![0.0; n],
+            frame_16k: vec![0.0; FRAME_16K],
+            vad,
+            endpointer: Endpointer::new(config.endpoint),
+            playout: Playout::new(
+                codec,
+                payload_type,
+                config.silence,
+                initial,
+                config.max_reply,
+            )?,
+            tx: vec![0; MAX_PAYLOAD + 64],
+            fec: vec![0; MAX_PAYLOAD],
+            events: VecDeque::with_capacity(64),
+            stats: CallStats::default(),
+            next_tick: None,
+            next_send: now,
+            config,
+        })
+    }
+
+    /// The codec of this call.
+    pub fn codec(&self) -> Codec {
+        self.config.codec
+    }
+
+    /// Our outbound SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.playout.ssrc()
+    }
+
+    /// The peer RTP is pinned to (reported or latched).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CallStats {
+        let mut s = self.stats.clone();
+        s.jitter = self.jitter.jitter();
+        s.target_delay = self.jitter.target_delay();
+        s.resyncs = self.jitter.resyncs();
+        s.dropped_for_delay = self.jitter.dropped_for_delay();
+        s
+    }
+
+    /// The last 16 kHz frame played to the VAD (a tap for recording).
+    pub fn last_frame(&self) -> &[f32] {
+        &self.frame_16k
+    }
+
+    /// Whether reply audio is queued or playing.
+    pub fn is_speaking(&self) -> bool {
+        self.playout.is_speaking()
+    }
+
+    fn reject(&mut self, kind: Rejection) {
+        let count = match kind {
+            Rejection::Malformed => &mut self.stats.malformed,
+            Rejection::PayloadType => &mut self.stats.payload_type_violations,
+            Rejection::Source => &mut self.stats.source_violations,
+            Rejection::ForeignSsrc => &mut self.stats.foreign_ssrc,
+            Rejection::Decode => &mut self.stats.decode_errors,
+        };
+        *count += 1;
+        let count = *count;
+        if count.is_power_of_two() && self.events.len() < self.events.capacity() {
+            self.events
+                .push_back(CallEvent::InputRejected { kind, count });
+        }
+    }
+
+    fn source_ok(&mut self, from: SocketAddr) -> bool {
+        match self.peer {
+            None => {
+                self.peer = Some(from);
+                true
+            }
+            Some(peer) => match self.config.source_policy {
+                SourcePolicy::Strict => peer == from,
+                SourcePolicy::AddressOnly => peer.ip() == from.ip(),
+            },
+        }
+    }
+
+    /// Handles one datagram that arrived from `from` at `now`. Never fails:
+    /// bad input is counted (see [`CallStats`]) and reported as
+    /// [`CallEvent::InputRejected`].
+    pub fn receive(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
+        self.stats.datagrams += 1;
+        if !self.source_ok(from) {
+            return self.reject(Rejection::Source);
+        }
+        let view = match packet::parse(datagram) {
+            Ok(v) => v,
+            Err(_) => return self.reject(Rejection::Malformed),
+        };
+        if view.payload_type != self.payload_type {
+            return self.reject(Rejection::PayloadType);
+        }
+        match self.jitter.push(&view, now) {
+            Push::Stored | Push::Resynced => self.stats.received += 1,
+            Push::Reordered => {
+                self.stats.received += 1;
+                self.stats.reordered += 1;
+            }
+            Push::Duplicate => self.stats.duplicate += 1,
+            Push::Late => self.stats.late += 1,
+            Push::ForeignSsrc => self.reject(Rejection::ForeignSsrc),
+            Push::TooLarge => self.reject(Rejection::Malformed),
+        }
+        if self.next_tick.is_none() && self.jitter.started() {
+            self.next_tick = Some(now + self.jitter.initial_delay());
+        }
+    }
+
+    /// The next instant at which [`Call::handle_timeout`] or
+    /// [`Call::poll_transmit`] has work.
+    pub fn poll_timeout(&self) -> Instant {
+        match self.next_tick {
+            Some(t) => t.min(self.next_send),
+            None => self.next_send,
+        }
+    }
+
+    /// Plays out every inbound frame due by `now` (one per 20 ms since the
+    /// first packet plus the initial delay), running VAD and endpointing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut ticks = 0;
+        while let Some(t) = self.next_tick {
+            if t > now {
+                break;
+            }
+            if ticks == MAX_CATCH_UP_TICKS {
+                // The driver was stalled for over 10 s: restart the clock.
+                self.next_tick = Some(now + FRAME);
+                break;
+            }
+            self.inbound_tick();
+            self.next_tick = Some(t + FRAME);
+            ticks += 1;
+        }
+    }
+
+    fn append_fifo(&mut self, samples: usize) {
+        let room = self.fifo.len() - self.fifo_len;
+        let samples = samples.min(room);
+        self.fifo[self.fifo_len..self.fifo_len + samples]
+            .copy_from_slice(&self.decode_buf[..samples]);
+        self.fifo_len += samples;
+    }
+
+    /// Fills one frame of concealment into the FIFO: the codec's own
+    /// (Opus FEC from the next packet's first `fec_len` bytes in `self.fec`,
+    /// else its PLC), or for G.711/slin16 the last good frame repeated with
+    /// a fade to silence over 60 ms.
+    fn conceal(&mut self, fec_len: Option<usize>) {
+        let n = self.config.codec.frame_samples();
+        self.stats.concealed_frames += 1;
+        self.conceal_run += 1;
+        if self.fifo_len == 0 {
+            self.fifo_ts = self.expected_ts.unwrap_or(self.fifo_ts);
+        }
+        let fec = fec_len.map(|len| &self.fec[..len]);
+        let produced = match self.decoder.conceal(fec, &mut self.decode_buf[..n]) {
+            Some(Ok(k)) => k,
+            Some(Err(_)) => {
+                self.decode_buf[..n].fill(0);
+                n
+            }
+            None => {
+                let k = self.conceal_run as f32;
+                let (g0, g1) = ((1.0 - (k - 1.0) / 3.0).max(0.0), (1.0 - k / 3.0).max(0.0));
+                for i in 0..n {
+                    let g = g0 + (g1 - g0) * i as f32 / n as f32;
+                    self.decode_buf[i] = (self.last_good[i] as f32 * g) as i16;
+                }
+                n
+            }
+        };
+        self.append_fifo(produced);
+        if let Some(ts) = self.expected_ts {
+            self.expected_ts =
+                Some(ts.wrapping_add(produced as u32 * self.config.codec.ticks_per_sample()));
+        }
+    }
+
+    fn inbound_tick(&mut self) {
+        let n = self.config.codec.frame_samples();
+        let ticks = self.config.codec.ticks_per_sample();
+        while self.fifo_len < n {
+            let pop = self.jitter.pop();
+            match pop {
+                Pop::Packet {
+                    payload, timestamp, ..
+                } => {
+                    if let Some(expected) = self.expected_ts {
+                        if expected != timestamp {
+                            self.stats.timestamp_jumps += 1;
+                        }
+                    }
+                    match self.decoder.decode(payload, &mut self.decode_buf) {
+                        Ok(k) => {
+                            if self.fifo_len == 0 {
+                                self.fifo_ts = timestamp;
+                            }
+                            self.expected_ts = Some(timestamp.wrapping_add(k as u32 * ticks));
+                            self.conceal_run = 0;
+                            self.append_fifo(k);
+                        }
+                        Err(_) => {
+                            self.expected_ts = Some(timestamp);
+                            self.reject(Rejection::Decode);
+                            self.conceal(None);
+                        }
+                    }
+                }
+                Pop::Lost { next } => {
+                    let fec_len = next.map(|p| {
+                        let len = p.len().min(self.fec.len());
+                        self.fec[..len].copy_from_slice(&p[..len]);
+                        len
+                    });
+                    self.stats.lost += 1;
+                    self.conceal(fec_len);
+                }
+                Pop::Underrun => {
+                    if self.jitter.started() {
+                        self.stats.underruns += 1;
+                    }
+                    self.conceal(None);
+                    break;
+                }
+            }
+        }
+        // One 20 ms frame out of the FIFO.
+        let take = n.min(self.fifo_len);
+        for (dst, &src) in self.frame_f32.iter_mut().zip(&self.fifo[..take]) {
+            *dst = src as f32 / 32768.0;
+        }
+        self.frame_f32[take..].fill(0.0);
+        if self.conceal_run == 0 && take == n {
+            self.last_good.copy_from_slice(&self.fifo[..n]);
+        }
+        self.fifo.copy_within(take..self.fifo_len, 0);
+        self.fifo_len -= take;
+        let position = MediaPosition {
+            elapsed: FRAME * self.stats.frames_played as u32,
+            rtp_timestamp: self.fifo_ts,
+        };
+        self.fifo_ts = self.fifo_ts.wrapping_add(take as u32 * ticks);
+        self.stats.frames_played += 1;
+
+        if self
+            .inbound
+            .process_chunk(&self.frame_f32, &mut self.frame_16k)
+            .is_err()
+        {
+            self.frame_16k.fill(0.0);
+        }
+        let probability = self.vad.speech_probability(&self.frame_16k);
+        let talking = self.playout.is_speaking();
+        match self
+            .endpointer
+            .push(&self.frame_16k, probability, position, talking)
+        {
+            Some(Endpoint::Started { at, barge_in }) => {
+                self.events
+                    .push_back(CallEvent::SpeechStarted { at, barge_in });
+                if barge_in {
+                    self.events.push_back(CallEvent::BargeIn { at });
+                    if self.config.barge_in_stops_playout {
+                        self.stop_speaking();
+                    }
+                }
+            }
+            Some(Endpoint::Ended(utterance)) => {
+                self.events.push_back(CallEvent::SpeechEnded(utterance))
+            }
+            None => {}
+        }
+    }
+
+    /// The next outbound packet if its 20 ms slot has come by `now`. Call
+    /// until `None` after every wake-up. Slots more than 60 ms overdue are
+    /// consumed without sending, so a stalled driver never bursts.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        while self.next_send <= now {
+            let due = self.next_send;
+            self.next_send += FRAME;
+            let sent = match self.playout.tick(&mut self.tx) {
+                Ok(Some(sent)) => sent,
+                Ok(None) | Err(_) => continue,
+            };
+            if sent.first_of_reply {
+                self.events.push_back(CallEvent::ReplyStarted { at: now });
+            }
+            if sent.finished {
+                self.events.push_back(CallEvent::PlayoutFinished);
+            }
+            if now.saturating_duration_since(due) > MAX_SEND_LATENESS {
+                self.stats.send_ticks_skipped += 1;
+                continue;
+            }
+            self.stats.sent += 1;
+            if sent.audio {
+                self.stats.sent_audio += 1;
+            }
+            return Some(Transmit {
+                destination: self.peer,
+                data: &self.tx[..sent.len],
+            });
+        }
+        None
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    /// Queues reply audio (mono `f32`, any rate that is a multiple of 50 Hz).
+    /// Each call is one complete segment, e.g. one synthesized sentence.
+    pub fn speak(&mut self, pcm: &[f32], sample_rate: u32) -> Result<(), CallError> {
+        Ok(self.playout.speak(pcm, sample_rate)?)
+    }
+
+    /// Drops queued reply audio within one frame (with a 5 ms fade-out).
+    pub fn stop_speaking(&mut self) {
+        if self.playout.stop() {
+            self.stats.replies_interrupted += 1;
+        }
+    }
+}
