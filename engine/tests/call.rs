@@ -45,7 +45,6 @@ fn german_script_utterances_are_segmented_for_each_codec() {
         let secs = pcm.len() as u64 * 1000 / codec.pcm_rate() as u64 + 1500;
         let out = drive(
             &mut call,
-            codec,
             &pcm,
             Impairment::default(),
             1,
@@ -100,16 +99,7 @@ fn impaired_network_still_segments_and_keeps_time() {
     let t0 = Instant::now();
     let mut call = Call::new(config(Codec::Ulaw), t0).unwrap();
     let total = Duration::from_millis(pcm.len() as u64 / 8 + 1500);
-    let out = drive(
-        &mut call,
-        Codec::Ulaw,
-        &pcm,
-        imp,
-        9,
-        t0,
-        total,
-        |_, _, _| {},
-    );
+    let out = drive(&mut call, &pcm, imp, 9, t0, total, |_, _, _| {});
     assert_eq!(
         speech_ranges(&out).len(),
         truth.len(),
@@ -146,7 +136,6 @@ fn barge_in_stops_the_reply_within_one_frame() {
     call.speak(&reply, 16000).unwrap();
     let out = drive(
         &mut call,
-        Codec::Ulaw,
         &pcm,
         Impairment::default(),
         1,

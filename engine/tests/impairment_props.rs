@@ -46,7 +46,7 @@ proptest! {
         config.peer = Some(peer());
         let mut call = Call::new(config, t0).unwrap();
         let total = Duration::from_millis(2600);
-        let out = drive(&mut call, codec, &pcm, imp, seed, t0, total, |_, _, _| {});
+        let out = drive(&mut call, &pcm, imp, seed, t0, total, |_, _, _| {});
         let s = call.stats();
         // The first frame plays at the first arrival + initial delay (40 ms).
         let frames = out.frames.len() as u64 / 320;

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use aiagc_engine::impair::{Impairment, Network, RtpSender};
-use aiagc_engine::{Call, CallEvent, Codec};
+use aiagc_engine::{Call, CallEvent};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -55,7 +55,6 @@ pub struct Outcome {
 /// `on_event` may act on the call (e.g. speak) as events arrive.
 pub fn drive(
     call: &mut Call,
-    codec: Codec,
     pcm: &[i16],
     impairment: Impairment,
     seed: u64,
@@ -63,6 +62,7 @@ pub fn drive(
     duration: Duration,
     mut on_event: impl FnMut(&mut Call, &CallEvent, Instant),
 ) -> Outcome {
+    let codec = call.codec();
     let mut sender = RtpSender::new(codec, 1000, 160, 0x1234_5678).unwrap();
     let mut net = Network::new(impairment, seed);
     let n = codec.frame_samples();

@@ -1,0 +1,349 @@
+//! `aiagc demo`: the embedded end-to-end run of what exists so far.
+//!
+//! Until the ARI simulator and the speech core land, the demo drives the
+//! media engine alone: each German fixture caller script is sent as RTP
+//! (the chosen codec, paced 20 ms, through a seeded impaired network) into
+//! an `engine::Call`, in simulated time. Each detected utterance is
+//! answered by playing it back (an echo stands in for STT → dialogue →
+//! TTS), so both directions and the latency accounting run for real: the
+//! total is measured at the far end, from the caller's last voiced sample
+//! to the arrival of the first reply packet.
+
+use aiagc_engine::impair::{Impairment, Network, RtpSender};
+use aiagc_engine::{packet, Call, CallConfig, CallEvent, Codec};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Options of `aiagc demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Format externalMedia is asked for: slin16, ulaw, alaw or opus.
+    #[arg(long, default_value = "slin16")]
+    codec: String,
+    /// Packet loss on each direction (0.0–1.0).
+    #[arg(long, default_value_t = 0.01)]
+    loss: f64,
+    /// Network delay jitter in ms (uniform 0..N on top of 10 ms).
+    #[arg(long, default_value_t = 20)]
+    jitter_ms: u64,
+    /// Seed of the network model.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Fixtures folder (default: fixtures/generated next to the binary's repo).
+    #[arg(long)]
+    fixtures: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    endpoint: f64,
+    stt: Option<f64>,
+    dialogue: Option<f64>,
+    tts_first_audio: Option<f64>,
+    total: f64,
+}
+
+#[derive(Serialize)]
+struct Turn {
+    call: String,
+    reference: String,
+    transcript: Option<String>,
+    reply: String,
+    barge_in: bool,
+    speech_ms: [u64; 2],
+    latency_ms: Latency,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    calls: usize,
+    turns: usize,
+    expected_turns: usize,
+    wer: Option<f64>,
+    completed_tasks: Option<usize>,
+    latency_ms: Percentiles,
+    rtp: RtpSummary,
+}
+
+#[derive(Serialize)]
+struct Percentiles {
+    p50: f64,
+    p95: f64,
+}
+
+#[derive(Serialize, Default)]
+struct RtpSummary {
+    received: u64,
+    lost: u64,
+    concealed_frames: u64,
+    late: u64,
+    jitter_ms_max: f64,
+    sent: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    codec: String,
+    turns: Vec<Turn>,
+    summary: Summary,
+}
+
+struct Script {
+    name: String,
+    pcm: Vec<i16>,
+    rate: u32,
+    segments: Vec<(u64, u64, String)>,
+}
+
+fn fixtures_dir(arg: &Option<PathBuf>) -> PathBuf {
+    arg.clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/generated"))
+}
+
+fn load_scripts(dir: &std::path::Path, rate: u32) -> Result<Vec<Script>> {
+    let tsv_path = dir.join("de/scripts.tsv");
+    let tsv = std::fs::read_to_string(&tsv_path).with_context(|| {
+        format!(
+            "{} missing: run `bash scripts/setup.sh`",
+            tsv_path.display()
+        )
+    })?;
+    let mut scripts = Vec::new();
+    for line in tsv.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 4 || cols[1] != rate.to_string() {
+            continue;
+        }
+        let mut segments = Vec::new();
+        for seg in cols[3].split('|') {
+            let (range, text) = seg.split_once(':').context("bad segment in scripts.tsv")?;
+            let (a, b) = range.split_once('-').context("bad range in scripts.tsv")?;
+            segments.push((a.parse()?, b.parse()?, text.to_owned()));
+        }
+        let mut reader = hound::WavReader::open(dir.join("de").join(cols[0]))?;
+        let pcm = reader.samples::<i16>().collect::<Result<Vec<_>, _>>()?;
+        scripts.push(Script {
+            name: cols[0].trim_end_matches(".wav").to_owned(),
+            pcm,
+            rate,
+            segments,
+        });
+    }
+    if scripts.is_empty() {
+        bail!("no caller scripts at {rate} Hz in {}", tsv_path.display());
+    }
+    Ok(scripts)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx]
+}
+
+/// Runs one scripted call in simulated time and returns its turns.
+fn run_call(
+    script: &Script,
+    codec: Codec,
+    args: &DemoArgs,
+    rtp: &mut RtpSummary,
+) -> Result<Vec<Turn>> {
+    let asterisk: SocketAddr = "127.0.0.1:30000".parse()?;
+    let impairment = Impairment {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(args.jitter_ms),
+        loss: args.loss,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let mut config = CallConfig::new(codec, args.seed);
+    config.peer = Some(asterisk);
+    let mut call = Call::new(config, t0)?;
+    let mut uplink = Network::new(impairment, args.seed);
+    let mut downlink = Network::new(impairment, args.seed.wrapping_add(1));
+    let mut sender = RtpSender::new(codec, 4000, 160, 0x5eed)?;
+
+    // Asterisk keeps streaming while bridged: the script, then 3 s of silence.
+    let mut pcm = script.pcm.clone();
+    pcm.extend(std::iter::repeat_n(0, script.rate as usize * 3));
+    let n = codec.frame_samples();
+    for (i, chunk) in pcm.chunks(n).enumerate() {
+        uplink.send(
+            &sender.packet(chunk),
+            t0 + Duration::from_millis(20 * i as u64),
+        );
+    }
+    let end = t0 + Duration::from_millis(pcm.len() as u64 * 1000 / script.rate as u64 + 500);
+
+    let mut pending: Vec<(usize, Instant)> = Vec::new(); // (turn index, speech end wall time)
+    let mut turns = Vec::new();
+    let mut now = t0;
+    loop {
+        while let Some((at, d)) = uplink.poll(now) {
+            call.receive(asterisk, &d, at);
+        }
+        call.handle_timeout(now);
+        while let Some(t) = call.poll_transmit(now) {
+            downlink.send(t.data, now);
+        }
+        while let Some(event) = call.poll_event() {
+            if let CallEvent::SpeechEnded(u) = event {
+                let end_ms = u.end.elapsed.as_millis() as u64;
+                let start_ms = u.start.elapsed.as_millis() as u64;
+                // The reference utterance overlapping the detected one.
+                let reference = script
+                    .segments
+                    .iter()
+                    .find(|(a, b, _)| start_ms < *b + 200 && end_ms + 200 > *a)
+                    .cloned();
+                let (true_end, text) = match reference {
+                    Some((_, b, text)) => (b, text),
+                    None => (end_ms, "(no reference: false start)".to_owned()),
+                };
+                let speech_end_at = t0 + Duration::from_millis(true_end);
+                let reply_ms = u.samples.len() as u64 / 16;
+                call.speak(&u.samples, 16000)?;
+                turns.push(Turn {
+                    call: script.name.clone(),
+                    reference: text,
+                    transcript: None,
+                    reply: format!("(echo of the caller, {reply_ms} ms)"),
+                    barge_in: u.barge_in,
+                    speech_ms: [start_ms, end_ms],
+                    latency_ms: Latency {
+                        endpoint: now.saturating_duration_since(speech_end_at).as_secs_f64()
+                            * 1000.0,
+                        stt: None,
+                        dialogue: None,
+                        tts_first_audio: None,
+                        total: f64::NAN,
+                    },
+                });
+                pending.push((turns.len() - 1, speech_end_at));
+            }
+        }
+        // The far end: the first marked packet after a turn is its reply.
+        while let Some((at, d)) = downlink.poll(now) {
+            if let Ok(v) = packet::parse(&d) {
+                if v.marker && !pending.is_empty() {
+                    let (idx, speech_end_at) = pending.remove(0);
+                    turns[idx].latency_ms.total =
+                        at.saturating_duration_since(speech_end_at).as_secs_f64() * 1000.0;
+                }
+            }
+        }
+        let next = call
+            .poll_timeout()
+            .min(uplink.next_arrival().unwrap_or(end))
+            .min(downlink.next_arrival().unwrap_or(end));
+        if next >= end {
+            break;
+        }
+        now = next.max(now + Duration::from_micros(1));
+    }
+    let s = call.stats();
+    rtp.received += s.received;
+    rtp.lost += s.lost;
+    rtp.concealed_frames += s.concealed_frames;
+    rtp.late += s.late;
+    rtp.sent += s.sent;
+    rtp.jitter_ms_max = rtp.jitter_ms_max.max(s.jitter.as_secs_f64() * 1000.0);
+    Ok(turns)
+}
+
+/// Runs the demo.
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let codec = Codec::from_asterisk_format(&args.codec)?;
+    let rate = if codec.pcm_rate() == 8000 {
+        8000
+    } else {
+        16000
+    };
+    let scripts = load_scripts(&fixtures_dir(&args.fixtures), rate)?;
+    let expected_turns: usize = scripts.iter().map(|s| s.segments.len()).sum();
+    let mut rtp = RtpSummary::default();
+    let mut turns = Vec::new();
+    for script in &scripts {
+        turns.extend(run_call(script, codec, args, &mut rtp)?);
+    }
+    let mut totals: Vec<f64> = turns
+        .iter()
+        .map(|t| t.latency_ms.total)
+        .filter(|t| t.is_finite())
+        .collect();
+    totals.sort_by(f64::total_cmp);
+    let report = Report {
+        codec: codec.asterisk_format().to_owned(),
+        summary: Summary {
+            calls: scripts.len(),
+            turns: turns.len(),
+            expected_turns,
+            wer: None,
+            completed_tasks: None,
+            latency_ms: Percentiles {
+                p50: percentile(&totals, 0.5),
+                p95: percentile(&totals, 0.95),
+            },
+            rtp,
+        },
+        turns,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    println!(
+        "aiagc demo: {} German caller scripts over {} RTP, {}% loss, 10+{} ms jitter (simulated time)",
+        report.summary.calls,
+        report.codec,
+        args.loss * 100.0,
+        args.jitter_ms
+    );
+    println!("speech core (STT, dialogue, TTS) and the ARI simulator are not in this build yet: each turn is answered by echoing the caller\n");
+    println!(
+        "{:<14} {:<48} {:>13} {:>6} {:>9} {:>9}",
+        "call", "caller said (reference)", "speech ms", "barge", "endpoint", "total"
+    );
+    for t in &report.turns {
+        println!(
+            "{:<14} {:<48} {:>6}-{:<6} {:>6} {:>7.0}ms {:>7.0}ms",
+            t.call,
+            t.reference.chars().take(48).collect::<String>(),
+            t.speech_ms[0],
+            t.speech_ms[1],
+            if t.barge_in { "yes" } else { "" },
+            t.latency_ms.endpoint,
+            t.latency_ms.total
+        );
+    }
+    let s = &report.summary;
+    println!(
+        "\n{} of {} utterances detected; turn latency p50 {:.0} ms, p95 {:.0} ms (endpoint hangover 500 ms included)",
+        s.turns, s.expected_turns, s.latency_ms.p50, s.latency_ms.p95
+    );
+    println!(
+        "RTP: {} received, {} lost, {} frames concealed, {} late, jitter max {:.1} ms, {} sent",
+        s.rtp.received,
+        s.rtp.lost,
+        s.rtp.concealed_frames,
+        s.rtp.late,
+        s.rtp.jitter_ms_max,
+        s.rtp.sent
+    );
+    if s.turns != s.expected_turns {
+        bail!(
+            "{} utterances detected, {} expected",
+            s.turns,
+            s.expected_turns
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! The `aiagc` binary as a user runs it.
+
+use std::process::Command;
+
+fn aiagc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aiagc"))
+        .args(args)
+        .output()
+        .expect("aiagc runs")
+}
+
+/// `aiagc demo --json` finds every scripted utterance for each codec,
+/// and every turn gets a reply whose latency the far end measured.
+#[test]
+fn demo_json_reports_every_turn() {
+    for codec in ["slin16", "ulaw", "opus"] {
+        let out = aiagc(&["demo", "--json", "--codec", codec]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let summary = &v["summary"];
+        assert_eq!(summary["turns"], summary["expected_turns"], "{codec}");
+        assert!(summary["turns"].as_u64().unwrap() >= 6);
+        let turns = v["turns"].as_array().unwrap();
+        for t in turns {
+            let total = t["latency_ms"]["total"].as_f64().expect("total measured");
+            let endpoint = t["latency_ms"]["endpoint"].as_f64().unwrap();
+            // The reply cannot reach the caller before the endpoint decided,
+            // and the endpointer waits for its 500 ms hangover.
+            assert!(
+                endpoint >= 450.0 && total > endpoint && total < 1500.0,
+                "{codec}: {t}"
+            );
+        }
+        assert!(
+            turns.iter().any(|t| t["barge_in"] == true),
+            "echo replies overlap the next utterance"
+        );
+    }
+}
+
+#[test]
+fn demo_rejects_an_unknown_codec_with_the_accepted_values() {
+    let out = aiagc(&["demo", "--codec", "g729"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ulaw, alaw, slin16, opus"), "{err}");
+}
+
+#[test]
+fn models_check_reports_a_missing_folder() {
+    let out = aiagc(&["models", "list", "--dir", "/nonexistent/aiagc-models"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("MISSING"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/setup.sh"));
+}
