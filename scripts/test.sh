@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export AIAGC_MODELS=${AIAGC_MODELS:-$HOME/.cache/aiagc/models}
+export AIAGC_CACHE=${AIAGC_CACHE:-$HOME/.cache/aiagc}
+export AIAGC_MODELS=${AIAGC_MODELS:-$AIAGC_CACHE/models}
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 echo "==> tests (nextest profile $profile)"

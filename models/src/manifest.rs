@@ -87,10 +87,14 @@ impl Manifest {
     }
 }
 
-/// The models folder: `$AIAGC_MODELS`, else `~/.cache/aiagc/models`.
+/// The models folder: `$AIAGC_MODELS`, else `$AIAGC_CACHE/models`, else
+/// `~/.cache/aiagc/models` (the same rule as `scripts/setup.sh`).
 pub fn default_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("AIAGC_MODELS") {
         return PathBuf::from(dir);
+    }
+    if let Some(cache) = std::env::var_os("AIAGC_CACHE") {
+        return PathBuf::from(cache).join("models");
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
