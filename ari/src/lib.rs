@@ -1,1 +1,10 @@
+//! # aiagc-ari — Asterisk REST Interface
+//!
+//! The ARI resource models the product uses ([`model`]) and the typed
+//! event stream decoding ([`event`]). The REST client, the events
+//! WebSocket with reconnect, the Stasis call controller and the Asterisk
+//! simulator build on these. This crate never touches audio samples.
 
+pub mod event;
+pub mod model;
+pub mod schema;
