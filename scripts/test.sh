@@ -9,6 +9,6 @@ export AIAGC_MODELS=${AIAGC_MODELS:-$AIAGC_CACHE/models}
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 echo "==> tests (nextest profile $profile)"
-cargo nextest run --workspace --all-targets --profile "$profile"
+cargo nextest run --workspace --lib --bins --tests --profile "$profile"
 echo "==> doc tests"
 cargo test --workspace --doc --quiet

@@ -5,6 +5,7 @@
 //! WebSocket with reconnect, the Stasis call controller and the Asterisk
 //! simulator build on these. This crate never touches audio samples.
 
+pub mod client;
 pub mod event;
 pub mod model;
 pub mod schema;
