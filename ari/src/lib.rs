@@ -6,6 +6,9 @@
 //! simulator build on these. This crate never touches audio samples.
 
 pub mod client;
+pub mod controller;
 pub mod event;
 pub mod model;
 pub mod schema;
+pub mod sim;
+pub mod stream;

@@ -1,0 +1,490 @@
+//! The Stasis call controller: one lifecycle per caller channel.
+//!
+//! StasisStart of a caller → answer → mixing bridge → bind a UDP port
+//! ([`MediaHost::open`]) → externalMedia to it → caller and externalMedia
+//! into the bridge → [`MediaHost::start`] with the codec and the RTP peer
+//! Asterisk reported. The externalMedia channel's own StasisStart is
+//! recognised and ignored. StasisEnd, hangup or destruction of either side
+//! tears everything down (externalMedia channel, bridge, socket); a failing
+//! setup step undoes the steps already done. Teardown is idempotent and
+//! treats "already gone" as success.
+//!
+//! After every (re)connect of the event stream the controller reconciles
+//! with `GET /applications/{app}`: calls whose caller left while we were
+//! disconnected are torn down, callers we never saw are adopted, and
+//! bridges or externalMedia channels that belong to no call are removed.
+
+use crate::client::{AriClient, AriError, ExternalMedia};
+use crate::event::Event;
+use crate::model::Channel;
+use crate::stream::StreamEvent;
+use aiagc_engine::Codec;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Suffix of the ids we give externalMedia channels (`{caller}-aiagc-em`).
+pub const EXTERNAL_SUFFIX: &str = "-aiagc-em";
+
+/// The media side of a call, provided by the runtime (sockets, the engine)
+/// or by tests. The controller never sees audio.
+pub trait MediaHost: Send + Sync + 'static {
+    /// Binds a UDP socket for `call`; returns the address Asterisk should
+    /// send RTP to (`external_host`).
+    fn open(&self, call: &str) -> Result<SocketAddr, String>;
+    /// Starts media for `call`: RTP from/to `peer`, in `codec`.
+    fn start(&self, call: &str, peer: SocketAddr, codec: Codec);
+    /// Stops media and closes the socket of `call` (idempotent).
+    fn close(&self, call: &str);
+    /// A DTMF digit from the caller.
+    fn dtmf(&self, _call: &str, _digit: &str) {}
+}
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Format externalMedia is asked for.
+    pub format: Codec,
+    /// Hang the caller up when setup fails (else leave it in Stasis).
+    pub hangup_on_setup_failure: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            format: Codec::Slin16,
+            hangup_on_setup_failure: true,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Resources {
+    bridge: Option<String>,
+    external: Option<String>,
+    media_open: bool,
+    torn_down: bool,
+}
+
+struct Slot {
+    caller: String,
+    ended: AtomicBool,
+    resources: tokio::sync::Mutex<Resources>,
+}
+
+/// Counters of the controller's work.
+#[derive(Debug, Default)]
+pub struct ControllerStats {
+    /// Calls whose setup completed.
+    pub calls_started: AtomicU64,
+    /// Setups that failed and were undone.
+    pub setups_failed: AtomicU64,
+    /// Calls torn down.
+    pub calls_ended: AtomicU64,
+    /// Reconciliations run.
+    pub reconciliations: AtomicU64,
+    /// Calls adopted during reconciliation.
+    pub adopted: AtomicU64,
+    /// Orphans (bridges, externalMedia channels) removed by reconciliation.
+    pub orphans_removed: AtomicU64,
+}
+
+struct Shared<M> {
+    client: AriClient,
+    media: Arc<M>,
+    config: ControllerConfig,
+    calls: Mutex<HashMap<String, Arc<Slot>>>,
+    external: Mutex<HashMap<String, String>>,
+    tasks: AtomicUsize,
+    stats: ControllerStats,
+}
+
+/// The call controller (cheap to clone).
+pub struct Controller<M: MediaHost> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: MediaHost> Clone for Controller<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct TaskGuard<'a>(&'a AtomicUsize);
+impl Drop for TaskGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<M: MediaHost> Controller<M> {
+    /// A controller using `client` for REST and `media` for the media side.
+    pub fn new(client: AriClient, media: Arc<M>, config: ControllerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                media,
+                config,
+                calls: Mutex::new(HashMap::new()),
+                external: Mutex::new(HashMap::new()),
+                tasks: AtomicUsize::new(0),
+                stats: ControllerStats::default(),
+            }),
+        }
+    }
+
+    /// Calls in progress (set up or being set up).
+    pub fn active_calls(&self) -> usize {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Ids of the caller channels of active calls.
+    pub fn call_ids(&self) -> Vec<String> {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Setup/teardown tasks still running.
+    pub fn tasks(&self) -> usize {
+        self.shared.tasks.load(Ordering::SeqCst)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ControllerStats {
+        &self.shared.stats
+    }
+
+    fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.shared.tasks.fetch_add(1, Ordering::SeqCst);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let _guard = TaskGuard(&shared.tasks);
+            f.await;
+        });
+    }
+
+    /// Consumes the event stream until it ends.
+    pub async fn run(self, mut events: tokio::sync::mpsc::Receiver<StreamEvent>) {
+        while let Some(item) = events.recv().await {
+            self.handle(item);
+        }
+    }
+
+    /// Handles one item of the event stream.
+    pub fn handle(&self, item: StreamEvent) {
+        match item {
+            StreamEvent::Connected => {
+                let me = self.clone();
+                self.spawn(async move { me.reconcile().await });
+            }
+            StreamEvent::Event(event) => self.on_event(*event),
+            StreamEvent::Malformed(_) | StreamEvent::Disconnected(_) => {}
+        }
+    }
+
+    fn slot_of_channel(&self, id: &str) -> Option<(Arc<Slot>, bool)> {
+        if let Some(s) = self
+            .shared
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Some((s.clone(), true));
+        }
+        let caller = self
+            .shared
+            .external
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&caller)
+            .map(|s| (s.clone(), false))
+    }
+
+    fn on_event(&self, event: Event) {
+        match event {
+            Event::StasisStart { channel, .. } => {
+                if channel.is_external_media() || channel.id.ends_with(EXTERNAL_SUFFIX) {
+                    return;
+                }
+                self.adopt(channel);
+            }
+            Event::StasisEnd { channel }
+            | Event::ChannelDestroyed { channel, .. }
+            | Event::ChannelHangupRequest { channel, .. } => {
+                if let Some((slot, is_caller)) = self.slot_of_channel(&channel.id) {
+                    slot.ended.store(true, Ordering::SeqCst);
+                    // The caller left the app (hangup or transfer): leave it be.
+                    // Our externalMedia leg died: the caller has no media, hang up.
+                    let hangup_caller = !is_caller;
+                    let me = self.clone();
+                    self.spawn(async move { me.teardown(slot, hangup_caller).await });
+                }
+            }
+            Event::ChannelDtmfReceived { channel, digit, .. } => {
+                if self
+                    .shared
+                    .calls
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&channel.id)
+                {
+                    self.shared.media.dtmf(&channel.id, &digit);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts the lifecycle of a caller channel (idempotent).
+    fn adopt(&self, channel: Channel) {
+        let slot = {
+            let mut calls = self.shared.calls.lock().unwrap_or_else(|p| p.into_inner());
+            if calls.contains_key(&channel.id) {
+                return;
+            }
+            let slot = Arc::new(Slot {
+                caller: channel.id.clone(),
+                ended: AtomicBool::new(false),
+                resources: tokio::sync::Mutex::new(Resources::default()),
+            });
+            calls.insert(channel.id.clone(), slot.clone());
+            slot
+        };
+        let me = self.clone();
+        self.spawn(async move { me.setup(slot, channel).await });
+    }
+
+    async fn setup(&self, slot: Arc<Slot>, channel: Channel) {
+        let call = slot.caller.clone();
+        match self.try_setup(&slot, &channel).await {
+            Ok(()) => {
+                self.shared
+                    .stats
+                    .calls_started
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(call = %call, "call set up");
+                if slot.ended.load(Ordering::SeqCst) {
+                    self.teardown(slot, false).await;
+                }
+            }
+            Err(e) => {
+                self.shared
+                    .stats
+                    .setups_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                // Unless the caller already left the app, hang it up: a 404
+                // says it is gone (the hangup then 404s harmlessly), anything
+                // else leaves it in silence with no one to answer it.
+                let left = slot.ended.load(Ordering::SeqCst);
+                tracing::warn!(call = %call, error = %e, caller_left = left, "call setup failed; undoing");
+                self.teardown(slot, !left && self.shared.config.hangup_on_setup_failure)
+                    .await;
+            }
+        }
+    }
+
+    async fn try_setup(&self, slot: &Slot, channel: &Channel) -> Result<(), AriError> {
+        let s = &self.shared;
+        let id = &channel.id;
+        let check = || {
+            if slot.ended.load(Ordering::SeqCst) {
+                Err(AriError::NotFound("caller hung up during setup".into()))
+            } else {
+                Ok(())
+            }
+        };
+        let mut res = slot.resources.lock().await;
+        if channel.state != "Up" {
+            s.client.answer(id).await?;
+        }
+        check()?;
+        let bridge = s.client.create_bridge(Some(&format!("aiagc-{id}"))).await?;
+        res.bridge = Some(bridge.id.clone());
+        check()?;
+        let local = s
+            .media
+            .open(id)
+            .map_err(|e| AriError::Transport(format!("RTP socket: {e}")))?;
+        res.media_open = true;
+        let em_id = format!("{id}{EXTERNAL_SUFFIX}");
+        s.external
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(em_id.clone(), id.clone());
+        let em = s
+            .client
+            .external_media(&ExternalMedia {
+                external_host: local.to_string(),
+                format: s.config.format.asterisk_format().into(),
+                channel_id: Some(em_id.clone()),
+            })
+            .await?;
+        res.external = Some(em.id.clone());
+        check()?;
+        s.client.add_channel(&bridge.id, id).await?;
+        s.client.add_channel(&bridge.id, &em.id).await?;
+        let peer = em.unicast_rtp_peer().ok_or_else(|| {
+            AriError::Decode("externalMedia channel without UNICASTRTP_LOCAL_ADDRESS/PORT".into())
+        })?;
+        check()?;
+        s.media.start(id, peer, s.config.format);
+        Ok(())
+    }
+
+    /// Removes everything of a call; "already gone" counts as done.
+    async fn teardown(&self, slot: Arc<Slot>, hangup_caller: bool) {
+        let s = &self.shared;
+        let mut res = slot.resources.lock().await;
+        if res.torn_down {
+            return;
+        }
+        res.torn_down = true;
+        let call = &slot.caller;
+        if let Some(em) = res.external.take() {
+            if let Err(e) = s.client.hangup(&em, "normal").await {
+                if !e.is_gone() {
+                    tracing::warn!(call = %call, error = %e, "externalMedia hangup failed");
+                }
+            }
+        }
+        if let Some(b) = res.bridge.take() {
+            if let Err(e) = s.client.destroy_bridge(&b).await {
+                if !e.is_gone() {
+                    tracing::warn!(call = %call, error = %e, "bridge destroy failed");
+                }
+            }
+        }
+        if res.media_open {
+            s.media.close(call);
+            res.media_open = false;
+        }
+        if hangup_caller {
+            if let Err(e) = s.client.hangup(call, "normal").await {
+                if !e.is_gone() {
+                    tracing::warn!(call = %call, error = %e, "caller hangup failed");
+                }
+            }
+        }
+        s.external
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, c| c != call);
+        s.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call);
+        s.stats.calls_ended.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(call = %call, "call torn down");
+    }
+
+    /// Brings our view in line with Asterisk's after a (re)connect.
+    pub async fn reconcile(&self) {
+        let s = &self.shared;
+        s.stats.reconciliations.fetch_add(1, Ordering::Relaxed);
+        let app = match s.client.application().await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciliation: application lookup failed");
+                return;
+            }
+        };
+        let in_app: std::collections::HashSet<&String> = app.channel_ids.iter().collect();
+        // Calls whose caller is gone.
+        let known: Vec<Arc<Slot>> = s
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut live_bridges = std::collections::HashSet::new();
+        for slot in known {
+            if in_app.contains(&slot.caller) {
+                if let Ok(res) = slot.resources.try_lock() {
+                    if let Some(b) = &res.bridge {
+                        live_bridges.insert(b.clone());
+                    }
+                } else {
+                    // Setup in flight: its bridge is not an orphan.
+                    live_bridges.insert(format!("aiagc-{}", slot.caller));
+                }
+                continue;
+            }
+            slot.ended.store(true, Ordering::SeqCst);
+            self.teardown(slot, false).await;
+        }
+        // Channels in the app we do not know: orphaned externalMedia legs
+        // are removed, callers are adopted.
+        for id in &app.channel_ids {
+            if self.slot_of_channel(id).is_some() {
+                continue;
+            }
+            match s.client.channel(id).await {
+                Ok(ch) if ch.is_external_media() || ch.id.ends_with(EXTERNAL_SUFFIX) => {
+                    if s.client.hangup(id, "normal").await.is_ok() {
+                        s.stats.orphans_removed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(ch) => {
+                    s.stats.adopted.fetch_add(1, Ordering::Relaxed);
+                    self.adopt(ch);
+                }
+                Err(_) => {}
+            }
+        }
+        for b in &app.bridge_ids {
+            let ours = s
+                .calls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .any(|slot| {
+                    slot.resources
+                        .try_lock()
+                        .map(|r| r.bridge.as_deref() == Some(b.as_str()))
+                        .unwrap_or(true)
+                });
+            if !ours && !live_bridges.contains(b) && s.client.destroy_bridge(b).await.is_ok() {
+                s.stats.orphans_removed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Tears down every call (shutdown), hanging the callers up.
+    pub async fn shutdown(&self) {
+        let slots: Vec<Arc<Slot>> = self
+            .shared
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for slot in slots {
+            slot.ended.store(true, Ordering::SeqCst);
+            self.teardown(slot, true).await;
+        }
+    }
+}

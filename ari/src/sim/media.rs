@@ -1,0 +1,155 @@
+//! The simulator's RTP: the caller's script out, our packets recorded.
+
+use super::state::{CallerScript, Inner};
+use aiagc_engine::impair::{Impairment, Network, RtpSender};
+use aiagc_engine::resample::Resampler;
+use aiagc_engine::Codec;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+/// One RTP packet the simulator received from the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpRecord {
+    /// Arrival time.
+    pub at: Instant,
+    /// Sender.
+    pub from: SocketAddr,
+    /// Sequence number.
+    pub sequence: u16,
+    /// Timestamp.
+    pub timestamp: u32,
+    /// Marker bit.
+    pub marker: bool,
+    /// Payload type.
+    pub payload_type: u8,
+    /// SSRC.
+    pub ssrc: u32,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// A running RTP stream.
+pub(super) struct MediaHandle {
+    pub bridge: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MediaHandle {
+    pub fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+pub(super) struct Stream {
+    pub socket: Arc<UdpSocket>,
+    pub target: SocketAddr,
+    pub codec: Codec,
+    pub records: Arc<Mutex<Vec<RtpRecord>>>,
+    pub script: CallerScript,
+    pub caller_id: String,
+    pub bridge_id: String,
+    pub impairment: Impairment,
+    pub seed: u64,
+}
+
+/// The script's 16 kHz audio at the codec's PCM rate.
+fn at_codec_rate(audio: &[i16], codec: Codec) -> Vec<i16> {
+    if codec.pcm_rate() == 16000 {
+        return audio.to_vec();
+    }
+    let Ok(mut r) = Resampler::new(16000, codec.pcm_rate()) else {
+        return Vec::new();
+    };
+    let input: Vec<f32> = audio.iter().map(|&s| s as f32 / 32768.0).collect();
+    let mut out = Vec::with_capacity(audio.len());
+    let mut sink = |o: &[f32]| out.extend(o.iter().map(|&x| (x.clamp(-1.0, 1.0) * 32767.0) as i16));
+    let delay = r.delay_samples();
+    if r.push(&input, &mut sink).is_err() || r.flush(&mut sink).is_err() {
+        return Vec::new();
+    }
+    out.drain(..delay.min(out.len()));
+    out
+}
+
+pub(super) fn start(inner: Arc<Inner>, s: Stream) -> MediaHandle {
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let bridge = s.bridge_id.clone();
+    let task = tokio::spawn(run(inner, s, stop_rx));
+    MediaHandle {
+        bridge,
+        stop: Some(stop_tx),
+        task,
+    }
+}
+
+async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
+    let pcm = at_codec_rate(&s.script.audio, s.codec);
+    let n = s.codec.frame_samples();
+    let Ok(mut sender) = RtpSender::new(
+        s.codec,
+        (s.seed & 0xFFFF) as u16,
+        160,
+        (s.seed >> 16) as u32,
+    ) else {
+        return;
+    };
+    let mut net = Network::new(s.impairment, s.seed);
+    let start = Instant::now();
+    let frames_of_script = pcm.len().div_ceil(n) as u64;
+    let hangup_at = s
+        .script
+        .hangup_after
+        .map(|d| start + Duration::from_millis(20 * frames_of_script) + d);
+    let mut frame: u64 = 0;
+    let mut buf = vec![0u8; 2048];
+    let silence = vec![0i16; n];
+    loop {
+        let next_tick = start + Duration::from_millis(20 * frame);
+        let mut wake = net.next_arrival().map_or(next_tick, |a| a.min(next_tick));
+        if let Some(h) = hangup_at {
+            wake = wake.min(h);
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            r = s.socket.recv_from(&mut buf) => {
+                if let Ok((len, from)) = r {
+                    if let Ok(v) = aiagc_engine::packet::parse(&buf[..len]) {
+                        let rec = RtpRecord { at: Instant::now(), from, sequence: v.sequence, timestamp: v.timestamp, marker: v.marker, payload_type: v.payload_type, ssrc: v.ssrc, payload: v.payload.to_vec() };
+                        s.records.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                if hangup_at.is_some_and(|h| now >= h) {
+                    // The caller hangs up; this also stops this stream.
+                    let inner = inner.clone();
+                    let id = s.caller_id.clone();
+                    tokio::spawn(async move { inner.hangup(&id, 16); });
+                    break;
+                }
+                while start + Duration::from_millis(20 * frame) <= now {
+                    let at = start + Duration::from_millis(20 * frame);
+                    let lo = frame as usize * n;
+                    let chunk = if lo < pcm.len() { &pcm[lo..(lo + n).min(pcm.len())] } else { &silence[..] };
+                    net.send(&sender.packet(chunk), at);
+                    frame += 1;
+                }
+                while let Some((_, d)) = net.poll(now) {
+                    let _ = s.socket.send_to(&d, s.target).await;
+                }
+            }
+        }
+    }
+}

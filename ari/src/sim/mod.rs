@@ -1,0 +1,157 @@
+//! `ari::sim`: an in-process Asterisk for tests and the demo.
+//!
+//! It serves the ARI REST paths the product uses and the events WebSocket
+//! on loopback, with the JSON shapes of Asterisk 22 (checked against
+//! `api-docs/` in tests) and the behaviour observed on a real one
+//! (`shared/asterisk/README.md`): the externalMedia channel enters the app
+//! too, the bridge and externalMedia channel outlive the caller, RTP flows
+//! as soon as a caller and an externalMedia channel share a bridge, events
+//! raised while the WebSocket is down are not replayed, error bodies are
+//! Asterisk's own. Once bridged, each call's caller script is streamed as
+//! RTP in real time through the engine's seeded impairment model, and every
+//! packet that comes back is recorded with its arrival time.
+//!
+//! Faults: fail or delay any request, close the WebSockets, restart
+//! (everything gone), hang a caller up at any moment.
+
+mod http;
+mod media;
+mod state;
+
+pub use media::RtpRecord;
+pub use state::{Alive, CallerScript, Fault};
+
+use aiagc_engine::impair::Impairment;
+use state::Inner;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Configuration of a simulated Asterisk.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// ARI user.
+    pub username: String,
+    /// ARI password.
+    pub password: String,
+    /// Version reported by `/asterisk/info`.
+    pub version: String,
+    /// Network impairment of the RTP the simulator sends.
+    pub impairment: Impairment,
+    /// Seed for ids, impairment and timing.
+    pub seed: u64,
+    /// Time from originate to answer.
+    pub answer_delay: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            username: "aiagc".into(),
+            password: "aiagc-secret".into(),
+            version: "22.10.1".into(),
+            impairment: Impairment::default(),
+            seed: 1,
+            answer_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A running simulator; dropping it stops the server and all media.
+pub struct Simulator {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Starts a simulator on `127.0.0.1` with an ephemeral port.
+    pub async fn start(config: SimConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner::new(config));
+        let app = http::router(inner.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "simulator server stopped");
+            }
+        });
+        Ok(Self {
+            addr,
+            inner,
+            server,
+        })
+    }
+
+    /// The HTTP address (ARI base is `http://{addr}/ari`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A client configuration for this simulator and `app`.
+    pub fn client_config(&self, app: &str) -> crate::client::AriConfig {
+        let c = &self.inner.config;
+        crate::client::AriConfig::new("127.0.0.1", self.addr.port(), &c.username, &c.password, app)
+    }
+
+    /// An inbound call: a caller channel enters `Stasis(app, args…)`.
+    /// Fails when no WebSocket has registered `app` (Asterisk would fail
+    /// the Stasis application and hang up).
+    pub fn place_call(&self, app: &str, script: CallerScript) -> Result<String, String> {
+        self.inner.place_call(app, script)
+    }
+
+    /// The caller (or any channel) hangs up.
+    pub fn hangup(&self, channel_id: &str) -> bool {
+        self.inner.hangup(channel_id, 16)
+    }
+
+    /// What is alive: channels, bridges, media streams, simulator sockets.
+    pub fn alive(&self) -> Alive {
+        self.inner.alive()
+    }
+
+    /// RTP packets received on an externalMedia channel.
+    pub fn received(&self, external_channel_id: &str) -> Vec<RtpRecord> {
+        self.inner.received(external_channel_id)
+    }
+
+    /// RTP packets received for the call of `caller_id` (through its bridge).
+    pub fn received_for_caller(&self, caller_id: &str) -> Vec<RtpRecord> {
+        self.inner.received_for_caller(caller_id)
+    }
+
+    /// Every event sent to WebSocket clients so far (JSON), for checks
+    /// against the api-docs.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.inner.events()
+    }
+
+    /// Adds a fault to the plan.
+    pub fn inject(&self, fault: Fault) {
+        self.inner.inject(fault);
+    }
+
+    /// Closes every events WebSocket (the app stays registered).
+    pub fn close_websockets(&self) {
+        self.inner.close_websockets();
+    }
+
+    /// Asterisk restarts: every channel and bridge is gone without events,
+    /// WebSockets close, the app is unregistered.
+    pub fn restart(&self) {
+        self.inner.restart();
+    }
+
+    /// Number of events WebSocket connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.inner.connections()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.inner.restart();
+        self.server.abort();
+    }
+}

@@ -1,0 +1,466 @@
+//! The simulator's channels, bridges, event fan-out and fault plan.
+
+use super::media::{self, MediaHandle, RtpRecord};
+use super::SimConfig;
+use crate::model::{Bridge, CallerId, Channel, DialplanCep};
+use aiagc_engine::Codec;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What a simulated caller says once bridged: 16 kHz mono PCM (pauses are
+/// silence in it), then `hangup_after` (if set) the caller hangs up.
+#[derive(Debug, Clone, Default)]
+pub struct CallerScript {
+    /// Stasis arguments (`inbound` for the incoming-ari context).
+    pub args: Vec<String>,
+    /// Caller number.
+    pub number: String,
+    /// 16 kHz audio the caller sends; silence follows.
+    pub audio: Vec<i16>,
+    /// Hang up this long after the audio ends.
+    pub hangup_after: Option<Duration>,
+}
+
+/// Counts of what is alive in the simulator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Alive {
+    /// Channels that exist.
+    pub channels: usize,
+    /// Bridges that exist.
+    pub bridges: usize,
+    /// RTP streams running.
+    pub media_streams: usize,
+    /// UDP sockets the simulator holds (one per externalMedia channel).
+    pub sockets: usize,
+}
+
+/// A planned fault.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// The next `times` requests whose method and path match answer
+    /// `status` with `body`.
+    Fail {
+        /// HTTP method (`POST`, `DELETE`, …).
+        method: String,
+        /// Substring of the path (after `/ari`).
+        path_contains: String,
+        /// Status to answer.
+        status: u16,
+        /// Body to answer.
+        body: String,
+        /// How many requests.
+        times: u32,
+    },
+    /// The next `times` matching requests wait `delay` first.
+    Delay {
+        /// HTTP method.
+        method: String,
+        /// Substring of the path.
+        path_contains: String,
+        /// Added latency.
+        delay: Duration,
+        /// How many requests.
+        times: u32,
+    },
+    /// The caller of the next call set up hangs up when the matching
+    /// request arrives (before it is answered).
+    HangupCallerOn {
+        /// HTTP method.
+        method: String,
+        /// Substring of the path.
+        path_contains: String,
+    },
+}
+
+pub(super) struct ExternalLeg {
+    pub socket: Arc<tokio::net::UdpSocket>,
+    pub target: SocketAddr,
+    pub codec: Codec,
+    pub records: Arc<Mutex<Vec<RtpRecord>>>,
+}
+
+pub(super) struct SimChannel {
+    pub model: Channel,
+    pub in_stasis: bool,
+    pub bridge: Option<String>,
+    pub external: Option<ExternalLeg>,
+    pub script: Option<CallerScript>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub channels: HashMap<String, SimChannel>,
+    pub bridges: HashMap<String, Bridge>,
+    pub registered: Vec<String>,
+    pub sockets: Vec<mpsc::UnboundedSender<Option<String>>>,
+    pub faults: Vec<Fault>,
+    pub media: HashMap<String, MediaHandle>,
+    pub events: Vec<Value>,
+    pub playbacks: HashMap<String, String>,
+    pub variables: HashMap<(String, String), String>,
+    pub last_caller: Option<String>,
+}
+
+pub(super) struct Inner {
+    pub config: SimConfig,
+    state: Mutex<State>,
+    counter: AtomicU64,
+    connections: AtomicU64,
+    rng: Mutex<rand::rngs::SmallRng>,
+}
+
+pub(super) fn now_text() -> String {
+    // ARI's Date format: 2026-11-24T12:23:14.405+0000.
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+impl Inner {
+    pub fn new(config: SimConfig) -> Self {
+        let rng = rand::rngs::SmallRng::seed_from_u64(config.seed);
+        Self {
+            config,
+            state: Mutex::new(State::default()),
+            counter: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            rng: Mutex::new(rng),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn channel_id(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        format!("{secs}.{n}")
+    }
+
+    pub fn uuid(&self) -> String {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let b: [u8; 16] = rng.random();
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!(
+            "{}-{}-4{}-a{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[13..16],
+            &h[17..20],
+            &h[20..32]
+        )
+    }
+
+    pub fn random_u64(&self) -> u64 {
+        self.rng.lock().unwrap_or_else(|p| p.into_inner()).random()
+    }
+
+    /// Sends an event to every connected WebSocket of the app.
+    pub fn emit(&self, state: &mut State, mut event: Value) {
+        if let Some(obj) = event.as_object_mut() {
+            obj.insert("timestamp".into(), json!(now_text()));
+            obj.insert("asterisk_id".into(), json!("02:fc:00:00:00:01"));
+            obj.insert("application".into(), json!("aiagc"));
+        }
+        let text = event.to_string();
+        state.events.push(event);
+        state.sockets.retain(|s| s.send(Some(text.clone())).is_ok());
+    }
+
+    pub fn register(&self, app: &str) -> mpsc::UnboundedReceiver<Option<String>> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut st = self.lock();
+        if !st.registered.iter().any(|a| a == app) {
+            st.registered.push(app.to_owned());
+        }
+        st.sockets.push(tx);
+        rx
+    }
+
+    pub fn new_channel(
+        &self,
+        name: String,
+        state: &str,
+        number: &str,
+        context: &str,
+        app_data: &str,
+    ) -> Channel {
+        Channel {
+            id: self.channel_id(),
+            name,
+            state: state.into(),
+            protocol_id: String::new(),
+            caller: CallerId {
+                name: String::new(),
+                number: number.into(),
+            },
+            connected: CallerId::default(),
+            accountcode: String::new(),
+            dialplan: DialplanCep {
+                context: context.into(),
+                exten: "s".into(),
+                priority: 1,
+                app_name: "Stasis".into(),
+                app_data: app_data.into(),
+            },
+            creationtime: now_text(),
+            language: "de".into(),
+            channelvars: None,
+        }
+    }
+
+    pub fn place_call(&self, app: &str, script: CallerScript) -> Result<String, String> {
+        let mut st = self.lock();
+        if !st.registered.iter().any(|a| a == app) {
+            return Err(format!("Stasis app {app} is not registered"));
+        }
+        let n = self.counter.load(Ordering::Relaxed);
+        let mut args = vec![app.to_owned()];
+        args.extend(script.args.iter().cloned());
+        let channel = self.new_channel(
+            format!("PJSIP/trunk-{n:08x}"),
+            "Ring",
+            &script.number,
+            "incoming-ari",
+            &args.join(","),
+        );
+        let id = channel.id.clone();
+        self.emit(
+            &mut st,
+            json!({"type": "StasisStart", "args": script.args, "channel": channel}),
+        );
+        st.last_caller = Some(id.clone());
+        st.channels.insert(
+            id.clone(),
+            SimChannel {
+                model: channel,
+                in_stasis: true,
+                bridge: None,
+                external: None,
+                script: Some(script),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Removes a channel with Asterisk's event sequence; stops its media.
+    pub fn hangup(&self, id: &str, cause: i64) -> bool {
+        let mut st = self.lock();
+        self.hangup_locked(&mut st, id, cause)
+    }
+
+    pub fn hangup_locked(&self, st: &mut State, id: &str, cause: i64) -> bool {
+        let Some(ch) = st.channels.remove(id) else {
+            return false;
+        };
+        let channel = json!(ch.model);
+        self.emit(
+            st,
+            json!({"type": "ChannelHangupRequest", "cause": cause, "channel": channel}),
+        );
+        if let Some(bridge_id) = &ch.bridge {
+            if let Some(b) = st.bridges.get_mut(bridge_id) {
+                b.channels.retain(|c| c != id);
+                let bridge = json!(b);
+                self.emit(
+                    st,
+                    json!({"type": "ChannelLeftBridge", "bridge": bridge, "channel": channel}),
+                );
+            }
+        }
+        if ch.in_stasis {
+            self.emit(st, json!({"type": "StasisEnd", "channel": channel}));
+        }
+        self.emit(st, json!({"type": "ChannelDestroyed", "cause": cause, "cause_txt": "Normal Clearing", "channel": channel}));
+        // Media of the bridge this channel was in stops when either side goes.
+        if let Some(bridge_id) = ch.bridge {
+            let keys: Vec<String> = st
+                .media
+                .iter()
+                .filter(|(_, m)| m.bridge == bridge_id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in keys {
+                if let Some(m) = st.media.remove(&k) {
+                    m.stop();
+                }
+            }
+        }
+        if ch.external.is_some() {
+            if let Some(m) = st.media.remove(id) {
+                m.stop();
+            }
+        }
+        true
+    }
+
+    /// Starts RTP when a bridge holds a caller and an externalMedia channel.
+    pub fn maybe_start_media(self: &Arc<Self>, st: &mut State, bridge_id: &str) {
+        let Some(bridge) = st.bridges.get(bridge_id) else {
+            return;
+        };
+        let members = bridge.channels.clone();
+        let ext = members
+            .iter()
+            .find(|c| st.channels.get(*c).is_some_and(|ch| ch.external.is_some()));
+        let caller = members
+            .iter()
+            .find(|c| st.channels.get(*c).is_some_and(|ch| ch.external.is_none()));
+        let (Some(ext), Some(caller)) = (ext.cloned(), caller.cloned()) else {
+            return;
+        };
+        if st.media.contains_key(&ext) {
+            return;
+        }
+        let script = st
+            .channels
+            .get(&caller)
+            .and_then(|c| c.script.clone())
+            .unwrap_or_default();
+        let Some(leg) = st.channels.get(&ext).and_then(|c| c.external.as_ref()) else {
+            return;
+        };
+        let handle = media::start(
+            self.clone(),
+            media::Stream {
+                socket: leg.socket.clone(),
+                target: leg.target,
+                codec: leg.codec,
+                records: leg.records.clone(),
+                script,
+                caller_id: caller,
+                bridge_id: bridge_id.to_owned(),
+                impairment: self.config.impairment,
+                seed: self.random_u64(),
+            },
+        );
+        st.media.insert(ext, handle);
+    }
+
+    pub fn alive(&self) -> Alive {
+        let st = self.lock();
+        Alive {
+            channels: st.channels.len(),
+            bridges: st.bridges.len(),
+            media_streams: st.media.values().filter(|m| !m.is_finished()).count(),
+            sockets: st
+                .channels
+                .values()
+                .filter(|c| c.external.is_some())
+                .count(),
+        }
+    }
+
+    pub fn received(&self, id: &str) -> Vec<RtpRecord> {
+        let st = self.lock();
+        st.channels
+            .get(id)
+            .and_then(|c| c.external.as_ref())
+            .map(|l| l.records.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    pub fn received_for_caller(&self, caller: &str) -> Vec<RtpRecord> {
+        let st = self.lock();
+        let Some(bridge) = st.channels.get(caller).and_then(|c| c.bridge.clone()) else {
+            return Vec::new();
+        };
+        st.channels
+            .values()
+            .filter(|c| c.bridge.as_deref() == Some(bridge.as_str()))
+            .filter_map(|c| c.external.as_ref())
+            .flat_map(|l| l.records.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.lock().events.clone()
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.lock().faults.push(fault);
+    }
+
+    pub fn close_websockets(&self) {
+        let mut st = self.lock();
+        for s in st.sockets.drain(..) {
+            let _ = s.send(None);
+        }
+    }
+
+    pub fn restart(&self) {
+        let mut st = self.lock();
+        for s in st.sockets.drain(..) {
+            let _ = s.send(None);
+        }
+        for (_, m) in st.media.drain() {
+            m.stop();
+        }
+        st.channels.clear();
+        st.bridges.clear();
+        st.registered.clear();
+        st.playbacks.clear();
+        st.variables.clear();
+    }
+
+    /// Sets a channel variable map on a channel model.
+    pub fn channelvars(vars: &[(&str, String)]) -> Option<BTreeMap<String, String>> {
+        Some(
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_in_aris_format() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_781), (2026, 11, 24));
+        let t = now_text();
+        assert_eq!(t.len(), "2026-11-24T12:23:14.405+0000".len());
+        assert!(t.ends_with("+0000"));
+    }
+}
