@@ -197,6 +197,14 @@ impl<M: MediaHost> Controller<M> {
         }
     }
 
+    fn is_call(&self, caller: &str) -> bool {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(caller)
+    }
+
     fn slot_of_channel(&self, id: &str) -> Option<(Arc<Slot>, bool)> {
         if let Some(s) = self
             .shared
@@ -242,16 +250,8 @@ impl<M: MediaHost> Controller<M> {
                     self.spawn(async move { me.teardown(slot, hangup_caller).await });
                 }
             }
-            Event::ChannelDtmfReceived { channel, digit, .. } => {
-                if self
-                    .shared
-                    .calls
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&channel.id)
-                {
-                    self.shared.media.dtmf(&channel.id, &digit);
-                }
+            Event::ChannelDtmfReceived { channel, digit, .. } if self.is_call(&channel.id) => {
+                self.shared.media.dtmf(&channel.id, &digit);
             }
             _ => {}
         }

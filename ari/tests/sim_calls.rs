@@ -1,7 +1,7 @@
 //! The controller against the simulator: whole calls, faults at every
 //! setup step, WebSocket loss, and many calls with no leaks.
 
-use aiagc_ari::client::AriClient;
+use aiagc_ari::client::{AriClient, AriError, ExternalMedia, Originate};
 use aiagc_ari::controller::{Controller, ControllerConfig, MediaHost};
 use aiagc_ari::schema::Schema;
 use aiagc_ari::sim::{Alive, CallerScript, Fault, SimConfig, Simulator};
@@ -211,7 +211,7 @@ async fn full_call_media_both_ways_then_nothing_left() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dtmf_reaches_the_call() {
+async fn dtmf_reaches_the_call_and_bad_frames_are_skipped() {
     let r = rig(SimConfig::default()).await;
     let caller = r
         .sim
@@ -227,18 +227,201 @@ async fn dtmf_reaches_the_call() {
         r.controller.stats().calls_started.load(Ordering::Relaxed) == 1
     })
     .await;
-    // Digits arrive as ARI events; the simulator raises them like Asterisk.
-    let client = AriClient::new(r.sim.client_config("aiagc")).unwrap();
-    client
-        .set_variable(&caller, "AIAGC_TEST", "1")
-        .await
-        .unwrap();
+    r.sim.send_raw_frame("this is not json");
+    r.sim
+        .send_raw_frame(r#"{"type":"StasisStart","channel":{"name":"no id"}}"#);
+    r.sim
+        .send_raw_frame(r#"{"type":"ChannelTalkingStarted","channel":{"id":"x"}}"#);
+    for d in ['1', '2', '#'] {
+        assert!(r.sim.send_dtmf(&caller, d));
+    }
+    wait_for("digits", Duration::from_secs(5), || {
+        r.media.dtmf.lock().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(r.media.dtmf.lock().unwrap().join(""), "12#");
     assert_eq!(
-        client.get_variable(&caller, "AIAGC_TEST").await.unwrap(),
-        "1"
+        r.sim.connections(),
+        1,
+        "bad frames do not drop the connection"
     );
     r.sim.hangup(&caller);
     r.quiescent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_call_runs_the_same_lifecycle_when_answered() {
+    let r = rig(SimConfig::default()).await;
+    let client = AriClient::new(r.sim.client_config("aiagc")).unwrap();
+    let into_app = client
+        .originate(&Originate {
+            endpoint: "PJSIP/+4930555@trunk".into(),
+            app: Some("aiagc".into()),
+            app_args: Some("outbound".into()),
+            caller_id: Some("+4930111".into()),
+            timeout: Some(30),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let into_context = client
+        .originate(&Originate {
+            endpoint: "PJSIP/+4930666@trunk".into(),
+            context: Some("outbound-calls-ari".into()),
+            extension: Some("s".into()),
+            priority: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(into_app.state, "Down");
+    wait_for("both answered and set up", Duration::from_secs(5), || {
+        r.sim.alive().media_streams == 2
+    })
+    .await;
+    let mut ids = r.controller.call_ids();
+    ids.sort();
+    let mut want = vec![into_app.id.clone(), into_context.id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    let bogus = client
+        .originate(&Originate {
+            endpoint: "Bogus/thing".into(),
+            app: Some("aiagc".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        bogus.unwrap_err(),
+        AriError::Server {
+            status: 500,
+            message: "Allocation failed".into()
+        }
+    );
+    r.controller.shutdown().await;
+    r.quiescent().await;
+}
+
+/// Every REST call the product uses, against the simulator, with the
+/// answers a real Asterisk gives (and their shapes per api-docs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rest_call_works_against_the_simulator() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let client = AriClient::new(sim.client_config("aiagc")).unwrap();
+    let s = schema();
+    assert_eq!(
+        client.info().await.unwrap().system.unwrap().version,
+        "22.10.1"
+    );
+    assert!(
+        matches!(client.application().await, Err(AriError::NotFound(_))),
+        "not registered before the WebSocket"
+    );
+    let (tx, mut rx) = mpsc::channel(64);
+    let (_stop, stop_rx) = watch::channel(false);
+    tokio::spawn(stream::run(sim.client_config("aiagc"), tx, stop_rx));
+    assert!(matches!(
+        rx.recv().await,
+        Some(stream::StreamEvent::Connected)
+    ));
+    assert_eq!(client.application().await.unwrap().name, "aiagc");
+
+    let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
+    client.answer(&caller).await.unwrap();
+    assert_eq!(client.channel(&caller).await.unwrap().state, "Up");
+    let bridge = client.create_bridge(Some("t")).await.unwrap();
+    s.validate("Bridge", &serde_json::to_value(&bridge).unwrap())
+        .unwrap();
+    let em = client
+        .external_media(&ExternalMedia {
+            external_host: "127.0.0.1:40000".into(),
+            format: "slin16".into(),
+            channel_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(em.is_external_media());
+    assert!(em.unicast_rtp_peer().is_some());
+    s.validate("Channel", &serde_json::to_value(&em).unwrap())
+        .unwrap();
+    client.add_channel(&bridge.id, &caller).await.unwrap();
+    client.add_channel(&bridge.id, &em.id).await.unwrap();
+    assert_eq!(client.bridges().await.unwrap()[0].channels.len(), 2);
+    assert_eq!(client.channels().await.unwrap().len(), 2);
+    assert!(
+        matches!(client.add_channel(&bridge.id, "nope").await, Err(AriError::BadRequest(m)) if m == "Channel not found")
+    );
+    client.remove_channel(&bridge.id, &em.id).await.unwrap();
+    let pb = client
+        .play(&caller, "sound:hello-world", Some("de"))
+        .await
+        .unwrap();
+    s.validate("Playback", &serde_json::to_value(&pb).unwrap())
+        .unwrap();
+    client.stop_playback(&pb.id).await.unwrap();
+    assert!(matches!(
+        client.stop_playback(&pb.id).await,
+        Err(AriError::NotFound(_))
+    ));
+    client
+        .set_variable(&caller, "CALLER_NAME", "Anna")
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get_variable(&caller, "CALLER_NAME").await.unwrap(),
+        "Anna"
+    );
+    client
+        .continue_in_dialplan(&caller, "agents", "s", 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(client.answer(&caller).await, Err(AriError::Conflict(_))),
+        "left Stasis"
+    );
+    client.redirect(&caller, "PJSIP/agent1").await.unwrap();
+    client.hangup(&em.id, "normal").await.unwrap();
+    client.destroy_bridge(&bridge.id).await.unwrap();
+    assert!(
+        matches!(client.destroy_bridge(&bridge.id).await, Err(AriError::NotFound(m)) if m == "Bridge not found")
+    );
+    assert!(
+        matches!(client.hangup("nope", "normal").await, Err(AriError::NotFound(m)) if m == "Channel not found")
+    );
+    let no_host = client
+        .external_media(&ExternalMedia {
+            external_host: String::new(),
+            format: "bogus".into(),
+            channel_id: None,
+        })
+        .await;
+    assert!(matches!(no_host, Err(AriError::Server { status: 500, .. })));
+    assert_eq!(sim.alive(), Alive::default());
+
+    // Wrong credentials: REST says so, and the WebSocket is refused.
+    let mut bad = sim.client_config("aiagc");
+    bad.password = "wrong".into();
+    assert_eq!(
+        AriClient::new(bad.clone())
+            .unwrap()
+            .info()
+            .await
+            .unwrap_err(),
+        AriError::Unauthorized
+    );
+    let (tx, mut rx) = mpsc::channel(4);
+    let (_stop2, stop_rx) = watch::channel(false);
+    tokio::spawn(stream::run(bad, tx, stop_rx));
+    assert!(
+        matches!(rx.recv().await, Some(stream::StreamEvent::Disconnected(reason)) if reason.contains("401"))
+    );
+    // Nothing listening: a transport error, not a hang.
+    let mut gone = sim.client_config("aiagc");
+    gone.base_url = "http://127.0.0.1:9/ari".into();
+    assert!(matches!(
+        AriClient::new(gone).unwrap().info().await,
+        Err(AriError::Transport(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

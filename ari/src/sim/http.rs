@@ -200,7 +200,7 @@ async fn rest(
         ("POST", ["channels", id, "answer"]) => answer(&inner, id),
         ("POST", ["channels", id, "continue"]) => continue_dialplan(&inner, id, &params),
         ("POST", ["channels", id, "redirect"]) => {
-            if params.get("endpoint").is_none() {
+            if !params.contains_key("endpoint") {
                 return message(400, "endpoint parameter required");
             }
             let mut st = inner.lock();

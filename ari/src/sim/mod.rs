@@ -143,6 +143,17 @@ impl Simulator {
         self.inner.restart();
     }
 
+    /// The far end presses a DTMF key (a `ChannelDtmfReceived` event).
+    pub fn send_dtmf(&self, channel_id: &str, digit: char) -> bool {
+        self.inner.dtmf(channel_id, digit)
+    }
+
+    /// Sends a raw text frame to every events WebSocket (to test how the
+    /// app copes with frames Asterisk would never send).
+    pub fn send_raw_frame(&self, text: &str) {
+        self.inner.raw_frame(text);
+    }
+
     /// Number of events WebSocket connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.inner.connections()

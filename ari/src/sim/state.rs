@@ -375,6 +375,20 @@ impl Inner {
         st.media.insert(ext, handle);
     }
 
+    pub fn dtmf(&self, id: &str, digit: char) -> bool {
+        let mut st = self.lock();
+        let Some(c) = st.channels.get(id).map(|c| json!(c.model)) else {
+            return false;
+        };
+        self.emit(&mut st, json!({"type": "ChannelDtmfReceived", "digit": digit.to_string(), "duration_ms": 100, "channel": c}));
+        true
+    }
+
+    pub fn raw_frame(&self, text: &str) {
+        let mut st = self.lock();
+        st.sockets.retain(|s| s.send(Some(text.to_owned())).is_ok());
+    }
+
     pub fn alive(&self) -> Alive {
         let st = self.lock();
         Alive {
