@@ -9,6 +9,7 @@ pub mod client;
 pub mod controller;
 pub mod event;
 pub mod model;
+pub mod ports;
 pub mod schema;
 pub mod sim;
 pub mod stream;

@@ -3,6 +3,7 @@
 
 use aiagc_ari::client::{AriClient, AriError, ExternalMedia, Originate};
 use aiagc_ari::controller::{Controller, ControllerConfig, MediaHost};
+use aiagc_ari::ports::PortRange;
 use aiagc_ari::schema::Schema;
 use aiagc_ari::sim::{Alive, CallerScript, Fault, SimConfig, Simulator};
 use aiagc_ari::stream;
@@ -14,13 +15,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// A media host that echoes RTP back to Asterisk's address.
-#[derive(Default)]
+/// A media host that echoes RTP back to Asterisk's address, binding its
+/// sockets in a configured port range as the runtime does.
 struct EchoMedia {
+    ports: PortRange,
     pending: Mutex<HashMap<String, std::net::UdpSocket>>,
     running: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     echoed: Arc<AtomicUsize>,
     dtmf: Mutex<Vec<String>>,
+}
+
+impl Default for EchoMedia {
+    fn default() -> Self {
+        Self {
+            ports: PortRange::new("127.0.0.1".parse().unwrap(), 20000..=29999),
+            pending: Mutex::default(),
+            running: Mutex::default(),
+            echoed: Arc::default(),
+            dtmf: Mutex::default(),
+        }
+    }
 }
 
 impl EchoMedia {
@@ -31,8 +45,7 @@ impl EchoMedia {
 
 impl MediaHost for EchoMedia {
     fn open(&self, call: &str) -> Result<SocketAddr, String> {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let s = self.ports.bind().map_err(|e| e.to_string())?;
         let addr = s.local_addr().map_err(|e| e.to_string())?;
         self.pending.lock().unwrap().insert(call.to_owned(), s);
         Ok(addr)
