@@ -27,6 +27,23 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// Transcribes a WAV file with the local whisper model.
+    Transcribe {
+        /// WAV file (any rate; resampled to 16 kHz).
+        file: PathBuf,
+        /// Language code, or `auto`.
+        #[arg(long, default_value = "de")]
+        lang: String,
+        /// ggml model (default: the converted whisper base in the models folder).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Encode the full 30 s window instead of sizing it to the audio.
+        #[arg(long)]
+        full_window: bool,
+        /// CPU threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -42,6 +59,18 @@ enum ModelsAction {
         /// Models folder (default: $AIAGC_MODELS or ~/.cache/aiagc/models).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Converts a CTranslate2 whisper model to ggml (skipped when done).
+    Convert {
+        /// CTranslate2 folder (model.bin, tokenizer.json); default: whisper base.
+        #[arg(long)]
+        ct2: Option<PathBuf>,
+        /// Output ggml file; default: ggml-base.bin in the models folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Convert even if the output exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -62,7 +91,84 @@ fn main() -> Result<()> {
         Command::Models {
             action: ModelsAction::Check { dir },
         } => models(dir, true),
+        Command::Models {
+            action: ModelsAction::Convert { ct2, out, force },
+        } => convert(ct2, out, force),
+        Command::Transcribe {
+            file,
+            lang,
+            model,
+            full_window,
+            threads,
+        } => transcribe(&file, &lang, model, full_window, threads),
     }
+}
+
+fn convert(ct2: Option<PathBuf>, out: Option<PathBuf>, force: bool) -> Result<()> {
+    let dir = aiagc_models::manifest::default_dir();
+    let ct2 = ct2.unwrap_or_else(|| dir.join("whisper-base-ct2"));
+    let out = out.unwrap_or_else(|| dir.join(aiagc_models::WHISPER_GGML));
+    let newer = |a: &std::path::Path, b: &std::path::Path| -> bool {
+        match (
+            a.metadata().and_then(|m| m.modified()),
+            b.metadata().and_then(|m| m.modified()),
+        ) {
+            (Ok(x), Ok(y)) => x >= y,
+            _ => false,
+        }
+    };
+    if !force && newer(&out, &ct2.join("model.bin")) {
+        println!("{} is up to date", out.display());
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let report = aiagc_models::convert::convert(&ct2, &out)
+        .with_context(|| format!("converting {}", ct2.display()))?;
+    println!(
+        "{}: {} bytes, {} tensors, {} tokens, {} encoder / {} decoder layers, {:.1} s",
+        out.display(),
+        report.bytes,
+        report.tensors,
+        report.tokens,
+        report.hparams.n_audio_layer,
+        report.hparams.n_text_layer,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn transcribe(
+    file: &std::path::Path,
+    lang: &str,
+    model: Option<PathBuf>,
+    full_window: bool,
+    threads: usize,
+) -> Result<()> {
+    use aiagc_models::stt::{SttConfig, WhisperModel};
+    let model = model
+        .unwrap_or_else(|| aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML));
+    let audio = aiagc_models::audio::read_wav_16k(file)?;
+    let loaded = std::time::Instant::now();
+    let whisper = WhisperModel::load(&model)?;
+    let load_time = loaded.elapsed();
+    let mut worker = whisper.worker()?;
+    let config = SttConfig {
+        language: lang.to_owned(),
+        threads,
+        initial_prompt: None,
+        fit_audio_ctx: !full_window,
+    };
+    let t = worker.transcribe(&audio, &config)?;
+    println!("{}", t.text);
+    eprintln!(
+        "audio {:.2} s, decode {:.0} ms (RTF {:.2}, audio_ctx {}), model load {:.0} ms",
+        t.audio.as_secs_f64(),
+        t.elapsed.as_secs_f64() * 1000.0,
+        t.rtf(),
+        t.audio_ctx,
+        load_time.as_secs_f64() * 1000.0
+    );
+    Ok(())
 }
 
 fn models(dir: Option<PathBuf>, full: bool) -> Result<()> {

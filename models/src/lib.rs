@@ -5,8 +5,15 @@
 //! VAD and TTS voices through `ort`) come with their own issue; the
 //! `whisper-rs` dependency is in place for them.
 
+pub mod audio;
+pub mod convert;
 pub mod manifest;
+pub mod mel;
 pub mod onnx;
+pub mod stt;
+
+/// File name of the converted whisper base model in the models folder.
+pub const WHISPER_GGML: &str = "ggml-base.bin";
 
 /// The whisper binding in use (re-exported so the binary and tests agree
 /// on one version).

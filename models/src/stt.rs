@@ -1,0 +1,245 @@
+//! Speech-to-text with whisper.cpp through `whisper-rs`.
+//!
+//! One [`WhisperModel`] is loaded per process and shared; each inference
+//! worker owns an [`SttWorker`] (a whisper state). Decoding is greedy with
+//! temperature fallback off (no retries on the hot path), no timestamps,
+//! language German unless configured, and the encoder context sized to the
+//! utterance (`audio_ctx`): whisper otherwise encodes a full 30 s window,
+//! which is most of its CPU time for a short telephone answer.
+
+use std::path::Path;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+/// Why speech-to-text failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SttError {
+    /// The model file is missing or not a whisper ggml model.
+    #[error("whisper model {path}: {message}")]
+    Load {
+        /// Path.
+        path: String,
+        /// whisper.cpp's error.
+        message: String,
+    },
+    /// Inference failed.
+    #[error("whisper inference: {0}")]
+    Inference(String),
+}
+
+/// Decoding options.
+#[derive(Debug, Clone)]
+pub struct SttConfig {
+    /// Language code (`de`), or `auto` to detect.
+    pub language: String,
+    /// CPU threads per decode.
+    pub threads: usize,
+    /// Vocabulary hint (scenario words), kept short.
+    pub initial_prompt: Option<String>,
+    /// Size the encoder context to the audio instead of 30 s.
+    pub fit_audio_ctx: bool,
+}
+
+impl Default for SttConfig {
+    fn default() -> Self {
+        Self {
+            language: "de".into(),
+            threads: 2,
+            initial_prompt: None,
+            fit_audio_ctx: true,
+        }
+    }
+}
+
+/// A transcription and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// Recognised text, trimmed.
+    pub text: String,
+    /// Wall time of the decode.
+    pub elapsed: Duration,
+    /// Duration of the audio.
+    pub audio: Duration,
+    /// Encoder context used (1500 = full window).
+    pub audio_ctx: i32,
+}
+
+impl Transcript {
+    /// Real-time factor (decode time / audio time).
+    pub fn rtf(&self) -> f64 {
+        self.elapsed.as_secs_f64() / self.audio.as_secs_f64().max(1e-3)
+    }
+}
+
+/// Encoder positions for `seconds` of audio: 50 per second plus one second
+/// of margin, in steps of 64, at most the full 1500.
+pub fn audio_ctx_for(seconds: f64) -> i32 {
+    let positions = ((seconds + 1.0) * 50.0).ceil() as i32;
+    (((positions + 63) / 64) * 64).clamp(128, 1500)
+}
+
+static LOG_HOOKS: Once = Once::new();
+
+/// A loaded whisper model, shared by the workers.
+pub struct WhisperModel {
+    ctx: WhisperContext,
+}
+
+impl WhisperModel {
+    /// Loads a ggml whisper model (CPU).
+    pub fn load(path: &Path) -> Result<Self, SttError> {
+        // Route whisper.cpp's chatter away from stderr.
+        LOG_HOOKS.call_once(whisper_rs::install_logging_hooks);
+        if !path.is_file() {
+            return Err(SttError::Load {
+                path: path.display().to_string(),
+                message: "no such file (run `bash scripts/setup.sh`)".into(),
+            });
+        }
+        let mut params = WhisperContextParameters::default();
+        params.use_gpu = cfg!(feature = "cuda");
+        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| SttError::Load {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self { ctx })
+    }
+
+    /// A worker with its own decoding state.
+    pub fn worker(&self) -> Result<SttWorker, SttError> {
+        let state = self
+            .ctx
+            .create_state()
+            .map_err(|e| SttError::Inference(e.to_string()))?;
+        Ok(SttWorker { state })
+    }
+}
+
+/// One inference worker's whisper state.
+pub struct SttWorker {
+    state: WhisperState,
+}
+
+impl SttWorker {
+    /// Transcribes 16 kHz mono audio.
+    pub fn transcribe(
+        &mut self,
+        audio: &[f32],
+        config: &SttConfig,
+    ) -> Result<Transcript, SttError> {
+        let start = Instant::now();
+        let seconds = audio.len() as f64 / 16000.0;
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        let language = (config.language != "auto").then_some(config.language.as_str());
+        params.set_language(language);
+        params.set_n_threads(config.threads.max(1) as i32);
+        params.set_no_timestamps(true);
+        params.set_single_segment(true);
+        params.set_no_context(true);
+        params.set_temperature_inc(0.0);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_suppress_blank(true);
+        let audio_ctx = if config.fit_audio_ctx && seconds < 29.0 {
+            audio_ctx_for(seconds)
+        } else {
+            1500
+        };
+        if audio_ctx < 1500 {
+            params.set_audio_ctx(audio_ctx);
+        }
+        if let Some(p) = &config.initial_prompt {
+            params.set_initial_prompt(p);
+        }
+        // whisper needs at least 1 s; pad short answers ("Ja.") with silence.
+        let padded;
+        let input = if audio.len() < 16000 {
+            padded = [audio, &vec![0.0; 16000 - audio.len()]].concat();
+            &padded[..]
+        } else {
+            audio
+        };
+        self.state
+            .full(params, input)
+            .map_err(|e| SttError::Inference(e.to_string()))?;
+        let mut text = String::new();
+        for seg in self.state.as_iter() {
+            if let Ok(s) = seg.to_str_lossy() {
+                text.push_str(&s);
+            }
+        }
+        Ok(Transcript {
+            text: text.trim().to_owned(),
+            elapsed: start.elapsed(),
+            audio: Duration::from_secs_f64(seconds),
+            audio_ctx,
+        })
+    }
+}
+
+/// Word error rate of `hypothesis` against `reference` after
+/// normalisation (lower case, punctuation removed, ß/umlauts kept).
+pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    let words = |s: &str| -> Vec<String> {
+        s.to_lowercase()
+            .split(|c: char| c.is_whitespace() || (c.is_ascii_punctuation() && c != '\''))
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (r, h) = (words(reference), words(hypothesis));
+    if r.is_empty() {
+        return if h.is_empty() { 0.0 } else { 1.0 };
+    }
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wer_counts_substitutions_insertions_deletions() {
+        assert_eq!(
+            word_error_rate("am Dienstag um halb drei", "Am Dienstag, um halb drei."),
+            0.0
+        );
+        assert_eq!(
+            word_error_rate("am Dienstag um halb drei", "am Montag um halb drei"),
+            0.2
+        );
+        assert_eq!(word_error_rate("ja", ""), 1.0);
+        assert_eq!(word_error_rate("ja genau", "ja genau genau"), 0.5);
+        assert_eq!(word_error_rate("", ""), 0.0);
+    }
+
+    #[test]
+    fn audio_ctx_grows_with_the_utterance() {
+        assert_eq!(audio_ctx_for(0.5), 128);
+        assert_eq!(audio_ctx_for(5.3), 320);
+        assert_eq!(audio_ctx_for(40.0), 1500);
+        assert!(audio_ctx_for(3.0) < audio_ctx_for(6.0));
+    }
+
+    #[test]
+    fn missing_model_is_a_clear_error() {
+        let err = WhisperModel::load(Path::new("/nonexistent/ggml.bin"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("setup.sh"), "{err}");
+    }
+}
