@@ -10,6 +10,7 @@ pub mod convert;
 pub mod manifest;
 pub mod mel;
 pub mod onnx;
+pub mod silero;
 pub mod stt;
 
 /// File name of the converted whisper base model in the models folder.

@@ -81,6 +81,37 @@ pub fn audio_ctx_for(seconds: f64) -> i32 {
     (((positions + 63) / 64) * 64).clamp(128, 1500)
 }
 
+/// Token budget for `seconds` of speech.
+pub fn max_tokens_for(seconds: f64) -> i32 {
+    (seconds * 8.0).ceil() as i32 + 8
+}
+
+/// Removes immediate repetitions of a word sequence (up to 8 words) —
+/// the loop whisper produces when it loses its place.
+pub fn collapse_repeats(text: &str) -> String {
+    let mut words: Vec<&str> = text.split_whitespace().collect();
+    let norm = |w: &str| {
+        w.trim_matches(|c: char| c.is_ascii_punctuation())
+            .to_lowercase()
+    };
+    let mut i = 0;
+    while i < words.len() {
+        let mut changed = false;
+        for k in 1..=8 {
+            while i + 2 * k <= words.len()
+                && (0..k).all(|j| norm(words[i + j]) == norm(words[i + k + j]))
+            {
+                words.drain(i + k..i + 2 * k);
+                changed = true;
+            }
+        }
+        if !changed {
+            i += 1;
+        }
+    }
+    words.join(" ")
+}
+
 static LOG_HOOKS: Once = Once::new();
 
 /// A loaded whisper model, shared by the workers.
@@ -99,8 +130,10 @@ impl WhisperModel {
                 message: "no such file (run `bash scripts/setup.sh`)".into(),
             });
         }
-        let mut params = WhisperContextParameters::default();
-        params.use_gpu = cfg!(feature = "cuda");
+        let params = WhisperContextParameters {
+            use_gpu: cfg!(feature = "cuda"),
+            ..Default::default()
+        };
         let ctx = WhisperContext::new_with_params(path, params).map_err(|e| SttError::Load {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -153,6 +186,9 @@ impl SttWorker {
         if audio_ctx < 1500 {
             params.set_audio_ctx(audio_ctx);
         }
+        // Speech is at most ~7 tokens a second; a budget stops the
+        // repetition loops whisper falls into on short, narrow-context audio.
+        params.set_max_tokens(max_tokens_for(seconds));
         if let Some(p) = &config.initial_prompt {
             params.set_initial_prompt(p);
         }
@@ -174,7 +210,7 @@ impl SttWorker {
             }
         }
         Ok(Transcript {
-            text: text.trim().to_owned(),
+            text: collapse_repeats(text.trim()),
             elapsed: start.elapsed(),
             audio: Duration::from_secs_f64(seconds),
             audio_ctx,
@@ -225,6 +261,21 @@ mod tests {
         assert_eq!(word_error_rate("ja", ""), 1.0);
         assert_eq!(word_error_rate("ja genau", "ja genau genau"), 0.5);
         assert_eq!(word_error_rate("", ""), 0.0);
+    }
+
+    #[test]
+    fn repeats_are_collapsed_but_distinct_words_kept() {
+        assert_eq!(
+            collapse_repeats("Agent logged in. Agent logged in. Agent logged in."),
+            "Agent logged in."
+        );
+        assert_eq!(collapse_repeats("ja ja ja genau"), "ja genau");
+        assert_eq!(
+            collapse_repeats("am Dienstag um halb drei"),
+            "am Dienstag um halb drei"
+        );
+        assert_eq!(collapse_repeats(""), "");
+        assert_eq!(max_tokens_for(1.0), 16);
     }
 
     #[test]
