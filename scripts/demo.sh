@@ -3,7 +3,7 @@
 # embedded simulator. Extra arguments go to `aiagc demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+AIAGC_BUILD=release bash scripts/setup.sh
 export AIAGC_CACHE=${AIAGC_CACHE:-$HOME/.cache/aiagc}
 export AIAGC_MODELS=${AIAGC_MODELS:-$AIAGC_CACHE/models}
 echo "==> build (release)"

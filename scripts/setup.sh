@@ -55,3 +55,11 @@ python3 "$here/fetch_models.py"
 
 step "fixtures -> $repo/fixtures/generated"
 python3 "$here/make_fixtures.py"
+
+# The whisper model in ggml (whisper.cpp's format), converted once from the
+# CTranslate2 weights by our own converter; skipped while up to date.
+profile=()
+[ "${AIAGC_BUILD:-debug}" = "release" ] && profile=(--release)
+step "whisper ggml -> $AIAGC_MODELS/ggml-base.bin"
+(cd "$repo" && cargo run --quiet "${profile[@]}" --bin aiagc -- models convert | sed 's/^/    /')
+

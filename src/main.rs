@@ -27,6 +27,17 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// Synthesizes German (or a Piper voice's language) to a WAV file.
+    Say {
+        /// Text to speak.
+        text: String,
+        /// Output WAV.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// `espeak:<voice>` (default `espeak:de`) or a Piper voice `.onnx` path.
+        #[arg(long, default_value = "espeak:de")]
+        voice: String,
+    },
     /// Transcribes a WAV file with the local whisper model.
     Transcribe {
         /// WAV file (any rate; resampled to 16 kHz).
@@ -101,6 +112,7 @@ fn main() -> Result<()> {
             full_window,
             threads,
         } => transcribe(&file, &lang, model, full_window, threads),
+        Command::Say { text, out, voice } => say(&text, &out, &voice),
     }
 }
 
@@ -133,6 +145,48 @@ fn convert(ct2: Option<PathBuf>, out: Option<PathBuf>, force: bool) -> Result<()
         report.hparams.n_audio_layer,
         report.hparams.n_text_layer,
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn say(text: &str, out: &std::path::Path, voice: &str) -> Result<()> {
+    use aiagc_models::tts::{sentences, EspeakVoice, PiperVoice, Tts};
+    let mut tts: Box<dyn Tts> = match voice.strip_prefix("espeak:") {
+        Some(v) => Box::new(EspeakVoice {
+            voice: v.to_owned(),
+            ..EspeakVoice::german()
+        }),
+        None => {
+            let dir = aiagc_models::manifest::default_dir();
+            let manifest = aiagc_models::manifest::Manifest::embedded()?;
+            let lib = manifest
+                .find("onnxruntime", "libonnxruntime.so.1.32.0")
+                .map(|f| dir.join(&f.path))
+                .context("no ONNX Runtime in the manifest")?;
+            Box::new(PiperVoice::load(&lib, std::path::Path::new(voice))?)
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut first_audio = None;
+    let mut samples = Vec::new();
+    let mut rate = 0;
+    for sentence in sentences(text) {
+        let audio = tts.synthesize(sentence)?;
+        first_audio.get_or_insert(started.elapsed());
+        rate = audio.sample_rate;
+        samples.extend_from_slice(&audio.samples);
+    }
+    if samples.is_empty() {
+        bail!("nothing to say");
+    }
+    aiagc_models::audio::write_wav(out, &samples, rate)?;
+    eprintln!(
+        "{}: {:.2} s at {} Hz, first audio after {:.0} ms, total {:.0} ms",
+        out.display(),
+        samples.len() as f64 / rate as f64,
+        rate,
+        first_audio.unwrap_or_default().as_secs_f64() * 1000.0,
+        started.elapsed().as_secs_f64() * 1000.0
     );
     Ok(())
 }

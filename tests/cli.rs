@@ -58,3 +58,32 @@ fn models_check_reports_a_missing_folder() {
     assert!(text.contains("MISSING"), "{text}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/setup.sh"));
 }
+
+/// `aiagc say` then `aiagc transcribe`: the speech core from the command line.
+#[test]
+fn say_then_transcribe_round_trip() {
+    let wav = std::env::temp_dir().join(format!("aiagc-say-{}.wav", std::process::id()));
+    let out = aiagc(&[
+        "say",
+        "Guten Tag, hier ist die Praxis.",
+        "-o",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = aiagc(&["transcribe", wav.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.contains("praxis"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RTF"));
+    let missing = aiagc(&["transcribe", "/nonexistent.wav"]);
+    assert!(!missing.status.success());
+    std::fs::remove_file(&wav).ok();
+}

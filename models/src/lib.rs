@@ -12,6 +12,7 @@ pub mod mel;
 pub mod onnx;
 pub mod silero;
 pub mod stt;
+pub mod tts;
 
 /// File name of the converted whisper base model in the models folder.
 pub const WHISPER_GGML: &str = "ggml-base.bin";

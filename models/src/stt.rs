@@ -218,6 +218,72 @@ impl SttWorker {
     }
 }
 
+/// Partial transcripts while the caller speaks: the growing utterance is
+/// re-decoded every `interval` of new audio; at the end, when the last
+/// partial already covered every voiced sample (only the endpointer's
+/// hangover silence came after it), its text is the final result and the
+/// final decode is skipped.
+pub struct Partials {
+    audio: Vec<f32>,
+    interval: usize,
+    decoded_len: usize,
+    last: Option<Transcript>,
+}
+
+impl Partials {
+    /// Re-decode after every `interval_ms` of new audio.
+    pub fn new(interval_ms: u32) -> Self {
+        Self {
+            audio: Vec::with_capacity(16000 * 10),
+            interval: interval_ms as usize * 16,
+            decoded_len: 0,
+            last: None,
+        }
+    }
+
+    /// Adds caller audio (16 kHz).
+    pub fn push(&mut self, samples: &[f32]) {
+        self.audio.extend_from_slice(samples);
+    }
+
+    /// Decodes a partial if enough new audio arrived.
+    pub fn poll(
+        &mut self,
+        worker: &mut SttWorker,
+        config: &SttConfig,
+    ) -> Result<Option<&Transcript>, SttError> {
+        if self.audio.len() < self.decoded_len + self.interval {
+            return Ok(None);
+        }
+        let t = worker.transcribe(&self.audio, config)?;
+        self.decoded_len = self.audio.len();
+        self.last = Some(t);
+        Ok(self.last.as_ref())
+    }
+
+    /// The final transcript; `voiced_end` is the sample index just after the
+    /// last voiced frame. Reuses the last partial when it covered it.
+    pub fn finish(
+        mut self,
+        voiced_end: usize,
+        worker: &mut SttWorker,
+        config: &SttConfig,
+    ) -> Result<(Transcript, bool), SttError> {
+        if let Some(last) = self.last.take() {
+            if self.decoded_len >= voiced_end {
+                return Ok((
+                    Transcript {
+                        elapsed: Duration::ZERO,
+                        ..last
+                    },
+                    true,
+                ));
+            }
+        }
+        Ok((worker.transcribe(&self.audio, config)?, false))
+    }
+}
+
 /// Word error rate of `hypothesis` against `reference` after
 /// normalisation (lower case, punctuation removed, ß/umlauts kept).
 pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {

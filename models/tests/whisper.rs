@@ -137,3 +137,39 @@ fn english_human_wer_stays_at_the_measured_level() {
 const GERMAN_TELEPHONE_WER_MAX: f64 = 1.12;
 /// Measured 0.170 on the 28 recorded prompts.
 const ENGLISH_HUMAN_WER_MAX: f64 = 0.22;
+
+/// Partials while the caller speaks: when the last partial already holds
+/// every voiced sample, the final result costs nothing after end of speech.
+#[test]
+fn partial_transcripts_make_the_final_result_free() {
+    use aiagc_models::stt::Partials;
+    let speech = read_wav_16k(&fixtures().join("de/book_01_v0_r150_16k.wav")).unwrap();
+    let config = SttConfig::default();
+    let mut w = model().worker().unwrap();
+    let mut partials = Partials::new(400);
+    let mut seen = 0;
+    // Speech, then the endpointer's 500 ms hangover of silence.
+    let stream: Vec<f32> = speech
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(0.0, 8000))
+        .collect();
+    for frame in stream.chunks(320) {
+        partials.push(frame);
+        if partials.poll(&mut w, &config).unwrap().is_some() {
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "{seen} partials");
+    let (t, reused) = partials.finish(speech.len(), &mut w, &config).unwrap();
+    assert!(reused && t.elapsed.is_zero(), "{t:?}");
+    assert!(t.text.to_lowercase().contains("termin"), "{}", t.text);
+
+    // Speech that continued past the last partial needs a real final decode.
+    let mut late = Partials::new(400);
+    late.push(&speech[..16000]);
+    late.poll(&mut w, &config).unwrap();
+    late.push(&speech[16000..]);
+    let (t, reused) = late.finish(speech.len(), &mut w, &config).unwrap();
+    assert!(!reused && !t.elapsed.is_zero());
+}
