@@ -15,29 +15,44 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn script() -> Vec<f32> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/generated/de/script_01_16k.wav");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/generated/de/script_01_16k.wav");
     read_wav_16k(&path).expect("fixtures (run scripts/setup.sh)")
 }
 
 fn onnx_lib() -> PathBuf {
     let m = Manifest::embedded().expect("manifest");
-    default_dir().join(&m.find("onnxruntime", "libonnxruntime.so.1.32.0").expect("ort").path)
+    default_dir().join(
+        &m.find("onnxruntime", "libonnxruntime.so.1.32.0")
+            .expect("ort")
+            .path,
+    )
 }
 
 fn stt(c: &mut Criterion) {
     let audio = script();
-    let model = WhisperModel::load(&default_dir().join(aiagc_models::WHISPER_GGML)).expect("whisper (run scripts/setup.sh)");
+    let model = WhisperModel::load(&default_dir().join(aiagc_models::WHISPER_GGML))
+        .expect("whisper (run scripts/setup.sh)");
     let mut worker = model.worker().expect("state");
     let mut group = c.benchmark_group("stt");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     for secs in [1usize, 3, 6] {
         // From 0.5 s: speech of the German caller script.
         let clip = &audio[8000..8000 + secs * 16000];
         let fitted = SttConfig::default();
-        group.bench_function(format!("fitted/{secs}s"), |b| b.iter(|| worker.transcribe(black_box(clip), &fitted).expect("stt")));
+        group.bench_function(format!("fitted/{secs}s"), |b| {
+            b.iter(|| worker.transcribe(black_box(clip), &fitted).expect("stt"))
+        });
         if secs == 3 {
-            let full = SttConfig { fit_audio_ctx: false, ..SttConfig::default() };
-            group.bench_function(format!("full_window/{secs}s"), |b| b.iter(|| worker.transcribe(black_box(clip), &full).expect("stt")));
+            let full = SttConfig {
+                fit_audio_ctx: false,
+                ..SttConfig::default()
+            };
+            group.bench_function(format!("full_window/{secs}s"), |b| {
+                b.iter(|| worker.transcribe(black_box(clip), &full).expect("stt"))
+            });
         }
     }
     group.finish();
@@ -45,14 +60,25 @@ fn stt(c: &mut Criterion) {
 
 fn silero(c: &mut Criterion) {
     let audio = script();
-    let mut model = SileroModel::load(&onnx_lib(), &default_dir().join("silero_vad.onnx")).expect("silero");
+    let mut model =
+        SileroModel::load(&onnx_lib(), &default_dir().join("silero_vad.onnx")).expect("silero");
     let mut group = c.benchmark_group("silero");
     let chunk = &audio[16000..16000 + CHUNK];
     let mut one = [StreamState::default()];
-    group.bench_function("chunk/batch1", |b| b.iter(|| model.run_batch(&[black_box(chunk)], &mut one).expect("run")));
-    let chunks: Vec<&[f32]> = (0..8).map(|i| &audio[16000 + i * CHUNK..16000 + (i + 1) * CHUNK]).collect();
+    group.bench_function("chunk/batch1", |b| {
+        b.iter(|| model.run_batch(&[black_box(chunk)], &mut one).expect("run"))
+    });
+    let chunks: Vec<&[f32]> = (0..8)
+        .map(|i| &audio[16000 + i * CHUNK..16000 + (i + 1) * CHUNK])
+        .collect();
     let mut eight: Vec<StreamState> = (0..8).map(|_| StreamState::default()).collect();
-    group.bench_function("chunk/batch8", |b| b.iter(|| model.run_batch(black_box(&chunks), &mut eight).expect("run")));
+    group.bench_function("chunk/batch8", |b| {
+        b.iter(|| {
+            model
+                .run_batch(black_box(&chunks), &mut eight)
+                .expect("run")
+        })
+    });
     group.finish();
 }
 
@@ -61,9 +87,23 @@ fn tts(c: &mut Criterion) {
     group.sample_size(20);
     let sentence = "Ihr Termin ist am Dienstag um halb drei.";
     let mut espeak = EspeakVoice::german();
-    group.bench_function("espeak_de", |b| b.iter(|| espeak.synthesize(black_box(sentence)).expect("tts")));
-    let mut piper = PiperVoice::load(&onnx_lib(), &default_dir().join("piper/en_US-joe-medium.onnx")).expect("piper");
-    group.bench_function("piper_en_us_medium", |b| b.iter(|| piper.synthesize(black_box("Your appointment is on Tuesday at half past two.")).expect("tts")));
+    group.bench_function("espeak_de", |b| {
+        b.iter(|| espeak.synthesize(black_box(sentence)).expect("tts"))
+    });
+    let mut piper = PiperVoice::load(
+        &onnx_lib(),
+        &default_dir().join("piper/en_US-joe-medium.onnx"),
+    )
+    .expect("piper");
+    group.bench_function("piper_en_us_medium", |b| {
+        b.iter(|| {
+            piper
+                .synthesize(black_box(
+                    "Your appointment is on Tuesday at half past two.",
+                ))
+                .expect("tts")
+        })
+    });
     group.finish();
 }
 

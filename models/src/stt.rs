@@ -86,7 +86,7 @@ pub fn max_tokens_for(seconds: f64) -> i32 {
     (seconds * 8.0).ceil() as i32 + 8
 }
 
-/// Removes immediate repetitions of a word sequence (up to 8 words) —
+/// Removes immediate repetitions of a word sequence (up to 24 words) —
 /// the loop whisper produces when it loses its place.
 pub fn collapse_repeats(text: &str) -> String {
     let mut words: Vec<&str> = text.split_whitespace().collect();
@@ -97,7 +97,7 @@ pub fn collapse_repeats(text: &str) -> String {
     let mut i = 0;
     while i < words.len() {
         let mut changed = false;
-        for k in 1..=8 {
+        for k in 1..=24 {
             while i + 2 * k <= words.len()
                 && (0..k).all(|j| norm(words[i + j]) == norm(words[i + k + j]))
             {
@@ -336,6 +336,11 @@ mod tests {
             "Agent logged in."
         );
         assert_eq!(collapse_repeats("ja ja ja genau"), "ja genau");
+        let long = "Your appointment is on Tuesday a half past two.";
+        assert_eq!(
+            collapse_repeats(&format!("{long} {long} {long} Your appointment")),
+            format!("{long} Your appointment")
+        );
         assert_eq!(
             collapse_repeats("am Dienstag um halb drei"),
             "am Dienstag um halb drei"

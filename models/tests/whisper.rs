@@ -182,12 +182,33 @@ fn converter_handles_tiny_en() {
     let dir = std::env::temp_dir().join(format!("aiagc-tiny-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("ggml-tiny.en.bin");
-    let report = aiagc_models::convert::convert(&default_dir().join("whisper-tiny-en-ct2"), &out).unwrap();
-    assert_eq!((report.hparams.n_audio_layer, report.hparams.n_audio_state, report.hparams.n_vocab), (4, 384, 51864));
-    assert_eq!(report.tokens, 50_256, "English-only: no <|endoftext|> among regular tokens");
+    let report =
+        aiagc_models::convert::convert(&default_dir().join("whisper-tiny-en-ct2"), &out).unwrap();
+    assert_eq!(
+        (
+            report.hparams.n_audio_layer,
+            report.hparams.n_audio_state,
+            report.hparams.n_vocab
+        ),
+        (4, 384, 51864)
+    );
+    assert_eq!(
+        report.tokens, 50_256,
+        "English-only: no <|endoftext|> among regular tokens"
+    );
     let tiny = WhisperModel::load(&out).unwrap();
     let audio = read_wav_16k(&fixtures().join("en/vm-goodbye.wav")).unwrap();
-    let t = tiny.worker().unwrap().transcribe(&audio, &SttConfig { language: "en".into(), ..SttConfig::default() }).unwrap();
+    let t = tiny
+        .worker()
+        .unwrap()
+        .transcribe(
+            &audio,
+            &SttConfig {
+                language: "en".into(),
+                ..SttConfig::default()
+            },
+        )
+        .unwrap();
     assert!(word_error_rate("Goodbye!", &t.text) <= 0.5, "{:?}", t.text);
     std::fs::remove_dir_all(&dir).unwrap();
 }
