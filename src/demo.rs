@@ -1,7 +1,7 @@
 //! `aiagc demo`: the embedded end-to-end run of what exists so far.
 //!
-//! Until the ARI simulator and the speech core land, the demo drives the
-//! media engine alone: each German fixture caller script is sent as RTP
+//! Until the runtime wires ARI, the engine and the speech core together,
+//! the demo drives the media engine alone: each German fixture caller script is sent as RTP
 //! (the chosen codec, paced 20 ms, through a seeded impaired network) into
 //! an `engine::Call`, in simulated time. Each detected utterance is
 //! answered by playing it back (an echo stands in for STT → dialogue →
@@ -307,7 +307,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         args.loss * 100.0,
         args.jitter_ms
     );
-    println!("speech core (STT, dialogue, TTS) and the ARI simulator are not in this build yet: each turn is answered by echoing the caller\n");
+    println!("the speech core (`aiagc transcribe`, `aiagc say`) and the ARI simulator are not wired into calls yet: each turn is answered by echoing the caller\n");
     println!(
         "{:<14} {:<48} {:>13} {:>6} {:>9} {:>9}",
         "call", "caller said (reference)", "speech ms", "barge", "endpoint", "total"
