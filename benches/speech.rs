@@ -5,7 +5,7 @@
 //! Needs the setup's models (`bash scripts/setup.sh`).
 
 use aiagc_models::audio::read_wav_16k;
-use aiagc_models::manifest::{default_dir, Manifest};
+use aiagc_models::manifest::default_dir;
 use aiagc_models::silero::{SileroModel, StreamState, CHUNK};
 use aiagc_models::stt::{SttConfig, WhisperModel};
 use aiagc_models::tts::{EspeakVoice, PiperVoice, Tts};
@@ -21,12 +21,7 @@ fn script() -> Vec<f32> {
 }
 
 fn onnx_lib() -> PathBuf {
-    let m = Manifest::embedded().expect("manifest");
-    default_dir().join(
-        &m.find("onnxruntime", "libonnxruntime.so.1.32.0")
-            .expect("ort")
-            .path,
-    )
+    aiagc_models::onnx::library(&default_dir())
 }
 
 fn stt(c: &mut Criterion) {

@@ -157,12 +157,7 @@ fn say(text: &str, out: &std::path::Path, voice: &str) -> Result<()> {
             ..EspeakVoice::german()
         }),
         None => {
-            let dir = aiagc_models::manifest::default_dir();
-            let manifest = aiagc_models::manifest::Manifest::embedded()?;
-            let lib = manifest
-                .find("onnxruntime", "libonnxruntime.so.1.32.0")
-                .map(|f| dir.join(&f.path))
-                .context("no ONNX Runtime in the manifest")?;
+            let lib = aiagc_models::onnx::library(&aiagc_models::manifest::default_dir());
             Box::new(PiperVoice::load(&lib, std::path::Path::new(voice))?)
         }
     };
@@ -257,10 +252,7 @@ fn models(dir: Option<PathBuf>, full: bool) -> Result<()> {
         bail!("{bad} model file(s) missing or damaged: run `bash scripts/setup.sh`");
     }
     if full {
-        let lib = manifest
-            .find("onnxruntime", "libonnxruntime.so.1.32.0")
-            .map(|f| dir.join(&f.path))
-            .context("manifest has no ONNX Runtime library")?;
+        let lib = aiagc_models::onnx::library(&dir);
         for f in manifest.files.iter().filter(|f| f.path.ends_with(".onnx")) {
             let info = aiagc_models::onnx::probe(&lib, &dir.join(&f.path))?;
             println!(

@@ -113,6 +113,17 @@ impl<M: MediaHost> Clone for Controller<M> {
     }
 }
 
+/// Teardown steps succeed when the resource is already gone; anything
+/// else is logged once with the call id (and the next reconciliation
+/// retries).
+fn gone_is_fine(call: &str, step: &str, result: Result<(), AriError>) {
+    if let Err(e) = result {
+        if !e.is_gone() {
+            tracing::warn!(call = %call, error = %e, "{step} failed");
+        }
+    }
+}
+
 struct TaskGuard<'a>(&'a AtomicUsize);
 impl Drop for TaskGuard<'_> {
     fn drop(&mut self) {
@@ -363,29 +374,21 @@ impl<M: MediaHost> Controller<M> {
         res.torn_down = true;
         let call = &slot.caller;
         if let Some(em) = res.external.take() {
-            if let Err(e) = s.client.hangup(&em, "normal").await {
-                if !e.is_gone() {
-                    tracing::warn!(call = %call, error = %e, "externalMedia hangup failed");
-                }
-            }
+            gone_is_fine(
+                call,
+                "externalMedia hangup",
+                s.client.hangup(&em, "normal").await,
+            );
         }
         if let Some(b) = res.bridge.take() {
-            if let Err(e) = s.client.destroy_bridge(&b).await {
-                if !e.is_gone() {
-                    tracing::warn!(call = %call, error = %e, "bridge destroy failed");
-                }
-            }
+            gone_is_fine(call, "bridge destroy", s.client.destroy_bridge(&b).await);
         }
         if res.media_open {
             s.media.close(call);
             res.media_open = false;
         }
         if hangup_caller {
-            if let Err(e) = s.client.hangup(call, "normal").await {
-                if !e.is_gone() {
-                    tracing::warn!(call = %call, error = %e, "caller hangup failed");
-                }
-            }
+            gone_is_fine(call, "caller hangup", s.client.hangup(call, "normal").await);
         }
         s.external
             .lock()

@@ -508,29 +508,9 @@ fn write_ggml<W: Write>(
         let (dims, vals) = all(&format!("encoder/{c}/bias")).map_err(fmt)?;
         o.tensor(&format!("encoder.{c}.bias"), &[dims[0], 1], &vals, false)?;
     }
-    let n = hp.n_audio_state;
     for i in 0..hp.n_audio_layer {
         let (src, dst) = (format!("encoder/layer_{i}"), format!("encoder.blocks.{i}"));
-        split_attention(
-            m,
-            o,
-            &format!("{src}/self_attention"),
-            &format!("{dst}.attn"),
-            n,
-            true,
-        )
-        .map_err(fmt)??;
-        copy(
-            o,
-            &format!("{src}/self_attention/layer_norm/gamma"),
-            &format!("{dst}.attn_ln.weight"),
-        )?;
-        copy(
-            o,
-            &format!("{src}/self_attention/layer_norm/beta"),
-            &format!("{dst}.attn_ln.bias"),
-        )?;
-        ffn(o, &mut copy, &src, &dst)?;
+        block(m, o, &mut copy, &src, &dst, hp.n_audio_state, false)?;
     }
     copy(o, "encoder/layer_norm/gamma", "encoder.ln_post.weight")?;
     copy(o, "encoder/layer_norm/beta", "encoder.ln_post.bias")?;
@@ -546,52 +526,57 @@ fn write_ggml<W: Write>(
         "decoder/embeddings/weight",
         "decoder.token_embedding.weight",
     )?;
-    let n = hp.n_text_state;
     for i in 0..hp.n_text_layer {
         let (src, dst) = (format!("decoder/layer_{i}"), format!("decoder.blocks.{i}"));
-        split_attention(
-            m,
-            o,
-            &format!("{src}/self_attention"),
-            &format!("{dst}.attn"),
-            n,
-            true,
-        )
-        .map_err(fmt)??;
-        copy(
-            o,
-            &format!("{src}/self_attention/layer_norm/gamma"),
-            &format!("{dst}.attn_ln.weight"),
-        )?;
-        copy(
-            o,
-            &format!("{src}/self_attention/layer_norm/beta"),
-            &format!("{dst}.attn_ln.bias"),
-        )?;
-        split_attention(
-            m,
-            o,
-            &format!("{src}/attention"),
-            &format!("{dst}.cross_attn"),
-            n,
-            false,
-        )
-        .map_err(fmt)??;
-        copy(
-            o,
-            &format!("{src}/attention/layer_norm/gamma"),
-            &format!("{dst}.cross_attn_ln.weight"),
-        )?;
-        copy(
-            o,
-            &format!("{src}/attention/layer_norm/beta"),
-            &format!("{dst}.cross_attn_ln.bias"),
-        )?;
-        ffn(o, &mut copy, &src, &dst)?;
+        block(m, o, &mut copy, &src, &dst, hp.n_text_state, true)?;
     }
     copy(o, "decoder/layer_norm/gamma", "decoder.ln.weight")?;
     copy(o, "decoder/layer_norm/beta", "decoder.ln.bias")?;
     o.w.flush()
+}
+
+/// One transformer block: self-attention (and, in the decoder,
+/// cross-attention), each with its layer norm, then the MLP.
+fn block<W: Write>(
+    m: &Ct2Model,
+    o: &mut Out<W>,
+    copy: &mut impl FnMut(&mut Out<W>, &str, &str) -> std::io::Result<()>,
+    src: &str,
+    dst: &str,
+    n: usize,
+    cross: bool,
+) -> std::io::Result<()> {
+    let fmt = |e: ConvertError| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+    let parts: &[(&str, &str, bool)] = if cross {
+        &[
+            ("self_attention", "attn", true),
+            ("attention", "cross_attn", false),
+        ]
+    } else {
+        &[("self_attention", "attn", true)]
+    };
+    for &(from, to, fused) in parts {
+        split_attention(
+            m,
+            o,
+            &format!("{src}/{from}"),
+            &format!("{dst}.{to}"),
+            n,
+            fused,
+        )
+        .map_err(fmt)??;
+        copy(
+            o,
+            &format!("{src}/{from}/layer_norm/gamma"),
+            &format!("{dst}.{to}_ln.weight"),
+        )?;
+        copy(
+            o,
+            &format!("{src}/{from}/layer_norm/beta"),
+            &format!("{dst}.{to}_ln.bias"),
+        )?;
+    }
+    ffn(o, copy, src, dst)
 }
 
 fn ffn<W: Write>(

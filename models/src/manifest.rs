@@ -169,6 +169,10 @@ mod tests {
         paths.dedup();
         assert_eq!(paths.len(), m.files.len());
         assert!(m.find("vad", "silero_vad.onnx").is_some());
+        assert!(m
+            .files
+            .iter()
+            .any(|f| f.path == crate::onnx::LIBRARY && f.role == "onnxruntime"));
     }
 
     #[test]

@@ -42,6 +42,32 @@ pub fn environment(library: &Path) -> Result<&'static ort::environment::Environm
     })
 }
 
+/// A session for `model` with `threads` intra-op threads.
+pub fn session(
+    library: &Path,
+    model: &Path,
+    threads: usize,
+) -> Result<ort::session::Session, OnnxError> {
+    let env = environment(library)?;
+    let err = |e: &dyn std::fmt::Display| OnnxError::Model {
+        path: model.to_owned(),
+        message: e.to_string(),
+    };
+    let mut builder = ort::session::Session::builder(env)
+        .map_err(|e| err(&e))?
+        .with_intra_threads(threads)
+        .map_err(|e| err(&e))?;
+    builder.commit_from_file(model).map_err(|e| err(&e))
+}
+
+/// Where the setup puts the ONNX Runtime library (a manifest entry).
+pub const LIBRARY: &str = "onnxruntime/libonnxruntime.so.1.32.0";
+
+/// The ONNX Runtime library in the models folder `dir`.
+pub fn library(dir: &Path) -> PathBuf {
+    dir.join(LIBRARY)
+}
+
 /// Name and inputs/outputs of a loaded model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -54,16 +80,7 @@ pub struct ModelInfo {
 /// Opens `model` in a session (one intra-op thread) and lists its ports:
 /// proof that the file and the runtime work together.
 pub fn probe(library: &Path, model: &Path) -> Result<ModelInfo, OnnxError> {
-    let env = environment(library)?;
-    let err = |e: &dyn std::fmt::Display| OnnxError::Model {
-        path: model.to_owned(),
-        message: e.to_string(),
-    };
-    let mut builder = ort::session::Session::builder(env)
-        .map_err(|e| err(&e))?
-        .with_intra_threads(1)
-        .map_err(|e| err(&e))?;
-    let session = builder.commit_from_file(model).map_err(|e| err(&e))?;
+    let session = self::session(library, model, 1)?;
     Ok(ModelInfo {
         inputs: session
             .inputs()
@@ -81,19 +98,14 @@ pub fn probe(library: &Path, model: &Path) -> Result<ModelInfo, OnnxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{default_dir, Manifest};
+    use crate::manifest::default_dir;
 
     /// Silero VAD and Smart Turn load through the fetched ONNX Runtime and
     /// show the ports DEVELOPERS.md documents.
     #[test]
     fn fetched_models_load_in_onnx_runtime() {
         let dir = default_dir();
-        let m = Manifest::embedded().unwrap();
-        let lib = dir.join(
-            &m.find("onnxruntime", "libonnxruntime.so.1.32.0")
-                .unwrap()
-                .path,
-        );
+        let lib = library(&dir);
         let silero = probe(&lib, &dir.join("silero_vad.onnx")).unwrap();
         assert_eq!(silero.inputs, vec!["input", "state", "sr"]);
         assert_eq!(silero.outputs, vec!["output", "stateN"]);

@@ -8,7 +8,7 @@
 //! behind the engine's [`Vad`] trait (it buffers 20 ms frames into 32 ms
 //! chunks and answers with the latest probability).
 
-use crate::onnx::{environment, OnnxError};
+use crate::onnx::OnnxError;
 use aiagc_engine::vad::{Vad, FRAME_16K};
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -47,16 +47,7 @@ impl SileroModel {
     /// Loads the model with ONNX Runtime from `library` (one intra-op thread:
     /// the chunk is tiny, threads only add overhead).
     pub fn load(library: &Path, model: &Path) -> Result<Self, OnnxError> {
-        let env = environment(library)?;
-        let err = |e: &dyn std::fmt::Display| OnnxError::Model {
-            path: model.to_owned(),
-            message: e.to_string(),
-        };
-        let mut builder = Session::builder(env)
-            .map_err(|e| err(&e))?
-            .with_intra_threads(1)
-            .map_err(|e| err(&e))?;
-        let session = builder.commit_from_file(model).map_err(|e| err(&e))?;
+        let session = crate::onnx::session(library, model, 1)?;
         Ok(Self {
             session,
             input: Vec::new(),

@@ -5,7 +5,7 @@
 //! Replies are synthesized sentence by sentence ([`sentences`]) so the
 //! first audio is ready while later sentences are still being made.
 
-use crate::onnx::{environment, OnnxError};
+use crate::onnx::OnnxError;
 use espeakng_sys as es;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -302,16 +302,7 @@ impl PiperVoice {
                 return Err(bad(format!("phoneme_id_map lacks {required:?}")));
             }
         }
-        let env = environment(library)?;
-        let err = |e: &dyn std::fmt::Display| OnnxError::Model {
-            path: model.to_owned(),
-            message: e.to_string(),
-        };
-        let mut builder = Session::builder(env)
-            .map_err(|e| err(&e))?
-            .with_intra_threads(2)
-            .map_err(|e| err(&e))?;
-        let session = builder.commit_from_file(model).map_err(|e| err(&e))?;
+        let session = crate::onnx::session(library, model, 2)?;
         Ok(Self {
             session,
             sample_rate,

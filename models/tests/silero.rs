@@ -2,18 +2,13 @@
 
 use aiagc_engine::vad::{Vad, FRAME_16K};
 use aiagc_models::audio::read_wav_16k;
-use aiagc_models::manifest::{default_dir, Manifest};
+use aiagc_models::manifest::default_dir;
 use aiagc_models::silero::{speech_decisions, SileroModel, SileroVad, StreamState, CHUNK};
 use std::path::PathBuf;
 
 fn model() -> SileroModel {
     let dir = default_dir();
-    let m = Manifest::embedded().unwrap();
-    let lib = dir.join(
-        &m.find("onnxruntime", "libonnxruntime.so.1.32.0")
-            .unwrap()
-            .path,
-    );
+    let lib = aiagc_models::onnx::library(&dir);
     SileroModel::load(&lib, &dir.join("silero_vad.onnx")).expect("silero (run scripts/setup.sh)")
 }
 

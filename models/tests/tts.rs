@@ -2,7 +2,7 @@
 //! duration, and the round trip TTS → 8 kHz µ-law → whisper → text.
 
 use aiagc_models::audio::{resample, through_ulaw};
-use aiagc_models::manifest::{default_dir, Manifest};
+use aiagc_models::manifest::default_dir;
 use aiagc_models::stt::{word_error_rate, SttConfig, WhisperModel};
 use aiagc_models::tts::{Audio, EspeakVoice, PiperVoice, Tts};
 use std::time::Instant;
@@ -71,12 +71,7 @@ fn espeak_german_is_audible_and_understood_over_the_phone() {
 #[test]
 fn piper_voice_is_audible_and_understood_over_the_phone() {
     let dir = default_dir();
-    let m = Manifest::embedded().unwrap();
-    let lib = dir.join(
-        &m.find("onnxruntime", "libonnxruntime.so.1.32.0")
-            .unwrap()
-            .path,
-    );
+    let lib = aiagc_models::onnx::library(&dir);
     let mut voice = PiperVoice::load(&lib, &dir.join("piper/en_US-joe-medium.onnx")).unwrap();
     assert_eq!(voice.sample_rate(), 22050);
     let texts = [
