@@ -208,6 +208,16 @@ impl<M: MediaHost> Controller<M> {
         }
     }
 
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.shared
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn is_call(&self, caller: &str) -> bool {
         self.shared
             .calls
@@ -415,13 +425,7 @@ impl<M: MediaHost> Controller<M> {
         };
         let in_app: std::collections::HashSet<&String> = app.channel_ids.iter().collect();
         // Calls whose caller is gone.
-        let known: Vec<Arc<Slot>> = s
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let known = self.slots();
         let mut live_bridges = std::collections::HashSet::new();
         for slot in known {
             if in_app.contains(&slot.caller) {
@@ -477,15 +481,7 @@ impl<M: MediaHost> Controller<M> {
 
     /// Tears down every call (shutdown), hanging the callers up.
     pub async fn shutdown(&self) {
-        let slots: Vec<Arc<Slot>> = self
-            .shared
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for slot in slots {
+        for slot in self.slots() {
             slot.ended.store(true, Ordering::SeqCst);
             self.teardown(slot, true).await;
         }

@@ -127,6 +127,19 @@ async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 impl Rig {
+    /// An inbound call whose caller speaks a tone for `ms`.
+    fn call(&self, ms: usize) -> String {
+        self.sim
+            .place_call(
+                "aiagc",
+                CallerScript {
+                    audio: tone(ms),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    }
+
     async fn quiescent(&self) {
         let limit = Duration::from_secs(10);
         wait_for("everything torn down", limit, || {
@@ -226,16 +239,7 @@ async fn full_call_media_both_ways_then_nothing_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_reaches_the_call_and_bad_frames_are_skipped() {
     let r = rig(SimConfig::default()).await;
-    let caller = r
-        .sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                audio: tone(200),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let caller = r.call(200);
     wait_for("call up", Duration::from_secs(5), || {
         r.controller.stats().calls_started.load(Ordering::Relaxed) == 1
     })
@@ -440,26 +444,8 @@ async fn every_rest_call_works_against_the_simulator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_drop_mid_call_media_continues_and_calls_reconcile() {
     let r = rig(SimConfig::default()).await;
-    let stays = r
-        .sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                audio: tone(5000),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let leaves = r
-        .sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                audio: tone(5000),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let stays = r.call(5000);
+    let leaves = r.call(5000);
     wait_for("both calls up", Duration::from_secs(5), || {
         r.controller.stats().calls_started.load(Ordering::Relaxed) == 2
     })
@@ -525,15 +511,7 @@ async fn failing_setup_steps_are_undone() {
             body: (*body).into(),
             times: 1,
         });
-        r.sim
-            .place_call(
-                "aiagc",
-                CallerScript {
-                    audio: tone(200),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        r.call(200);
         wait_for(path, Duration::from_secs(5), || {
             r.controller.stats().setups_failed.load(Ordering::Relaxed) == i as u64 + 1
         })
@@ -542,16 +520,7 @@ async fn failing_setup_steps_are_undone() {
         r.quiescent().await;
     }
     // A good call afterwards works.
-    let ok = r
-        .sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                audio: tone(200),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let ok = r.call(200);
     wait_for("call up", Duration::from_secs(5), || {
         r.sim.alive().media_streams == 1
     })
@@ -569,15 +538,7 @@ async fn slow_asterisk_times_out_and_is_undone() {
         delay: Duration::from_secs(3),
         times: 1,
     });
-    r.sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                audio: tone(200),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    r.call(200);
     wait_for("timeout", Duration::from_secs(6), || {
         r.controller.stats().setups_failed.load(Ordering::Relaxed) == 1
     })
@@ -596,15 +557,7 @@ async fn caller_hangs_up_at_every_setup_step() {
             method: "POST".into(),
             path_contains: (*path).into(),
         });
-        r.sim
-            .place_call(
-                "aiagc",
-                CallerScript {
-                    audio: tone(200),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        r.call(200);
         wait_for(path, Duration::from_secs(5), || {
             r.controller.stats().calls_ended.load(Ordering::Relaxed) > i as u64
         })
@@ -616,16 +569,7 @@ async fn caller_hangs_up_at_every_setup_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asterisk_restart_tears_down_and_reconnects() {
     let r = rig(SimConfig::default()).await;
-    let caller = r
-        .sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                audio: tone(3000),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let caller = r.call(3000);
     wait_for("call up", Duration::from_secs(5), || {
         r.sim.received_for_caller(&caller).len() > 3
     })
@@ -638,16 +582,7 @@ async fn asterisk_restart_tears_down_and_reconnects() {
     r.quiescent().await;
     // Calls work again after the restart.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let again = r
-        .sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                audio: tone(200),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let again = r.call(200);
     wait_for("call up again", Duration::from_secs(5), || {
         r.sim.alive().media_streams == 1
     })
@@ -672,16 +607,7 @@ async fn a_thousand_sequential_and_fifty_concurrent_calls_leave_nothing() {
     .await;
     let mut seed = 42u64;
     for i in 0..1000u64 {
-        let caller = r
-            .sim
-            .place_call(
-                "aiagc",
-                CallerScript {
-                    audio: tone(100),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let caller = r.call(100);
         match lcg(&mut seed) % 3 {
             0 => {}
             1 => tokio::time::sleep(Duration::from_millis(lcg(&mut seed) % 5)).await,
@@ -705,17 +631,7 @@ async fn a_thousand_sequential_and_fifty_concurrent_calls_leave_nothing() {
 
     let mut callers = Vec::new();
     for _ in 0..50 {
-        callers.push(
-            r.sim
-                .place_call(
-                    "aiagc",
-                    CallerScript {
-                        audio: tone(2000),
-                        ..Default::default()
-                    },
-                )
-                .unwrap(),
-        );
+        callers.push(r.call(2000));
     }
     wait_for("50 calls with media", Duration::from_secs(10), || {
         r.sim.alive().media_streams

@@ -312,6 +312,13 @@ impl PiperVoice {
         })
     }
 
+    /// Sets the voice's sampling noise (`noise_scale`, `noise_w`); zero for
+    /// both makes synthesis deterministic (flatter, but reproducible).
+    pub fn set_noise(&mut self, noise_scale: f32, noise_w: f32) {
+        self.scales[0] = noise_scale;
+        self.scales[2] = noise_w;
+    }
+
     /// The voice's output rate.
     pub fn sample_rate(&self) -> u32 {
         self.sample_rate
