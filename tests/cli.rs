@@ -9,12 +9,12 @@ fn aiagc(args: &[&str]) -> std::process::Output {
         .expect("aiagc runs")
 }
 
-/// `aiagc demo --json` finds every scripted utterance for each codec,
+/// `aiagc demo --engine-only --json` finds every scripted utterance for each codec,
 /// and every turn gets a reply whose latency the far end measured.
 #[test]
-fn demo_json_reports_every_turn() {
+fn engine_only_demo_json_reports_every_turn() {
     for codec in ["slin16", "ulaw", "opus"] {
-        let out = aiagc(&["demo", "--json", "--codec", codec]);
+        let out = aiagc(&["demo", "--engine-only", "--json", "--codec", codec]);
         assert!(
             out.status.success(),
             "{}",
@@ -44,7 +44,7 @@ fn demo_json_reports_every_turn() {
 
 #[test]
 fn demo_rejects_an_unknown_codec_with_the_accepted_values() {
-    let out = aiagc(&["demo", "--codec", "g729"]);
+    let out = aiagc(&["demo", "--engine-only", "--codec", "g729"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ulaw, alaw, slin16, opus"), "{err}");
@@ -86,4 +86,37 @@ fn say_then_transcribe_round_trip() {
     let missing = aiagc(&["transcribe", "/nonexistent.wav"]);
     assert!(!missing.status.success());
     std::fs::remove_file(&wav).ok();
+}
+
+/// `aiagc demo --json` on the real path (simulator, ARI, engine, whisper,
+/// espeak-ng): the JSON contract, every turn answered, latency measured.
+#[test]
+fn live_demo_json_contract() {
+    let out = aiagc(&["demo", "--json", "--codec", "ulaw"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let turns = v["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 6);
+    for t in turns {
+        for key in ["call", "reference", "transcript", "reply", "barge_in"] {
+            assert!(t.get(key).is_some(), "{key} missing in {t}");
+        }
+        let l = &t["latency_ms"];
+        for key in ["endpoint", "stt", "dialogue", "tts_first_audio", "total"] {
+            assert!(l[key].is_number(), "{key} not measured in {t}");
+        }
+        assert!(l["total"].as_f64().unwrap() > l["endpoint"].as_f64().unwrap());
+        assert!(!t["transcript"].as_str().unwrap().is_empty(), "{t}");
+    }
+    let s = &v["summary"];
+    assert_eq!(s["turns"], 6);
+    for key in ["calls", "wer", "completed_tasks"] {
+        assert!(s.get(key).is_some(), "{key} missing");
+    }
+    assert!(s["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(s["latency_ms"]["p95"].as_f64().unwrap() >= s["latency_ms"]["p50"].as_f64().unwrap());
 }

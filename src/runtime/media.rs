@@ -20,6 +20,7 @@ pub struct EngineMedia {
     pending: Mutex<HashMap<String, std::net::UdpSocket>>,
     running: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     seed: AtomicU64,
+    barge_ins: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
 }
 
 impl EngineMedia {
@@ -35,7 +36,17 @@ impl EngineMedia {
             pending: Mutex::default(),
             running: Mutex::default(),
             seed: AtomicU64::new(seed),
+            barge_ins: Arc::default(),
         }
+    }
+
+    /// When each barge-in of `call` was detected.
+    pub fn barge_ins(&self, call: &str) -> Vec<Instant> {
+        self.barge_ins
+            .lock()
+            .ok()
+            .and_then(|m| m.get(call).cloned())
+            .unwrap_or_default()
     }
 
     /// Calls with a socket (bound or running).
@@ -73,7 +84,13 @@ impl MediaHost for EngineMedia {
                 .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
         );
         config.peer = Some(peer);
-        let task = tokio::spawn(drive(call.to_owned(), socket, config, self.speech.clone()));
+        let task = tokio::spawn(drive(
+            call.to_owned(),
+            socket,
+            config,
+            self.speech.clone(),
+            self.barge_ins.clone(),
+        ));
         if let Ok(mut running) = self.running.lock() {
             running.insert(call.to_owned(), task);
         }
@@ -86,11 +103,20 @@ impl MediaHost for EngineMedia {
         if let Some(task) = self.running.lock().ok().and_then(|mut m| m.remove(call)) {
             task.abort();
         }
+        if let Ok(mut m) = self.barge_ins.lock() {
+            m.remove(call);
+        }
     }
 }
 
 /// The per-call loop (see `aiagc_engine`'s driving recipe).
-async fn drive(id: String, socket: tokio::net::UdpSocket, config: CallConfig, speech: Submitter) {
+async fn drive(
+    id: String,
+    socket: tokio::net::UdpSocket,
+    config: CallConfig,
+    speech: Submitter,
+    barge_ins: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+) {
     let mut call = match Call::new(config, Instant::now()) {
         Ok(c) => c,
         Err(e) => {
@@ -139,6 +165,9 @@ async fn drive(id: String, socket: tokio::net::UdpSocket, config: CallConfig, sp
                 CallEvent::BargeIn { .. } => {
                     // Pending work of the interrupted turn is stale now.
                     current.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(mut m) = barge_ins.lock() {
+                        m.entry(id.clone()).or_default().push(now);
+                    }
                     tracing::info!(call = %id, "barge-in");
                 }
                 CallEvent::InputRejected { kind, count } => {

@@ -84,6 +84,7 @@ impl Dialogue for Acknowledge {
 /// Handle to the running pool.
 pub struct SpeechPool {
     jobs: HandoffSender<Job>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     /// Jobs rejected because the queue was full.
     pub rejected: Arc<AtomicU64>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -103,26 +104,37 @@ impl SpeechPool {
     ) -> Result<Self, aiagc_models::stt::SttError> {
         let (tx, rx) = bounded::<Job>(queue);
         let dialogue = Arc::new(dialogue);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = Vec::new();
         for i in 0..workers.max(1) {
             let mut worker = model.worker()?;
-            let (rx, records, stt, dialogue) =
-                (rx.clone(), records.clone(), stt.clone(), dialogue.clone());
+            let (rx, records, stt, dialogue, stop) = (
+                rx.clone(),
+                records.clone(),
+                stt.clone(),
+                dialogue.clone(),
+                stop.clone(),
+            );
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("speech-{i}"))
                     .spawn(move || {
                         let mut voice = EspeakVoice::german();
                         let mut dialogue = dialogue();
-                        while let Ok(job) = rx.recv() {
-                            answer(
-                                job,
-                                &mut worker,
-                                &stt,
-                                dialogue.as_mut(),
-                                &mut voice,
-                                &records,
-                            );
+                        // Poll the stop flag: media hosts keep job senders alive.
+                        while !stop.load(Ordering::Relaxed) {
+                            match rx.recv_timeout(Duration::from_millis(100)) {
+                                Ok(job) => answer(
+                                    job,
+                                    &mut worker,
+                                    &stt,
+                                    dialogue.as_mut(),
+                                    &mut voice,
+                                    &records,
+                                ),
+                                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                            }
                         }
                     })
                     .map_err(|e| aiagc_models::stt::SttError::Inference(e.to_string()))?,
@@ -130,6 +142,7 @@ impl SpeechPool {
         }
         Ok(Self {
             jobs: tx,
+            stop,
             rejected: Arc::new(AtomicU64::new(0)),
             threads,
         })
@@ -143,8 +156,9 @@ impl SpeechPool {
         }
     }
 
-    /// Stops the pool after the queued jobs (threads end when every sender is gone).
+    /// Stops the workers (after the job each is on) and waits for them.
     pub fn shutdown(self) {
+        self.stop.store(true, Ordering::Relaxed);
         drop(self.jobs);
         for t in self.threads {
             let _ = t.join();

@@ -121,6 +121,12 @@ impl Simulator {
         self.inner.received_for_caller(caller_id)
     }
 
+    /// When the caller's RTP started (the first frame of its script is sent
+    /// then): the reference for latency measured on the caller's timeline.
+    pub fn media_started(&self, caller_id: &str) -> Option<std::time::Instant> {
+        self.inner.media_started(caller_id)
+    }
+
     /// Every event sent to WebSocket clients so far (JSON), for checks
     /// against the api-docs.
     pub fn events(&self) -> Vec<serde_json::Value> {

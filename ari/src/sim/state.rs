@@ -105,6 +105,7 @@ pub(super) struct State {
     pub playbacks: HashMap<String, String>,
     pub variables: HashMap<(String, String), String>,
     pub last_caller: Option<String>,
+    pub media_started: HashMap<String, std::time::Instant>,
 }
 
 pub(super) struct Inner {
@@ -366,13 +367,14 @@ impl Inner {
                 codec: leg.codec,
                 records: leg.records.clone(),
                 script,
-                caller_id: caller,
+                caller_id: caller.clone(),
                 bridge_id: bridge_id.to_owned(),
                 impairment: self.config.impairment,
                 seed: self.random_u64(),
             },
         );
         st.media.insert(ext, handle);
+        st.media_started.insert(caller, std::time::Instant::now());
     }
 
     pub fn dtmf(&self, id: &str, digit: char) -> bool {
@@ -423,6 +425,10 @@ impl Inner {
             .filter_map(|c| c.external.as_ref())
             .flat_map(|l| l.records.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect()
+    }
+
+    pub fn media_started(&self, caller: &str) -> Option<std::time::Instant> {
+        self.lock().media_started.get(caller).copied()
     }
 
     pub fn events(&self) -> Vec<Value> {

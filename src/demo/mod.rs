@@ -9,6 +9,8 @@
 //! total is measured at the far end, from the caller's last voiced sample
 //! to the arrival of the first reply packet.
 
+mod live;
+
 use aiagc_engine::impair::{Impairment, Network, RtpSender};
 use aiagc_engine::{packet, Call, CallConfig, CallEvent, Codec};
 use anyhow::{bail, Context, Result};
@@ -38,10 +40,14 @@ pub struct DemoArgs {
     /// Fixtures folder (default: fixtures/generated next to the binary's repo).
     #[arg(long)]
     fixtures: Option<PathBuf>,
+    /// Only the media engine, in simulated time (no ARI, no models): each
+    /// turn is answered by echoing the caller.
+    #[arg(long)]
+    engine_only: bool,
 }
 
 #[derive(Serialize)]
-struct Latency {
+pub(crate) struct Latency {
     endpoint: f64,
     stt: Option<f64>,
     dialogue: Option<f64>,
@@ -50,7 +56,7 @@ struct Latency {
 }
 
 #[derive(Serialize)]
-struct Turn {
+pub(crate) struct Turn {
     call: String,
     reference: String,
     transcript: Option<String>,
@@ -61,7 +67,7 @@ struct Turn {
 }
 
 #[derive(Serialize)]
-struct Summary {
+pub(crate) struct Summary {
     calls: usize,
     turns: usize,
     expected_turns: usize,
@@ -72,13 +78,13 @@ struct Summary {
 }
 
 #[derive(Serialize)]
-struct Percentiles {
+pub(crate) struct Percentiles {
     p50: f64,
     p95: f64,
 }
 
 #[derive(Serialize, Default)]
-struct RtpSummary {
+pub(crate) struct RtpSummary {
     received: u64,
     lost: u64,
     concealed_frames: u64,
@@ -88,25 +94,25 @@ struct RtpSummary {
 }
 
 #[derive(Serialize)]
-struct Report {
+pub(crate) struct Report {
     codec: String,
     turns: Vec<Turn>,
     summary: Summary,
 }
 
-struct Script {
+pub(crate) struct Script {
     name: String,
     pcm: Vec<i16>,
     rate: u32,
     segments: Vec<(u64, u64, String)>,
 }
 
-fn fixtures_dir(arg: &Option<PathBuf>) -> PathBuf {
+pub(crate) fn fixtures_dir(arg: &Option<PathBuf>) -> PathBuf {
     arg.clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/generated"))
 }
 
-fn load_scripts(dir: &std::path::Path, rate: u32) -> Result<Vec<Script>> {
+pub(crate) fn load_scripts(dir: &std::path::Path, rate: u32) -> Result<Vec<Script>> {
     let tsv_path = dir.join("de/scripts.tsv");
     let tsv = std::fs::read_to_string(&tsv_path).with_context(|| {
         format!(
@@ -141,7 +147,7 @@ fn load_scripts(dir: &std::path::Path, rate: u32) -> Result<Vec<Script>> {
     Ok(scripts)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -259,8 +265,20 @@ fn run_call(
     Ok(turns)
 }
 
-/// Runs the demo.
+/// Runs the demo: the live path by default, or the engine alone.
 pub fn run(args: &DemoArgs) -> Result<()> {
+    if args.engine_only {
+        return run_engine(args);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(live::run(args))
+}
+
+/// The engine alone in simulated time.
+fn run_engine(args: &DemoArgs) -> Result<()> {
     let codec = Codec::from_asterisk_format(&args.codec)?;
     let rate = if codec.pcm_rate() == 8000 {
         8000
