@@ -416,11 +416,19 @@ impl<M: MediaHost> Controller<M> {
     pub async fn reconcile(&self) {
         let s = &self.shared;
         s.stats.reconciliations.fetch_add(1, Ordering::Relaxed);
-        let app = match s.client.application().await {
-            Ok(app) => app,
-            Err(e) => {
-                tracing::warn!(error = %e, "reconciliation: application lookup failed");
-                return;
+        // Right after a restart the app may not be registered yet: retry briefly.
+        let mut attempt = 0;
+        let app = loop {
+            match s.client.application().await {
+                Ok(app) => break app,
+                Err(AriError::NotFound(_)) if attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation: application lookup failed");
+                    return;
+                }
             }
         };
         let in_app: std::collections::HashSet<&String> = app.channel_ids.iter().collect();

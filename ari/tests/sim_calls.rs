@@ -625,9 +625,13 @@ async fn a_thousand_sequential_and_fifty_concurrent_calls_leave_nothing() {
             r.quiescent().await;
         }
     }
+    // The simulator can be empty before the controller has read the last
+    // call's events: wait for every call to have been ended by us.
+    wait_for("1000 calls ended", Duration::from_secs(10), || {
+        r.controller.stats().calls_ended.load(Ordering::Relaxed) == 1000
+    })
+    .await;
     r.quiescent().await;
-    let ended = r.controller.stats().calls_ended.load(Ordering::Relaxed);
-    assert_eq!(ended, 1000);
 
     let mut callers = Vec::new();
     for _ in 0..50 {
@@ -643,10 +647,10 @@ async fn a_thousand_sequential_and_fifty_concurrent_calls_leave_nothing() {
         tokio::time::sleep(Duration::from_millis(lcg(&mut seed) % 10)).await;
         r.sim.hangup(c);
     }
+    wait_for("1050 calls ended", Duration::from_secs(10), || {
+        r.controller.stats().calls_ended.load(Ordering::Relaxed) == 1050
+    })
+    .await;
     r.quiescent().await;
-    assert_eq!(
-        r.controller.stats().calls_ended.load(Ordering::Relaxed),
-        1050
-    );
     assert_eq!(r.sim.alive(), Alive::default());
 }

@@ -139,16 +139,8 @@ impl Resampler {
             self.pending.extend_from_slice(&input[..take]);
             input = &input[take..];
             if self.pending.len() == self.in_chunk {
-                let mut out = std::mem::take(&mut self.out);
-                let pending = std::mem::take(&mut self.pending);
-                let result = self.process_chunk(&pending, &mut out);
-                self.pending = pending;
-                self.pending.clear();
-                if result.is_ok() {
-                    sink(&out);
-                }
-                self.out = out;
-                result?;
+                self.process_pending()?;
+                sink(&self.out);
             }
         }
         Ok(())
@@ -162,34 +154,30 @@ impl Resampler {
         } else {
             usize::from(!self.pending.is_empty())
         };
-        let mut remaining = self.pending.len();
+        // Pass-through keeps only the real samples; a filter's output is
+        // all signal (its delay is drained by the padding).
+        let keep = if self.inner.is_none() {
+            self.pending.len()
+        } else {
+            self.out_chunk
+        };
         for _ in 0..pad_chunks {
-            let missing = self.in_chunk - self.pending.len();
-            let zeros = [0.0f32; 64];
-            let mut fill = missing;
-            while fill > 0 {
-                let n = fill.min(zeros.len());
-                self.pending.extend_from_slice(&zeros[..n]);
-                fill -= n;
-            }
-            let mut out = std::mem::take(&mut self.out);
-            let pending = std::mem::take(&mut self.pending);
-            let result = self.process_chunk(&pending, &mut out);
-            self.pending = pending;
-            self.pending.clear();
-            if result.is_ok() {
-                let keep = if self.inner.is_none() {
-                    remaining
-                } else {
-                    self.out_chunk
-                };
-                sink(&out[..keep]);
-            }
-            remaining = 0;
-            self.out = out;
-            result?;
+            self.pending.resize(self.in_chunk, 0.0);
+            self.process_pending()?;
+            sink(&self.out[..keep]);
         }
         Ok(())
+    }
+
+    /// Resamples the full `pending` chunk into `out` and empties `pending`.
+    fn process_pending(&mut self) -> Result<(), ResampleError> {
+        let mut out = std::mem::take(&mut self.out);
+        let pending = std::mem::take(&mut self.pending);
+        let result = self.process_chunk(&pending, &mut out);
+        self.pending = pending;
+        self.pending.clear();
+        self.out = out;
+        result
     }
 
     /// Forgets buffered input and resets the filter state (new stream).

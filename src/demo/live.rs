@@ -5,7 +5,7 @@
 //! script) to the first reply packet arriving at the simulator.
 
 use super::{
-    fixtures_dir, load_scripts, percentile, DemoArgs, Latency, Percentiles, Report, RtpSummary,
+    fixtures_dir, latency_percentiles, load_scripts, DemoArgs, Latency, Report, RtpSummary,
     Summary, Turn,
 };
 use aiagc::runtime::media::EngineMedia;
@@ -148,9 +148,12 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 .get(i + 1)
                 .map(|s| t0 + Duration::from_millis(s.0))
                 .unwrap_or(speech_end + Duration::from_secs(10));
-            let reply = received.iter().find(|r| {
-                r.marker && r.at > speech_end && r.at < next_start + Duration::from_secs(2)
-            });
+            // Its reply: the first talk-spurt after the utterance was handed
+            // over (an earlier one is the previous turn's reply).
+            let after = record.map_or(speech_end, |r| r.handed_over);
+            let reply = received
+                .iter()
+                .find(|r| r.marker && r.at > after && r.at < next_start + Duration::from_secs(2));
             turns.push(Turn {
                 call: script.name.clone(),
                 reference: text.clone(),
@@ -177,12 +180,6 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let _ = stop.send(true);
     pool.shutdown();
 
-    let mut totals: Vec<f64> = turns
-        .iter()
-        .map(|t| t.latency_ms.total)
-        .filter(|t| t.is_finite())
-        .collect();
-    totals.sort_by(f64::total_cmp);
     let heard: Vec<f64> = turns
         .iter()
         .map(|t| word_error_rate(&t.reference, t.transcript.as_deref().unwrap_or("")))
@@ -197,10 +194,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             expected_turns: turns.len(),
             wer: Some(wer),
             completed_tasks: None,
-            latency_ms: Percentiles {
-                p50: percentile(&totals, 0.5),
-                p95: percentile(&totals, 0.95),
-            },
+            latency_ms: latency_percentiles(&turns),
             rtp: RtpSummary::default(),
         },
         turns,

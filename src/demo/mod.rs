@@ -147,6 +147,20 @@ pub(crate) fn load_scripts(dir: &std::path::Path, rate: u32) -> Result<Vec<Scrip
     Ok(scripts)
 }
 
+/// p50 and p95 of the turns' measured total latency.
+pub(crate) fn latency_percentiles(turns: &[Turn]) -> Percentiles {
+    let mut totals: Vec<f64> = turns
+        .iter()
+        .map(|t| t.latency_ms.total)
+        .filter(|t| t.is_finite())
+        .collect();
+    totals.sort_by(f64::total_cmp);
+    Percentiles {
+        p50: percentile(&totals, 0.5),
+        p95: percentile(&totals, 0.95),
+    }
+}
+
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -292,12 +306,6 @@ fn run_engine(args: &DemoArgs) -> Result<()> {
     for script in &scripts {
         turns.extend(run_call(script, codec, args, &mut rtp)?);
     }
-    let mut totals: Vec<f64> = turns
-        .iter()
-        .map(|t| t.latency_ms.total)
-        .filter(|t| t.is_finite())
-        .collect();
-    totals.sort_by(f64::total_cmp);
     let report = Report {
         codec: codec.asterisk_format().to_owned(),
         summary: Summary {
@@ -306,10 +314,7 @@ fn run_engine(args: &DemoArgs) -> Result<()> {
             expected_turns,
             wer: None,
             completed_tasks: None,
-            latency_ms: Percentiles {
-                p50: percentile(&totals, 0.5),
-                p95: percentile(&totals, 0.95),
-            },
+            latency_ms: latency_percentiles(&turns),
             rtp,
         },
         turns,

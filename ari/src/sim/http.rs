@@ -66,11 +66,16 @@ async fn events(
     let Some(app) = params.get("app").cloned() else {
         return message(400, "Missing parameter app");
     };
-    ws.on_upgrade(move |socket| serve_events(socket, inner, app))
+    // Asterisk registers the application during the handshake: by the time
+    // the client sees the upgrade, `GET /applications/{app}` knows it.
+    let rx = inner.register(&app);
+    ws.on_upgrade(move |socket| serve_events(socket, rx))
 }
 
-async fn serve_events(mut socket: WebSocket, inner: Arc<Inner>, app: String) {
-    let mut rx = inner.register(&app);
+async fn serve_events(
+    mut socket: WebSocket,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+) {
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
