@@ -64,11 +64,8 @@ pub struct Playout {
     max_queue: usize,
     resamplers: Vec<Resampler>,
     frame: Vec<i16>,
-    scratch: Vec<f32>,
     /// The next audio frame starts a reply (marker + fade-in).
     spurt_start: bool,
-    /// Whether the last sent frame carried audio.
-    was_audio: bool,
     policy: SilencePolicy,
 }
 
@@ -93,9 +90,7 @@ impl Playout {
             max_queue: (rate as u128 * max_queue.as_millis() / 1000) as usize,
             resamplers: Vec::new(),
             frame: vec![0; codec.frame_samples()],
-            scratch: Vec::with_capacity(rate / 50),
             spurt_start: true,
-            was_audio: false,
             policy,
         })
     }
@@ -202,7 +197,6 @@ impl Playout {
         self.timestamp = self
             .timestamp
             .wrapping_add(n as u32 * self.codec.ticks_per_sample());
-        self.was_audio = audio;
         if !send {
             return Ok(None);
         }
@@ -233,11 +227,6 @@ impl Playout {
             finished,
             first_of_reply,
         }))
-    }
-
-    /// Scratch space reused by callers converting audio (keeps it warm).
-    pub fn scratch(&mut self) -> &mut Vec<f32> {
-        &mut self.scratch
     }
 }
 
