@@ -600,17 +600,7 @@ fn destroy_bridge(inner: &Inner, id: &str) -> Response {
             );
         }
     }
-    let keys: Vec<String> = st
-        .media
-        .iter()
-        .filter(|(_, m)| m.bridge == id)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in keys {
-        if let Some(m) = st.media.remove(&k) {
-            m.stop();
-        }
-    }
+    st.stop_bridge_media(id);
     let mut gone = bridge.clone();
     gone.channels.clear();
     inner.emit(&mut st, json!({"type": "BridgeDestroyed", "bridge": gone}));

@@ -108,6 +108,23 @@ pub(super) struct State {
     pub media_started: HashMap<String, std::time::Instant>,
 }
 
+impl State {
+    /// Stops the RTP streams of `bridge` (either side left, or it was destroyed).
+    pub fn stop_bridge_media(&mut self, bridge: &str) {
+        let keys: Vec<String> = self
+            .media
+            .iter()
+            .filter(|(_, m)| m.bridge == bridge)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(m) = self.media.remove(&k) {
+                m.stop();
+            }
+        }
+    }
+}
+
 pub(super) struct Inner {
     pub config: SimConfig,
     state: Mutex<State>,
@@ -313,17 +330,7 @@ impl Inner {
         self.emit(st, json!({"type": "ChannelDestroyed", "cause": cause, "cause_txt": "Normal Clearing", "channel": channel}));
         // Media of the bridge this channel was in stops when either side goes.
         if let Some(bridge_id) = ch.bridge {
-            let keys: Vec<String> = st
-                .media
-                .iter()
-                .filter(|(_, m)| m.bridge == bridge_id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in keys {
-                if let Some(m) = st.media.remove(&k) {
-                    m.stop();
-                }
-            }
+            st.stop_bridge_media(&bridge_id);
         }
         if ch.external.is_some() {
             if let Some(m) = st.media.remove(id) {
