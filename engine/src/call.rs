@@ -2,7 +2,7 @@
 //! the driving loop).
 
 use crate::codec::{Codec, CodecError, Decoder, MAX_DECODED_SAMPLES};
-use crate::endpoint::{Endpoint, EndpointConfig, Endpointer, MediaPosition, Utterance};
+use crate::endpoint::{Endpoint, EndpointConfig, Endpointer, MediaPosition, Pause, Utterance};
 use crate::jitter::{JitterBuffer, JitterConfig, Pop, Push};
 use crate::packet::{self, MAX_PAYLOAD};
 use crate::playout::{Playout, PlayoutError, SilencePolicy};
@@ -118,6 +118,10 @@ pub enum CallEvent {
     },
     /// The caller finished an utterance.
     SpeechEnded(Utterance),
+    /// The caller paused mid-turn: the utterance so far, for an early
+    /// transcript. Answer with [`Call::end_turn`] or [`Call::extend_turn`],
+    /// or do nothing and the hangover decides.
+    SpeechPaused(Pause),
     /// The caller spoke over the reply; queued reply audio was dropped (if
     /// configured) and pending work for that turn should be cancelled.
     BargeIn {
@@ -490,6 +494,7 @@ impl Call {
             Some(Endpoint::Ended(utterance)) => {
                 self.events.push_back(CallEvent::SpeechEnded(utterance))
             }
+            Some(Endpoint::Paused(pause)) => self.events.push_back(CallEvent::SpeechPaused(pause)),
             None => {}
         }
     }
@@ -536,6 +541,24 @@ impl Call {
     /// Each call is one complete segment, e.g. one synthesized sentence.
     pub fn speak(&mut self, pcm: &[f32], sample_rate: u32) -> Result<(), CallError> {
         Ok(self.playout.speak(pcm, sample_rate)?)
+    }
+
+    /// Ends the caller's turn now if they are still silent in pause `id`
+    /// (a [`CallEvent::SpeechEnded`] follows); otherwise does nothing.
+    pub fn end_turn(&mut self, id: u64) {
+        let at = MediaPosition {
+            elapsed: FRAME * self.stats.frames_played as u32,
+            rtp_timestamp: self.fifo_ts,
+        };
+        if let Some(Endpoint::Ended(u)) = self.endpointer.end_now(id, at) {
+            self.events.push_back(CallEvent::SpeechEnded(u));
+        }
+    }
+
+    /// Waits `more` beyond the hangover before ending the turn of pause
+    /// `id` (the words so far are clearly unfinished).
+    pub fn extend_turn(&mut self, id: u64, more: Duration) {
+        self.endpointer.extend(id, more);
     }
 
     /// Drops queued reply audio within one frame (with a 5 ms fade-out).

@@ -31,6 +31,11 @@ pub struct EndpointConfig {
     pub barge_in_threshold: f32,
     /// Voiced time needed to barge in while the agent is talking.
     pub barge_in_min_speech: Duration,
+    /// Silence after which the utterance so far is offered for an early
+    /// look ([`Endpoint::Paused`]): the driver may transcribe it while the
+    /// hangover runs, then end the turn now ([`Endpointer::end_now`]) or
+    /// wait longer ([`Endpointer::extend`]). `None` disables it.
+    pub pause: Option<Duration>,
 }
 
 impl Default for EndpointConfig {
@@ -45,6 +50,7 @@ impl Default for EndpointConfig {
             max_utterance: Duration::from_secs(15),
             barge_in_threshold: 0.85,
             barge_in_min_speech: Duration::from_millis(160),
+            pause: Some(Duration::from_millis(200)),
         }
     }
 }
@@ -71,6 +77,20 @@ pub struct Utterance {
     pub barge_in: bool,
     /// Whether it was cut at `max_utterance` rather than ended by silence.
     pub truncated: bool,
+    /// The pause whose audio this utterance equals (no speech since), so a
+    /// transcript of that pause can be reused.
+    pub pause: Option<u64>,
+}
+
+/// The utterance so far at a pause in the caller's speech.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pause {
+    /// Pause number within the call (for [`Endpointer::end_now`]).
+    pub id: u64,
+    /// 16 kHz audio as the utterance would be if it ended here.
+    pub samples: Vec<f32>,
+    /// Position just after the last voiced frame.
+    pub end: MediaPosition,
 }
 
 /// A decision of the endpointer.
@@ -85,6 +105,8 @@ pub enum Endpoint {
     },
     /// Speech ended; the utterance is complete.
     Ended(Utterance),
+    /// The caller paused (see [`EndpointConfig::pause`]).
+    Paused(Pause),
 }
 
 enum State {
@@ -98,6 +120,10 @@ enum State {
         last_voiced_end: MediaPosition,
         voiced_len: usize,
         barge_in: bool,
+        /// Extra hangover frames granted for this silence.
+        extra: u32,
+        /// The pause offered during this silence, if any.
+        pause: Option<u64>,
     },
 }
 
@@ -110,6 +136,7 @@ pub struct Endpointer {
     history_pos: usize,
     history_filled: usize,
     utterance: Vec<f32>,
+    pauses: u64,
 }
 
 fn frames(d: Duration) -> u32 {
@@ -131,6 +158,7 @@ impl Endpointer {
             history_pos: 0,
             history_filled: 0,
             utterance: Vec::with_capacity(Self::utterance_capacity(&config)),
+            pauses: 0,
         }
     }
 
@@ -214,6 +242,8 @@ impl Endpointer {
                             last_voiced_end: frame_end,
                             voiced_len: self.utterance.len(),
                             barge_in: agent_talking,
+                            extra: 0,
+                            pause: None,
                         };
                         return Some(Endpoint::Started {
                             at: start,
@@ -227,14 +257,17 @@ impl Endpointer {
             }
             State::Speaking {
                 silence,
-                start,
-                last_voiced_end,
                 voiced_len,
-                barge_in,
+                last_voiced_end,
+                extra,
+                pause,
+                ..
             } => {
                 self.utterance.extend_from_slice(frame);
                 if probability >= self.config.end_threshold {
                     *silence = 0;
+                    *extra = 0;
+                    *pause = None;
                     *last_voiced_end = frame_end;
                     *voiced_len = self.utterance.len();
                 } else {
@@ -242,30 +275,91 @@ impl Endpointer {
                 }
                 let max_len = frames(self.config.max_utterance) as usize * FRAME_16K;
                 let truncated = self.utterance.len() >= max_len;
-                if *silence >= frames(self.config.hangover) || truncated {
-                    let tail = frames(self.config.tail) as usize * FRAME_16K;
-                    let keep = (*voiced_len + tail).min(self.utterance.len());
-                    let mut samples = std::mem::replace(
-                        &mut self.utterance,
-                        Vec::with_capacity(Self::utterance_capacity(&self.config)),
-                    );
-                    samples.truncate(keep);
-                    let utterance = Utterance {
-                        samples,
-                        start: *start,
-                        end: *last_voiced_end,
-                        barge_in: *barge_in,
-                        truncated: truncated && *silence < frames(self.config.hangover),
-                    };
-                    self.state = State::Idle {
-                        run: 0,
-                        run_start: at,
-                    };
-                    return Some(Endpoint::Ended(utterance));
+                if *silence >= frames(self.config.hangover) + *extra || truncated {
+                    let by_silence = *silence >= frames(self.config.hangover) + *extra;
+                    return self.finish(!by_silence, at).map(Endpoint::Ended);
+                }
+                if pause.is_none()
+                    && self.config.pause.is_some_and(|p| {
+                        *silence == frames(p) && frames(p) < frames(self.config.hangover)
+                    })
+                {
+                    self.pauses += 1;
+                    *pause = Some(self.pauses);
+                    let (end, keep) = (*last_voiced_end, *voiced_len);
+                    let keep = (keep + frames(self.config.tail) as usize * FRAME_16K)
+                        .min(self.utterance.len());
+                    return Some(Endpoint::Paused(Pause {
+                        id: self.pauses,
+                        samples: self.utterance[..keep].to_vec(),
+                        end,
+                    }));
                 }
                 None
             }
         }
+    }
+
+    /// Ends the utterance now if the caller is still silent in pause `id`
+    /// (the driver decided the turn is complete). `at` is the position of
+    /// the next frame.
+    pub fn end_now(&mut self, id: u64, at: MediaPosition) -> Option<Endpoint> {
+        match self.state {
+            State::Speaking {
+                pause: Some(p),
+                silence,
+                ..
+            } if p == id && silence > 0 => self.finish(false, at).map(Endpoint::Ended),
+            _ => None,
+        }
+    }
+
+    /// Waits `more` beyond the hangover in pause `id` (the driver judged the
+    /// utterance unfinished). Speech resuming clears it.
+    pub fn extend(&mut self, id: u64, more: Duration) {
+        if let State::Speaking {
+            pause: Some(p),
+            extra,
+            ..
+        } = &mut self.state
+        {
+            if *p == id {
+                *extra = frames(more);
+            }
+        }
+    }
+
+    fn finish(&mut self, truncated: bool, at: MediaPosition) -> Option<Utterance> {
+        let State::Speaking {
+            start,
+            last_voiced_end,
+            voiced_len,
+            barge_in,
+            pause,
+            ..
+        } = self.state
+        else {
+            return None;
+        };
+        let tail = frames(self.config.tail) as usize * FRAME_16K;
+        let keep = (voiced_len + tail).min(self.utterance.len());
+        let mut samples = std::mem::replace(
+            &mut self.utterance,
+            Vec::with_capacity(Self::utterance_capacity(&self.config)),
+        );
+        samples.truncate(keep);
+        self.state = State::Idle {
+            run: 0,
+            run_start: at,
+        };
+        Some(Utterance {
+            samples,
+            start,
+            end: last_voiced_end,
+            barge_in,
+            truncated,
+            pause,
+        })
     }
 
     /// Forgets any speech in progress.
@@ -297,8 +391,9 @@ mod tests {
         let mut out = Vec::new();
         for (i, &p) in probs.iter().enumerate() {
             let frame = [p; FRAME_16K];
-            if let Some(e) = ep.push(&frame, p, pos(i as u32), talking) {
-                out.push((i, e));
+            match ep.push(&frame, p, pos(i as u32), talking) {
+                Some(Endpoint::Paused(_)) | None => {}
+                Some(e) => out.push((i, e)),
             }
         }
         out
@@ -382,5 +477,69 @@ mod tests {
         };
         assert!(u.truncated);
         assert!(u.samples.len() <= 760 * FRAME_16K);
+    }
+
+    #[test]
+    fn a_pause_is_offered_once_and_end_now_ends_the_turn_early() {
+        let mut ep = Endpointer::new(EndpointConfig::default());
+        let mut probs = vec![0.0; 10];
+        probs.extend(vec![1.0; 40]);
+        probs.extend(vec![0.0; 12]);
+        let mut paused = None;
+        for (i, &p) in probs.iter().enumerate() {
+            match ep.push(&[p; FRAME_16K], p, pos(i as u32), false) {
+                Some(Endpoint::Paused(pz)) => {
+                    assert!(paused.is_none(), "one pause per silence");
+                    // 200 ms of silence after the last voiced frame (49).
+                    assert_eq!(i, 50 + 9);
+                    paused = Some(pz);
+                }
+                Some(Endpoint::Ended(_)) => panic!("hangover not reached yet"),
+                _ => {}
+            }
+        }
+        let pz = paused.expect("pause offered");
+        assert_eq!(pz.end.elapsed, FRAME * 50);
+        let Some(Endpoint::Ended(u)) = ep.end_now(pz.id, pos(62)) else {
+            panic!("end_now did not end the turn")
+        };
+        // Same audio as the pause offered, so its transcript can be reused.
+        assert_eq!(u.samples, pz.samples);
+        assert_eq!(u.pause, Some(pz.id));
+        assert!(!ep.in_speech());
+        assert_eq!(ep.end_now(pz.id, pos(63)), None);
+    }
+
+    #[test]
+    fn speech_after_a_pause_voids_it_and_extend_delays_the_end() {
+        let mut ep = Endpointer::new(EndpointConfig::default());
+        let mut probs = vec![1.0; 20];
+        probs.extend(vec![0.0; 12]); // pause 1 at frame 29
+        probs.extend(vec![1.0; 10]); // speech resumes
+        let mut pauses = Vec::new();
+        for (i, &p) in probs.iter().enumerate() {
+            if let Some(Endpoint::Paused(pz)) = ep.push(&[p; FRAME_16K], p, pos(i as u32), false) {
+                pauses.push(pz.id);
+            }
+        }
+        assert_eq!(pauses, vec![1]);
+        assert_eq!(ep.end_now(1, pos(42)), None, "speech resumed after pause 1");
+        // Pause 2, extended by 400 ms: no end at 500 ms of silence, one at 900.
+        let mut ended_at = None;
+        for i in 42..120u32 {
+            match ep.push(&[0.0; FRAME_16K], 0.0, pos(i), false) {
+                Some(Endpoint::Paused(pz)) => {
+                    assert_eq!(pz.id, 2);
+                    ep.extend(2, Duration::from_millis(400));
+                }
+                Some(Endpoint::Ended(u)) => {
+                    ended_at = Some(i);
+                    assert_eq!(u.pause, Some(2));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(ended_at, Some(42 + 25 + 20 - 1));
     }
 }

@@ -57,5 +57,5 @@ pub mod vad;
 
 pub use call::{Call, CallConfig, CallError, CallEvent, Rejection, SourcePolicy, Transmit, FRAME};
 pub use codec::Codec;
-pub use endpoint::{EndpointConfig, MediaPosition, Utterance};
+pub use endpoint::{EndpointConfig, MediaPosition, Pause, Utterance};
 pub use stats::CallStats;
