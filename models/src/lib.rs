@@ -7,6 +7,7 @@
 
 pub mod audio;
 pub mod convert;
+pub mod dialogue;
 pub mod manifest;
 pub mod mel;
 pub mod onnx;

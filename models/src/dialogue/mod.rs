@@ -1,0 +1,92 @@
+//! The German dialogue: what the agent answers. Behind one trait, two
+//! backends: the built-in [`scenario`] engine (TOML states, intents, slots)
+//! and an OpenAI-compatible [`llm`] with streaming. Parsers for what
+//! callers say ([`text`], [`number`], [`when`]) are shared.
+//!
+//! A dialogue is per call and clock-free: today's date comes in with each
+//! input, and reply text goes out sentence by sentence through a callback
+//! so the first sentence can be synthesized while the rest is produced.
+
+pub mod hint;
+pub mod llm;
+pub mod number;
+pub mod scenario;
+pub mod text;
+pub mod when;
+
+use chrono::NaiveDate;
+
+/// What the caller did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// The call was answered: greet.
+    Start,
+    /// The caller said this (the transcript).
+    Speech(&'a str),
+    /// The caller pressed these keys.
+    Dtmf(&'a str),
+    /// The caller said nothing for a while.
+    Silence,
+}
+
+/// What the call should do after the reply has played.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Hang up.
+    Hangup,
+    /// Leave the app into the dialplan (ARI `continue`): a human takes over.
+    Transfer {
+        /// Dialplan context.
+        context: String,
+        /// Extension (default `s`).
+        extension: String,
+        /// Priority (default 1).
+        priority: u32,
+    },
+}
+
+/// The agent's answer to one input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// All of the reply text (also given sentence-wise to the callback).
+    pub text: String,
+    /// What to do after it has played.
+    pub action: Option<Action>,
+    /// The task the call completed with this reply ("booked", …).
+    pub outcome: Option<String>,
+}
+
+/// Whether a partial transcript ends the caller's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnHint {
+    /// A complete answer or question: end the turn at the pause.
+    Complete,
+    /// Clearly unfinished ("… und", "ähm", "am"): wait longer.
+    Unfinished,
+    /// No opinion: the hangover decides.
+    Unknown,
+}
+
+/// A per-call German dialogue.
+pub trait Dialogue: Send {
+    /// Answers `input`. `say` receives reply text as it becomes available
+    /// (whole sentences); it returns `false` when the turn was cancelled
+    /// (barge-in, hangup) and the dialogue should stop producing.
+    fn respond(
+        &mut self,
+        input: Input<'_>,
+        today: NaiveDate,
+        say: &mut dyn FnMut(&str) -> bool,
+    ) -> Reply;
+
+    /// Whether `partial` (heard up to a pause) completes the caller's turn
+    /// in the current state.
+    fn hint(&self, partial: &str) -> TurnHint {
+        hint::by_words(partial)
+    }
+
+    /// The outcome so far ("booked", "transferred", …), if any.
+    fn outcome(&self) -> Option<&str> {
+        None
+    }
+}

@@ -1,0 +1,762 @@
+//! The scenario engine: a call flow written in TOML (states with prompts,
+//! intents, slots to collect, confirmations, reprompts, a fallback,
+//! transfer to a human, goodbye) and run per call.
+//!
+//! A state answers an input in this order: its yes/no (confirmations), its
+//! own intents, DTMF keys, the slots it collects, then the scenario's
+//! global intents (opening hours, a human, goodbye); anything else gets the
+//! state's reprompt, and after `max_reprompts` the fallback. Entering a
+//! state that collects slots first tries the words that led there, so
+//! "einen Termin am Dienstag um halb drei" goes straight to confirmation.
+
+use super::hint;
+use super::number::{digits, first_number};
+use super::text::{contains, tokens};
+use super::when::{parse_date, parse_time, speak_date, Time};
+use super::{Action, Dialogue, Input, Reply, TurnHint};
+use chrono::{Datelike, NaiveDate};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The scenario shipped with aiagc: appointment booking for a practice.
+pub const PRAXIS: &str = include_str!("../../scenarios/praxis.toml");
+
+/// Why a scenario file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Not TOML, or fields of the wrong type / unknown fields.
+    #[error("scenario is not valid TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// Parsed, but inconsistent (a name that points nowhere, …).
+    #[error("scenario is inconsistent: {0}")]
+    Invalid(String),
+}
+
+/// Slots a state can collect (the name is the type).
+pub const SLOTS: [&str; 4] = ["date", "time", "number", "digits"];
+
+/// What to do on an input.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    /// Text to say (with `{date}`, `{time}`, `{number}`, `{digits}`, `{hours}`).
+    pub say: Option<String>,
+    /// State to go to (its prompt follows `say`); none: stay and re-ask.
+    pub goto: Option<String>,
+    /// `hangup` or `transfer`, after the reply has played.
+    pub action: Option<String>,
+    /// Task completed with this transition ("booked", …).
+    pub outcome: Option<String>,
+    /// Slots to forget.
+    #[serde(default)]
+    pub clear: Vec<String>,
+}
+
+/// One state of the flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// What the agent asks on entering.
+    pub prompt: String,
+    /// What it says when it did not understand (default: the prompt).
+    pub reprompt: Option<String>,
+    /// Slots to fill here (`date`, `time`, `number`, `digits`).
+    #[serde(default)]
+    pub collect: Vec<String>,
+    /// A question per slot, asked while only that one is missing.
+    #[serde(default)]
+    pub ask: BTreeMap<String, String>,
+    /// Where to go once all slots are filled.
+    pub next: Option<Transition>,
+    /// Intent name → transition.
+    #[serde(default)]
+    pub on: BTreeMap<String, Transition>,
+    /// Answer "ja" (or DTMF 1).
+    pub yes: Option<Transition>,
+    /// Answer "nein" (or DTMF 2).
+    pub no: Option<Transition>,
+    /// DTMF key → transition.
+    #[serde(default)]
+    pub dtmf: BTreeMap<String, Transition>,
+    /// Date and time must fall in the opening hours.
+    #[serde(default)]
+    pub within_hours: bool,
+}
+
+/// Where a transfer goes (ARI `continue`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferTarget {
+    /// Dialplan context.
+    pub context: String,
+    /// Extension.
+    #[serde(default = "default_extension")]
+    pub extension: String,
+    /// Priority.
+    #[serde(default = "one")]
+    pub priority: u32,
+}
+
+fn default_extension() -> String {
+    "s".into()
+}
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Short name (logs, records).
+    pub name: String,
+    /// Said when the call is answered, before the start state's prompt.
+    pub greeting: String,
+    /// First state.
+    pub start: String,
+    /// Misunderstandings in one state before the fallback.
+    #[serde(default = "two")]
+    pub max_reprompts: u32,
+    /// Said when the caller is silent (then the prompt).
+    pub no_input: Option<String>,
+    /// What happens after too many reprompts.
+    pub fallback: Transition,
+    /// Said when a requested time is outside the opening hours.
+    pub closed: Option<String>,
+    /// Opening hours as text, for `{hours}`.
+    #[serde(default)]
+    pub hours_text: String,
+    /// Opening hours: weekday (`mon`…`sun`) → ranges `"08:00-12:00"`.
+    #[serde(default)]
+    pub hours: BTreeMap<String, Vec<String>>,
+    /// Transfer target.
+    pub transfer: Option<TransferTarget>,
+    /// Intent name → keywords (phrases; `stem*` matches word prefixes).
+    #[serde(default)]
+    pub intents: BTreeMap<String, Vec<String>>,
+    /// Intents understood in every state.
+    #[serde(default)]
+    pub global: BTreeMap<String, Transition>,
+    /// The states.
+    pub states: BTreeMap<String, State>,
+}
+
+/// A checked scenario, shared by the calls that run it.
+#[derive(Debug)]
+pub struct Scenario {
+    spec: Spec,
+    /// Per weekday (Monday = 0): opening ranges.
+    hours: [Vec<(Time, Time)>; 7],
+}
+
+fn parse_hhmm(s: &str) -> Option<Time> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (hour, minute) = (h.parse::<u8>().ok()?, m.parse::<u8>().ok()?);
+    (hour < 24 && minute < 60).then_some(Time { hour, minute })
+}
+
+impl Scenario {
+    /// Parses and checks a scenario.
+    pub fn from_toml(text: &str) -> Result<Arc<Self>, ScenarioError> {
+        let spec: Spec = toml::from_str(text)?;
+        let bad = |m: String| Err(ScenarioError::Invalid(m));
+        if !spec.states.contains_key(&spec.start) {
+            return bad(format!("start state `{}` is not defined", spec.start));
+        }
+        let mut transitions: Vec<(String, &Transition)> = vec![("fallback".into(), &spec.fallback)];
+        for (name, t) in &spec.global {
+            transitions.push((format!("global.{name}"), t));
+            if !spec.intents.contains_key(name) {
+                return bad(format!(
+                    "global intent `{name}` has no keywords in [intents]"
+                ));
+            }
+        }
+        for (sname, state) in &spec.states {
+            for slot in &state.collect {
+                if !SLOTS.contains(&slot.as_str()) {
+                    return bad(format!(
+                        "state `{sname}` collects unknown slot `{slot}` (known: {SLOTS:?})"
+                    ));
+                }
+            }
+            if !state.collect.is_empty() && state.next.is_none() {
+                return bad(format!("state `{sname}` collects slots but has no `next`"));
+            }
+            for (intent, t) in &state.on {
+                if !spec.intents.contains_key(intent) {
+                    return bad(format!(
+                        "state `{sname}` handles intent `{intent}` that has no keywords"
+                    ));
+                }
+                transitions.push((format!("{sname}.on.{intent}"), t));
+            }
+            for (key, t) in &state.dtmf {
+                if key.is_empty()
+                    || !key
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+                {
+                    return bad(format!(
+                        "state `{sname}` has DTMF key `{key}` (use 0-9, * and #)"
+                    ));
+                }
+                transitions.push((format!("{sname}.dtmf.{key}"), t));
+            }
+            for (label, t) in [
+                ("next", &state.next),
+                ("yes", &state.yes),
+                ("no", &state.no),
+            ] {
+                if let Some(t) = t {
+                    transitions.push((format!("{sname}.{label}"), t));
+                }
+            }
+        }
+        for (place, t) in &transitions {
+            if let Some(goto) = &t.goto {
+                if !spec.states.contains_key(goto) {
+                    return bad(format!("{place} goes to undefined state `{goto}`"));
+                }
+            }
+            match t.action.as_deref() {
+                None | Some("hangup") => {}
+                Some("transfer") if spec.transfer.is_some() => {}
+                Some("transfer") => {
+                    return bad(format!("{place} transfers, but [transfer] is not set"))
+                }
+                Some(other) => {
+                    return bad(format!(
+                        "{place} has action `{other}` (use hangup or transfer)"
+                    ))
+                }
+            }
+            if let Some(slot) = t.clear.iter().find(|s| !SLOTS.contains(&s.as_str())) {
+                return bad(format!("{place} clears unknown slot `{slot}`"));
+            }
+        }
+        let mut hours: [Vec<(Time, Time)>; 7] = Default::default();
+        const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        for (day, ranges) in &spec.hours {
+            let Some(i) = DAYS.iter().position(|d| d == day) else {
+                return bad(format!("hours: unknown weekday `{day}` (use {DAYS:?})"));
+            };
+            for r in ranges {
+                let parsed = r
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((parse_hhmm(a)?, parse_hhmm(b)?)))
+                    .filter(|(a, b)| a < b);
+                match parsed {
+                    Some(range) => hours[i].push(range),
+                    None => return bad(format!("hours.{day}: `{r}` is not like 08:00-12:00")),
+                }
+            }
+        }
+        Ok(Arc::new(Self { spec, hours }))
+    }
+
+    /// The built-in practice scenario.
+    pub fn praxis() -> Arc<Self> {
+        // Checked by a test; a failure here is a build defect, not input.
+        Self::from_toml(PRAXIS).unwrap_or_else(|e| panic!("built-in scenario: {e}"))
+    }
+
+    /// The parsed file.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Whether the practice is open at `time` on `date`.
+    pub fn is_open(&self, date: NaiveDate, time: Time) -> bool {
+        self.hours[date.weekday().num_days_from_monday() as usize]
+            .iter()
+            .any(|(a, b)| *a <= time && time < *b)
+    }
+
+    /// A new call running this scenario.
+    pub fn session(self: &Arc<Self>) -> ScenarioDialogue {
+        ScenarioDialogue {
+            scenario: self.clone(),
+            state: self.spec.start.clone(),
+            slots: Slots::default(),
+            reprompts: 0,
+            outcome: None,
+        }
+    }
+}
+
+/// Values collected so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Slots {
+    /// Date.
+    pub date: Option<NaiveDate>,
+    /// Time of day.
+    pub time: Option<Time>,
+    /// A number.
+    pub number: Option<u32>,
+    /// Digits.
+    pub digits: Option<String>,
+}
+
+impl Slots {
+    fn has(&self, slot: &str) -> bool {
+        match slot {
+            "date" => self.date.is_some(),
+            "time" => self.time.is_some(),
+            "number" => self.number.is_some(),
+            "digits" => self.digits.is_some(),
+            _ => false,
+        }
+    }
+
+    fn clear(&mut self, slot: &str) {
+        match slot {
+            "date" => self.date = None,
+            "time" => self.time = None,
+            "number" => self.number = None,
+            "digits" => self.digits = None,
+            _ => {}
+        }
+    }
+
+    /// Fills `wanted` slots from `words`; how many were newly filled.
+    fn fill(&mut self, wanted: &[String], words: &[String], today: NaiveDate) -> usize {
+        let mut n = 0;
+        for slot in wanted {
+            let filled = match slot.as_str() {
+                "date" => parse_date(words, today).map(|d| self.date = Some(d)),
+                "time" => parse_time(words).map(|t| self.time = Some(t)),
+                "number" => first_number(words).map(|(_, v)| self.number = Some(v)),
+                "digits" => Some(digits(words))
+                    .filter(|d| !d.is_empty())
+                    .map(|d| self.digits = Some(d)),
+                _ => None,
+            };
+            n += filled.is_some() as usize;
+        }
+        n
+    }
+}
+
+/// Yes or no in German ("ja genau", "nein danke", "passt", "stimmt nicht").
+pub fn yes_no(words: &[String]) -> Option<bool> {
+    const NO: &[&str] = &[
+        "nein",
+        "nee",
+        "ne",
+        "noe",
+        "nicht",
+        "falsch",
+        "keinesfalls",
+        "nie",
+    ];
+    const YES: &[&str] = &[
+        "ja",
+        "jawohl",
+        "jap",
+        "jo",
+        "genau",
+        "richtig",
+        "korrekt",
+        "gerne",
+        "gern",
+        "passt",
+        "stimmt",
+        "einverstanden",
+        "ok",
+        "okay",
+        "klar",
+        "sicher",
+        "natuerlich",
+        "bestaetigt",
+        "perfekt",
+        "prima",
+        "super",
+        "gut",
+    ];
+    if words.iter().any(|w| NO.contains(&w.as_str())) {
+        return Some(false);
+    }
+    if words.iter().any(|w| YES.contains(&w.as_str()))
+        || contains(words, "in ordnung")
+        || contains(words, "auf jeden fall")
+    {
+        return Some(true);
+    }
+    None
+}
+
+/// One call's run through a scenario.
+#[derive(Debug)]
+pub struct ScenarioDialogue {
+    scenario: Arc<Scenario>,
+    state: String,
+    slots: Slots,
+    reprompts: u32,
+    outcome: Option<String>,
+}
+
+/// Which rule of the current state an input meets.
+enum Matched<'s> {
+    Transition(&'s Transition),
+    /// Slots filled: all (`true`) or some.
+    Slots(bool),
+    Nothing,
+}
+
+impl ScenarioDialogue {
+    /// The current state's name.
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+
+    /// The slots collected so far.
+    pub fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// The current state's reprompt, without counting it.
+    pub fn reprompt_text(&self) -> String {
+        let state = self.current();
+        state
+            .reprompt
+            .as_deref()
+            .map(|r| self.render(r))
+            .unwrap_or_else(|| self.question())
+    }
+
+    /// Runs a global intent that ends the dialogue (transfer, hangup) if
+    /// `words` ask for one; for dialogues that answer everything else
+    /// themselves (the LLM).
+    pub fn global_action(
+        &mut self,
+        words: &[String],
+        today: NaiveDate,
+        say: &mut dyn FnMut(&str) -> bool,
+    ) -> Option<Reply> {
+        let spec = &self.scenario.spec;
+        let intent = self.best_intent(
+            words,
+            spec.global
+                .iter()
+                .filter(|(_, t)| t.action.is_some())
+                .map(|(n, _)| n),
+        )?;
+        let t = spec.global[intent].clone();
+        let before = self.outcome.clone();
+        let mut parts = Vec::new();
+        let action = self.apply(&t, words, today, &mut parts, 0);
+        let text = parts.join(" ");
+        say(&text);
+        Some(Reply {
+            text,
+            action,
+            outcome: if self.outcome != before {
+                self.outcome.clone()
+            } else {
+                None
+            },
+        })
+    }
+
+    fn current(&self) -> &State {
+        // Names are checked at load and only set from checked transitions.
+        &self.scenario.spec.states[&self.state]
+    }
+
+    fn best_intent<'a>(
+        &self,
+        words: &[String],
+        names: impl Iterator<Item = &'a String>,
+    ) -> Option<&'a String> {
+        let mut best: Option<(&String, usize)> = None;
+        for name in names {
+            let score = self.scenario.spec.intents[name]
+                .iter()
+                .filter(|p| contains(words, p))
+                // A stem (`absag*`) is specific: it outweighs a two-word phrase.
+                .map(|p| if p.ends_with('*') { 3 } else { tokens(p).len() })
+                .max()
+                .unwrap_or(0);
+            if score > 0 && best.is_none_or(|(_, s)| score > s) {
+                best = Some((name, score));
+            }
+        }
+        best.map(|(n, _)| n)
+    }
+
+    /// What the current state would do with `words`, without doing it.
+    fn classify(&self, words: &[String], today: NaiveDate) -> Matched<'_> {
+        let state = self.current();
+        if let Some(yes) = yes_no(words) {
+            let t = if yes { &state.yes } else { &state.no };
+            if let Some(t) = t {
+                return Matched::Transition(t);
+            }
+        }
+        if let Some(intent) = self.best_intent(words, state.on.keys()) {
+            return Matched::Transition(&state.on[intent]);
+        }
+        if !state.collect.is_empty() {
+            let mut probe = self.slots.clone();
+            if probe.fill(&state.collect, words, today) > 0 {
+                return Matched::Slots(state.collect.iter().all(|s| probe.has(s)));
+            }
+        }
+        match self.best_intent(words, self.scenario.spec.global.keys()) {
+            Some(intent) => Matched::Transition(&self.scenario.spec.global[intent]),
+            None => Matched::Nothing,
+        }
+    }
+
+    fn render(&self, text: &str) -> String {
+        let s = &self.slots;
+        text.replace("{date}", &s.date.map(speak_date).unwrap_or_default())
+            .replace("{time}", &s.time.map(|t| t.speak()).unwrap_or_default())
+            .replace(
+                "{number}",
+                &s.number.map(|n| n.to_string()).unwrap_or_default(),
+            )
+            .replace("{digits}", s.digits.as_deref().unwrap_or_default())
+            .replace("{hours}", &self.scenario.spec.hours_text)
+    }
+
+    /// The question for the current state given what is already known.
+    fn question(&self) -> String {
+        let state = self.current();
+        let missing: Vec<&String> = state
+            .collect
+            .iter()
+            .filter(|s| !self.slots.has(s))
+            .collect();
+        match missing.as_slice() {
+            [one] if self.slots_any(&state.collect) => state
+                .ask
+                .get(one.as_str())
+                .map(|q| self.render(q))
+                .unwrap_or_else(|| self.render(&state.prompt)),
+            _ => self.render(&state.prompt),
+        }
+    }
+
+    fn slots_any(&self, slots: &[String]) -> bool {
+        slots.iter().any(|s| self.slots.has(s))
+    }
+
+    /// Applies `t`; `words` pre-fill a collecting state it enters.
+    fn apply(
+        &mut self,
+        t: &Transition,
+        words: &[String],
+        today: NaiveDate,
+        reply: &mut Vec<String>,
+        depth: u32,
+    ) -> Option<Action> {
+        for slot in &t.clear {
+            self.slots.clear(slot);
+        }
+        if let Some(say) = &t.say {
+            reply.push(self.render(say));
+        }
+        if let Some(o) = &t.outcome {
+            self.outcome = Some(o.clone());
+        }
+        let action = match t.action.as_deref() {
+            Some("hangup") => Some(Action::Hangup),
+            Some("transfer") => self
+                .scenario
+                .spec
+                .transfer
+                .as_ref()
+                .map(|x| Action::Transfer {
+                    context: x.context.clone(),
+                    extension: x.extension.clone(),
+                    priority: x.priority,
+                }),
+            _ => None,
+        };
+        if action.is_some() {
+            return action;
+        }
+        match &t.goto {
+            Some(goto) => {
+                self.state = goto.clone();
+                self.reprompts = 0;
+                let state = self.current().clone();
+                if !state.collect.is_empty() && depth < 4 {
+                    self.slots.fill(&state.collect, words, today);
+                    if state.collect.iter().all(|s| self.slots.has(s)) {
+                        return self.complete(&state, words, today, reply, depth + 1);
+                    }
+                }
+                reply.push(self.question());
+            }
+            None => reply.push(self.question()),
+        }
+        None
+    }
+
+    /// All slots of `state` are filled: check hours, then take `next`.
+    fn complete(
+        &mut self,
+        state: &State,
+        words: &[String],
+        today: NaiveDate,
+        reply: &mut Vec<String>,
+        depth: u32,
+    ) -> Option<Action> {
+        if state.within_hours {
+            if let (Some(d), Some(t)) = (self.slots.date, self.slots.time) {
+                if !self.scenario.is_open(d, t) {
+                    let closed = self.scenario.spec.closed.clone().unwrap_or_else(|| {
+                        "Zu dieser Zeit haben wir leider geschlossen. {hours}".into()
+                    });
+                    reply.push(self.render(&closed));
+                    self.slots.time = None;
+                    if self.scenario.hours[d.weekday().num_days_from_monday() as usize].is_empty() {
+                        self.slots.date = None;
+                    }
+                    reply.push(self.question());
+                    return None;
+                }
+            }
+        }
+        // The words are used up: they must not pre-fill the next state.
+        let _ = words;
+        match &state.next {
+            Some(next) => self.apply(next, &[], today, reply, depth),
+            None => None,
+        }
+    }
+
+    fn reprompt(&mut self, reply: &mut Vec<String>, lead: Option<&str>) -> Option<Action> {
+        self.reprompts += 1;
+        if self.reprompts > self.scenario.spec.max_reprompts {
+            let fallback = self.scenario.spec.fallback.clone();
+            return self.apply(&fallback, &[], NaiveDate::MIN, reply, 0);
+        }
+        if let Some(lead) = lead {
+            reply.push(lead.to_owned());
+        }
+        let state = self.current();
+        let text = state.reprompt.clone().unwrap_or_else(|| self.question());
+        reply.push(self.render(&text));
+        None
+    }
+
+    fn step(
+        &mut self,
+        input: Input<'_>,
+        today: NaiveDate,
+        reply: &mut Vec<String>,
+    ) -> Option<Action> {
+        match input {
+            Input::Start => {
+                reply.push(self.render(&self.scenario.spec.greeting.clone()));
+                reply.push(self.question());
+                None
+            }
+            Input::Silence => {
+                let lead = self.scenario.spec.no_input.clone();
+                self.reprompt(reply, lead.as_deref())
+            }
+            Input::Dtmf(keys) => {
+                let state = self.current().clone();
+                if let Some(t) = state.dtmf.get(keys) {
+                    return self.apply(t, &[], today, reply, 0);
+                }
+                let yes_no = match keys {
+                    "1" => state.yes.as_ref(),
+                    "2" => state.no.as_ref(),
+                    _ => None,
+                };
+                if let Some(t) = yes_no {
+                    return self.apply(t, &[], today, reply, 0);
+                }
+                if state.collect.iter().any(|s| s == "digits" || s == "number") {
+                    let words = vec![keys.to_owned()];
+                    return self.speech(&words, today, reply);
+                }
+                self.reprompt(reply, None)
+            }
+            Input::Speech(text) => {
+                let words = tokens(text);
+                self.speech(&words, today, reply)
+            }
+        }
+    }
+
+    fn speech(
+        &mut self,
+        words: &[String],
+        today: NaiveDate,
+        reply: &mut Vec<String>,
+    ) -> Option<Action> {
+        let matched = match self.classify(words, today) {
+            Matched::Transition(t) => Some(t.clone()),
+            Matched::Slots(_) => None,
+            Matched::Nothing => return self.reprompt(reply, None),
+        };
+        match matched {
+            Some(t) => self.apply(&t, words, today, reply, 0),
+            None => {
+                let state = self.current().clone();
+                self.slots.fill(&state.collect, words, today);
+                self.reprompts = 0;
+                if state.collect.iter().all(|s| self.slots.has(s)) {
+                    self.complete(&state, words, today, reply, 0)
+                } else {
+                    reply.push(self.question());
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl Dialogue for ScenarioDialogue {
+    fn respond(
+        &mut self,
+        input: Input<'_>,
+        today: NaiveDate,
+        say: &mut dyn FnMut(&str) -> bool,
+    ) -> Reply {
+        let mut parts = Vec::new();
+        let before = self.outcome.clone();
+        let action = self.step(input, today, &mut parts);
+        let text = parts.join(" ");
+        say(&text);
+        Reply {
+            text,
+            action,
+            outcome: if self.outcome != before {
+                self.outcome.clone()
+            } else {
+                None
+            },
+        }
+    }
+
+    fn hint(&self, partial: &str) -> TurnHint {
+        let by_words = hint::by_words(partial);
+        if by_words == TurnHint::Unfinished {
+            return by_words;
+        }
+        // `today` only shifts relative dates; whether a slot fills does not depend on it.
+        match self.classify(
+            &tokens(partial),
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+        ) {
+            Matched::Transition(_) | Matched::Slots(true) => TurnHint::Complete,
+            Matched::Slots(false) | Matched::Nothing => by_words,
+        }
+    }
+
+    fn outcome(&self) -> Option<&str> {
+        self.outcome.as_deref()
+    }
+}

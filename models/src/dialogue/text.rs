@@ -1,0 +1,126 @@
+//! Text as STT writes it, made comparable: lower case, umlauts and ß folded
+//! to their two-letter spellings, punctuation dropped (except inside numbers
+//! like `3.12.` and `14:30`), and fuzzy word matching for misheard words.
+
+/// Lower-cases and folds `ä ö ü ß` (and their capitals) to `ae oe ue ss`,
+/// so "Übermorgen", "uebermorgen" and "übermorgen" compare equal.
+pub fn fold(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars().flat_map(char::to_lowercase) {
+        match c {
+            'ä' => out.push_str("ae"),
+            'ö' => out.push_str("oe"),
+            'ü' => out.push_str("ue"),
+            'ß' => out.push_str("ss"),
+            'é' | 'è' => out.push('e'),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The words of `text`, folded. A token that starts with a digit keeps
+/// inner `.` and `:` and a trailing `.` (dates, times, ordinals); other
+/// punctuation separates words.
+pub fn tokens(text: &str) -> Vec<String> {
+    let folded = fold(text);
+    let mut out = Vec::new();
+    for raw in folded.split(|c: char| {
+        c.is_whitespace() || matches!(c, ',' | ';' | '!' | '?' | '"' | '(' | ')' | '-' | '–' | '/')
+    }) {
+        let word = raw.trim_matches(|c: char| !c.is_alphanumeric() && c != '.' && c != ':');
+        if word.is_empty() {
+            continue;
+        }
+        if word.starts_with(|c: char| c.is_ascii_digit()) {
+            let w = word.trim_end_matches(':');
+            out.push(w.to_owned());
+        } else {
+            for part in word.split(|c: char| !c.is_alphanumeric()) {
+                if !part.is_empty() {
+                    out.push(part.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `heard` is `expected` or close enough to be a mishearing:
+/// exact for words under six letters, otherwise a similarity of at least 0.8
+/// (normalized Levenshtein), e.g. "termien" for "termin".
+pub fn similar(heard: &str, expected: &str) -> bool {
+    if heard == expected {
+        return true;
+    }
+    let n = expected.chars().count();
+    if n < 6 {
+        return false;
+    }
+    strsim::normalized_levenshtein(heard, expected) >= 0.8
+}
+
+/// Whether a prefix of `word` about as long as `stem` (±1 letter) is a
+/// mishearing of it ("verschiben" for `verschieb*`).
+fn similar_prefix(word: &str, stem: &str) -> bool {
+    let n = stem.chars().count();
+    n >= 6
+        && (n - 1..=n + 1).any(|len| {
+            let prefix: String = word.chars().take(len).collect();
+            prefix.chars().count() == len && similar(&prefix, stem)
+        })
+}
+
+/// Where the words of `phrase` (folded) occur in order and adjacent in
+/// `words`, fuzzily; the index of the first word.
+pub fn find_phrase(words: &[String], phrase: &str) -> Option<usize> {
+    let wanted = tokens(phrase);
+    if wanted.is_empty() || wanted.len() > words.len() {
+        return None;
+    }
+    (0..=words.len() - wanted.len())
+        .find(|&i| wanted.iter().zip(&words[i..]).all(|(w, h)| similar(h, w)))
+}
+
+/// Whether a prefix-keyword such as `absag*` matches any word, or a plain
+/// phrase occurs (see [`find_phrase`]).
+pub fn contains(words: &[String], pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(stem) => {
+            let stem = fold(stem);
+            words
+                .iter()
+                .any(|w| w.starts_with(&stem) || similar_prefix(w, &stem))
+        }
+        None => find_phrase(words, pattern).is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding_and_tokens() {
+        assert_eq!(fold("Übermorgen Straße"), "uebermorgen strasse");
+        assert_eq!(
+            tokens("Am 3.12. um 14:30 Uhr, bitte!"),
+            vec!["am", "3.12.", "um", "14:30", "uhr", "bitte"]
+        );
+        assert_eq!(tokens("Ja. Genau."), vec!["ja", "genau"]);
+        assert_eq!(tokens("Halb-drei"), vec!["halb", "drei"]);
+        assert!(tokens("  ... ,,, ").is_empty());
+    }
+
+    #[test]
+    fn fuzzy_words_and_phrases() {
+        assert!(similar("termien", "termin"));
+        assert!(similar("verschiben", "verschieben"));
+        assert!(!similar("nein", "ein"));
+        let w = tokens("Ich würde gern meinen Termin verschiben.");
+        assert_eq!(find_phrase(&w, "termin verschieben"), Some(4));
+        assert!(contains(&w, "termin verschieben"));
+        assert!(contains(&w, "mein*"));
+        assert!(!contains(&w, "absag*"));
+    }
+}
