@@ -54,6 +54,9 @@ enum Command {
         /// CPU threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Vocabulary hint for the decoder (domain words).
+        #[arg(long)]
+        prompt: Option<String>,
     },
 }
 
@@ -111,7 +114,8 @@ fn main() -> Result<()> {
             model,
             full_window,
             threads,
-        } => transcribe(&file, &lang, model, full_window, threads),
+            prompt,
+        } => transcribe(&file, &lang, model, full_window, threads, prompt),
         Command::Say { text, out, voice } => say(&text, &out, &voice),
     }
 }
@@ -192,6 +196,7 @@ fn transcribe(
     model: Option<PathBuf>,
     full_window: bool,
     threads: usize,
+    prompt: Option<String>,
 ) -> Result<()> {
     use aiagc_models::stt::{SttConfig, WhisperModel};
     let model = model
@@ -204,7 +209,7 @@ fn transcribe(
     let config = SttConfig {
         language: lang.to_owned(),
         threads,
-        initial_prompt: None,
+        initial_prompt: prompt,
         fit_audio_ctx: !full_window,
     };
     let t = worker.transcribe(&audio, &config)?;

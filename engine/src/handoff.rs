@@ -49,13 +49,13 @@ impl Datagram {
 
 /// Result of offering an item to a bounded queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
+pub enum Offer<T> {
     /// Queued.
     Queued,
-    /// The queue was full: the item was dropped (count it).
-    Full,
-    /// The receiving side is gone (the call ended).
-    Closed,
+    /// The queue was full: the item comes back (count it, decide).
+    Full(T),
+    /// The receiving side is gone (the call ended): the item comes back.
+    Closed(T),
 }
 
 /// The sending half of a bounded hand-off queue.
@@ -69,11 +69,11 @@ impl<T> Clone for HandoffSender<T> {
 
 impl<T> HandoffSender<T> {
     /// Offers `item` without blocking.
-    pub fn offer(&self, item: T) -> Offer {
+    pub fn offer(&self, item: T) -> Offer<T> {
         match self.0.try_send(item) {
             Ok(()) => Offer::Queued,
-            Err(TrySendError::Full(_)) => Offer::Full,
-            Err(TrySendError::Disconnected(_)) => Offer::Closed,
+            Err(TrySendError::Full(item)) => Offer::Full(item),
+            Err(TrySendError::Disconnected(item)) => Offer::Closed(item),
         }
     }
 
@@ -103,12 +103,12 @@ mod tests {
         let (tx, rx) = bounded::<Datagram>(2);
         let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let d = Datagram::new(from, Instant::now(), &[1, 2, 3]).unwrap();
-        assert_eq!(tx.offer(d.clone()), Offer::Queued);
-        assert_eq!(tx.offer(d.clone()), Offer::Queued);
-        assert_eq!(tx.offer(d.clone()), Offer::Full);
+        assert!(matches!(tx.offer(d.clone()), Offer::Queued));
+        assert!(matches!(tx.offer(d.clone()), Offer::Queued));
+        assert!(matches!(tx.offer(d.clone()), Offer::Full(back) if back.bytes() == [1, 2, 3]));
         assert_eq!(rx.recv().unwrap().bytes(), &[1, 2, 3]);
         drop(rx);
-        assert_eq!(tx.offer(d), Offer::Closed);
+        assert!(matches!(tx.offer(d), Offer::Closed(_)));
         assert!(Datagram::new(from, Instant::now(), &[0; MAX_DATAGRAM + 1]).is_none());
     }
 }

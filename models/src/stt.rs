@@ -86,6 +86,51 @@ pub fn max_tokens_for(seconds: f64) -> i32 {
     (seconds * 8.0).ceil() as i32 + 8
 }
 
+/// Drops what whisper copied from its prompt after the speech: trailing
+/// sentences that are sentences of `prompt` (or a cut-off start of one),
+/// keeping at least the first sentence, e.g. "Ja, genau. Nein, das pa"
+/// with the prompt "Ja, genau. Nein, das passt nicht." gives "Ja, genau.".
+pub fn strip_prompt_echo(text: &str, prompt: &str) -> String {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect::<String>()
+            .to_lowercase()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let prompt_sentences: Vec<String> = split_sentences(prompt).iter().map(|s| norm(s)).collect();
+    let mut parts = split_sentences(text);
+    while parts.len() > 1 {
+        let last = norm(parts[parts.len() - 1]);
+        let echoed = !last.is_empty() && prompt_sentences.iter().any(|p| p == &last || (p.starts_with(&last) && !parts[parts.len() - 1].trim_end().ends_with(['.', '?', '!'])));
+        if !echoed {
+            break;
+        }
+        parts.pop();
+    }
+    parts.concat().trim().to_owned()
+}
+
+/// `text` cut after each `.`, `?` or `!` that a space follows (pieces keep
+/// their punctuation and leading space).
+fn split_sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    for (i, c) in text.char_indices() {
+        if matches!(c, '.' | '?' | '!') && bytes.get(i + 1).is_none_or(|b| *b == b' ') {
+            out.push(&text[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < text.len() && !text[start..].trim().is_empty() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
 /// Removes immediate repetitions of a word sequence (up to 24 words) —
 /// the loop whisper produces when it loses its place.
 pub fn collapse_repeats(text: &str) -> String {
@@ -221,7 +266,10 @@ impl SttWorker {
             }
         }
         Ok(Transcript {
-            text: collapse_repeats(text.trim()),
+            text: match &config.initial_prompt {
+                Some(p) => strip_prompt_echo(&collapse_repeats(text.trim()), p),
+                None => collapse_repeats(text.trim()),
+            },
             elapsed: start.elapsed(),
             audio: Duration::from_secs_f64(seconds),
             audio_ctx,
@@ -347,6 +395,20 @@ mod tests {
             "Agent logged in."
         );
         assert_eq!(collapse_repeats("ja ja ja genau"), "ja genau");
+        let p = "Am Dienstag um halb drei. Viertel nach vier. Übermorgen um zehn Uhr.";
+        assert_eq!(
+            strip_prompt_echo("Am Montag um zehn. Viertel nach vier. Übermorgen um", p),
+            "Am Montag um zehn."
+        );
+        assert_eq!(strip_prompt_echo("Am Dienstag um halb drei.", p), "Am Dienstag um halb drei.");
+        assert_eq!(
+            strip_prompt_echo("Ich möchte mit einem Mitarbeiter sprechen. Ich mö", "Ich möchte mit einem Mitarbeiter sprechen."),
+            "Ich möchte mit einem Mitarbeiter sprechen."
+        );
+        // Speech that is not in the prompt stays, as does a complete sentence
+        // that only starts like a prompt sentence.
+        assert_eq!(strip_prompt_echo("Ja. Am Freitag geht.", p), "Ja. Am Freitag geht.");
+        assert_eq!(strip_prompt_echo("Ja. Am Dienstag.", p), "Ja. Am Dienstag.");
         let long = "Your appointment is on Tuesday a half past two.";
         assert_eq!(
             collapse_repeats(&format!("{long} {long} {long} Your appointment")),

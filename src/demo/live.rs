@@ -1,52 +1,182 @@
 //! `aiagc demo` on the real path: the embedded Asterisk simulator, the ARI
-//! controller, engine-driven media on UDP sockets, whisper STT, a dialogue
-//! and espeak-ng TTS, in real time. Latency is measured where a caller
-//! would hear it: from the end of the caller's speech (known from the
-//! script) to the first reply packet arriving at the simulator.
+//! controller, engine-driven media on UDP sockets, whisper STT, the
+//! practice scenario and espeak-ng TTS, in real time.
+//!
+//! Each caller follows a plan through the scenario and reacts to what it
+//! hears: it waits until the agent's reply has ended (or, for a barge-in,
+//! speaks into it), says the next German fixture or presses a key.
+//! Latency is measured where a caller hears it: from the send time of the
+//! caller's last voiced sample to the arrival of the first reply packet.
 
-use super::{
-    fixtures_dir, latency_percentiles, load_scripts, DemoArgs, Latency, Report, RtpSummary,
-    Summary, Turn,
-};
-use aiagc::runtime::media::EngineMedia;
-use aiagc::runtime::speech::{Acknowledge, SpeechPool, TurnRecord};
+use super::{latency_percentiles, DemoArgs, Latency, Report, RtpSummary, Summary, Turn};
+use aiagc::runtime::media::{CallSummary, DialogueFactory, EngineMedia, MediaConfig};
+use aiagc::runtime::speech::SpeechPool;
 use aiagc_ari::client::AriClient;
 use aiagc_ari::controller::{Controller, ControllerConfig};
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{CallerScript, RtpRecord, SimConfig, Simulator};
 use aiagc_ari::stream;
+use aiagc_engine::codec::Decoder;
 use aiagc_engine::impair::Impairment;
 use aiagc_engine::Codec;
+use aiagc_models::dialogue::scenario::Scenario;
 use aiagc_models::stt::{word_error_rate, SttConfig, WhisperModel};
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What the caller does next.
+enum Step {
+    /// Say a fixture after the agent's reply has ended.
+    Say(&'static str),
+    /// Say a fixture this long after the agent's reply started (barge-in).
+    Interrupt(&'static str, u64),
+    /// Press a key after the reply has ended.
+    Key(char),
+}
+
+/// The demo's callers: voice variant and plan, following the practice scenario.
+const CALLS: &[(&str, usize, &[Step])] = &[
+    (
+        "booking",
+        2,
+        &[
+            Step::Say("book_01"),
+            Step::Say("pause_01"),
+            Step::Say("yes_02"),
+        ],
+    ),
+    (
+        "hours-then-move",
+        0,
+        &[
+            Step::Say("hours_01"),
+            Step::Interrupt("move_01", 1500),
+            Step::Say("book_08"),
+            Step::Say("pause_01"),
+            Step::Say("yes_03"),
+        ],
+    ),
+    (
+        "cancel-by-key",
+        1,
+        &[Step::Key('3'), Step::Say("book_08"), Step::Say("yes_02")],
+    ),
+    ("to-a-person", 2, &[Step::Say("human_01")]),
+];
+
+const VOICES: [&str; 3] = ["v0", "v1", "v2"];
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+struct Fixture {
+    text: String,
+    pcm: Vec<i16>,
+    /// Offset of the last voiced sample.
+    voiced_end: Duration,
+}
+
+fn load_fixture(dir: &Path, id: &str, voice: usize, texts: &HashMap<String, String>) -> Result<Fixture> {
+    let file = format!("{id}_{}_r150_16k.wav", VOICES[voice % 3]);
+    let path = dir.join("de").join(&file);
+    let mut reader = hound::WavReader::open(&path)
+        .with_context(|| format!("{} (run `bash scripts/setup.sh`)", path.display()))?;
+    let pcm: Vec<i16> = reader.samples::<i16>().collect::<Result<_, _>>()?;
+    let last = pcm.iter().rposition(|s| s.unsigned_abs() > 600).unwrap_or(0);
+    Ok(Fixture {
+        text: texts
+            .get(id)
+            .cloned()
+            .with_context(|| format!("{id} is not in fixtures/de/utterances.tsv"))?,
+        voiced_end: Duration::from_secs_f64((last + 1) as f64 / 16000.0),
+        pcm,
+    })
+}
+
+fn utterance_texts() -> Result<HashMap<String, String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/de/utterances.tsv");
+    let tsv = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    Ok(tsv
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut c = l.split('\t');
+            Some((c.next()?.to_owned(), c.next()?.to_owned()))
+        })
+        .collect())
+}
+
+/// Whether a received packet carries reply audio (not the silence sent between replies).
+struct Ear {
+    decoder: Decoder,
+    pcm: Vec<i16>,
+}
+
+impl Ear {
+    fn audible(&mut self, r: &RtpRecord) -> bool {
+        match self.decoder.decode(&r.payload, &mut self.pcm) {
+            Ok(n) => self.pcm[..n].iter().any(|s| s.unsigned_abs() > 300),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Packets received for the call so far, with audibility.
+fn heard(sim: &Simulator, caller: &str, ear: &mut Ear, seen: &mut Vec<(RtpRecord, bool)>) {
+    let all = sim.received_for_caller(caller);
+    for r in all.into_iter().skip(seen.len()) {
+        let a = ear.audible(&r);
+        seen.push((r, a));
+    }
+}
+
+/// Waits until the agent has said something after `since` and then been
+/// quiet for `quiet` (or, with `barge`, until it has talked for that long).
+async fn wait_for_agent(sim: &Simulator, caller: &str, ear: &mut Ear, seen: &mut Vec<(RtpRecord, bool)>, since: Instant, barge: Option<Duration>) -> Result<()> {
+    let quiet = Duration::from_millis(700);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        heard(sim, caller, ear, seen);
+        let first = seen.iter().find(|(r, a)| *a && r.at > since).map(|(r, _)| r.at);
+        let last = seen.iter().rev().find(|(r, a)| *a && r.at > since).map(|(r, _)| r.at);
+        if let (Some(first), Some(last)) = (first, last) {
+            match barge {
+                Some(after) if Instant::now() >= first + after => return Ok(()),
+                None if Instant::now() >= last + quiet => return Ok(()),
+                _ => {}
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not answer within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One step as the caller did it.
+struct Done {
+    reference: String,
+    dtmf: Option<char>,
+    start: Instant,
+    end: Instant,
+}
+
 pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let codec = Codec::from_asterisk_format(&args.codec)?;
-    let scripts = load_scripts(&fixtures_dir(&args.fixtures), 16000)?;
+    let fixtures = super::fixtures_dir(&args.fixtures);
+    let texts = utterance_texts()?;
     let model_path = aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML);
-    let model = Arc::new(
-        WhisperModel::load(&model_path).context("whisper model (run `bash scripts/setup.sh`)")?,
-    );
-    let (records_tx, records_rx) = crossbeam_channel::unbounded::<TurnRecord>();
-    let pool = SpeechPool::start(
-        model,
-        1,
-        16,
-        SttConfig::default(),
-        || Box::new(Acknowledge),
-        records_tx,
-    )?;
-    let media = Arc::new(EngineMedia::new(
-        PortRange::new("127.0.0.1".parse()?, 32000..=32999),
-        pool.submitter(),
-    ));
-
+    let model = Arc::new(WhisperModel::load(&model_path).context("whisper model (run `bash scripts/setup.sh`)")?);
+    let pool = SpeechPool::start(model, 1, 16, SttConfig::default())?;
+    let scenario = Scenario::praxis();
+    let dialogues: DialogueFactory = {
+        let scenario = scenario.clone();
+        Arc::new(move || Box::new(scenario.session()))
+    };
     let impairment = Impairment {
         delay: Duration::from_millis(10),
         jitter: Duration::from_millis(args.jitter_ms),
@@ -60,6 +190,19 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     })
     .await?;
     let client = AriClient::new(sim.client_config("aiagc"))?;
+    let (summaries_tx, summaries) = crossbeam_channel::unbounded::<CallSummary>();
+    let records_dir = std::env::temp_dir().join("aiagc-demo-records");
+    let media = Arc::new(EngineMedia::new(
+        PortRange::new("127.0.0.1".parse()?, 32000..=32999),
+        MediaConfig {
+            records_dir: Some(records_dir.clone()),
+            ..MediaConfig::default()
+        },
+        pool.submitter(),
+        dialogues,
+        Some(client.clone()),
+        Some(summaries_tx),
+    ));
     let controller = Controller::new(
         client,
         media.clone(),
@@ -83,117 +226,182 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
 
     if !args.json {
         println!(
-            "aiagc demo: {} German callers through the Asterisk simulator, {} externalMedia, {}% loss, 10+{} ms jitter; whisper base STT, espeak-ng TTS",
-            scripts.len(),
+            "aiagc demo: {} German callers through the Asterisk simulator ({} externalMedia, {}% loss, 10+{} ms jitter)",
+            CALLS.len(),
             codec.asterisk_format(),
             args.loss * 100.0,
             args.jitter_ms
         );
-        println!("the dialogue is a stand-in until the scenario engine lands: it repeats what it heard\n");
+        println!("scenario `{}` (appointment line of a practice); whisper base STT, espeak-ng TTS; per-call records in {}\n", scenario.spec().name, records_dir.display());
     }
     let mut turns = Vec::new();
-    for script in &scripts {
-        let audio = script.pcm.clone();
+    let mut completed = 0;
+    for (name, voice, plan) in CALLS {
         let caller = sim
             .place_call(
                 "aiagc",
                 CallerScript {
                     args: vec!["inbound".into()],
                     number: "+4930123456".into(),
-                    audio,
-                    hangup_after: Some(Duration::from_millis(2500)),
+                    ..Default::default()
                 },
             )
             .map_err(anyhow::Error::msg)?;
-        // Follow the call until the caller hangs up, keeping what the
-        // simulator received (it forgets a call's packets when it ends).
-        let mut media_start = None;
-        let mut received: Vec<RtpRecord> = Vec::new();
-        let mut barge_ins = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if media_start.is_none() {
-                media_start = sim.media_started(&caller);
+        let mut ear = Ear {
+            decoder: Decoder::new(codec)?,
+            pcm: vec![0; 4096],
+        };
+        let mut seen = Vec::new();
+        let t = Instant::now();
+        while sim.media_started(&caller).is_none() {
+            if t.elapsed() > Duration::from_secs(5) {
+                bail!("media of {caller} did not start");
             }
-            let now_received = sim.received_for_caller(&caller);
-            if now_received.len() >= received.len() {
-                received = now_received;
-            }
-            let b = media.barge_ins(&caller);
-            if b.len() >= barge_ins.len() {
-                barge_ins = b;
-            }
-            if media_start.is_some() && controller.active_calls() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut since = Instant::now();
+        let mut done: Vec<Done> = Vec::new();
+        for step in plan.iter() {
+            let (id, barge) = match step {
+                Step::Say(id) => (Some(*id), None),
+                Step::Interrupt(id, after) => (Some(*id), Some(Duration::from_millis(*after))),
+                Step::Key(_) => (None, None),
+            };
+            if let Err(e) = wait_for_agent(&sim, &caller, &mut ear, &mut seen, since, barge).await {
+                if !args.json {
+                    println!("{name}: {e:#}; the caller gives up");
+                }
+                sim.hangup(&caller);
                 break;
             }
-            if Instant::now() > deadline {
-                bail!("call {caller} did not end");
+            match (id, step) {
+                (Some(id), _) => {
+                    let f = load_fixture(&fixtures, id, *voice, &texts)?;
+                    let before = sim.spoken(&caller).len();
+                    if !sim.say(&caller, &f.pcm) {
+                        if !args.json {
+                            println!("{name}: the agent ended the call before the caller's next step");
+                        }
+                        break;
+                    }
+                    let t = Instant::now();
+                    let start = loop {
+                        if let Some(s) = sim.spoken(&caller).get(before) {
+                            break *s;
+                        }
+                        if t.elapsed() > Duration::from_secs(2) {
+                            bail!("the simulator did not send the caller's speech");
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    };
+                    let end = start + f.voiced_end;
+                    tokio::time::sleep_until((start + Duration::from_millis(f.pcm.len() as u64 / 16)).into()).await;
+                    done.push(Done { reference: f.text, dtmf: None, start, end });
+                    since = end;
+                }
+                (None, Step::Key(k)) => {
+                    let at = Instant::now();
+                    sim.send_dtmf(&caller, *k);
+                    done.push(Done { reference: String::new(), dtmf: Some(*k), start: at, end: at });
+                    since = at;
+                }
+                _ => {}
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let t0 = media_start.context("media never started")?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut records: Vec<TurnRecord> =
-            records_rx.try_iter().filter(|r| r.call == caller).collect();
-        records.sort_by_key(|r| r.turn);
-        for (i, (start, end, text)) in script.segments.iter().enumerate() {
-            let speech_end = t0 + Duration::from_millis(*end);
-            let speech_start = t0 + Duration::from_millis(*start);
-            // The turn whose utterance was handed over after this speech ended.
-            let record = records.iter().find(|r| {
-                r.handed_over > speech_end && r.handed_over < speech_end + Duration::from_secs(3)
-            });
-            let next_start = script
-                .segments
-                .get(i + 1)
-                .map(|s| t0 + Duration::from_millis(s.0))
-                .unwrap_or(speech_end + Duration::from_secs(10));
-            // Its reply: the first talk-spurt after the utterance was handed
-            // over (an earlier one is the previous turn's reply).
-            let after = record.map_or(speech_end, |r| r.handed_over);
-            let reply = received
+        // The agent ends the call (hangup or transfer); a caller that is
+        // not let go hangs up after 20 s.
+        let summary = {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                // Keep what the simulator received: it forgets a call's packets when it ends.
+                heard(&sim, &caller, &mut ear, &mut seen);
+                match summaries.try_recv() {
+                    Ok(s) if s.call == caller => break s,
+                    Ok(_) => {}
+                    Err(_) if Instant::now() > deadline => {
+                        sim.hangup(&caller);
+                        break summaries.recv_timeout(Duration::from_secs(5)).context("call summary")?;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        };
+        if matches!(summary.outcome.as_deref(), Some("booked" | "moved" | "cancelled" | "transferred")) {
+            completed += 1;
+        }
+        if !args.json {
+            if let Some(g) = summary.turns.iter().find(|r| r.input == "start") {
+                println!("{name} · agent:   {}", g.reply);
+            }
+        }
+        for (i, d) in done.iter().enumerate() {
+            let next = done.get(i + 1).map(|n| n.start);
+            let records: Vec<_> = summary
+                .turns
                 .iter()
-                .find(|r| r.marker && r.at > after && r.at < next_start + Duration::from_secs(2));
+                .filter(|r| r.input != "start" && r.input != "silence")
+                .filter(|r| r.handed_over >= d.start && next.is_none_or(|n| r.handed_over < n))
+                .collect();
+            let record = records.last().copied();
+            let transcript = records.iter().map(|r| r.transcript.as_str()).collect::<Vec<_>>().join(" ");
+            let reply = record.and_then(|r| {
+                seen.iter()
+                    .find(|(p, _)| p.marker && p.at > r.handed_over)
+                    .map(|(p, _)| p.at)
+            });
+            let barge_in = summary.barge_ins.iter().any(|b| *b > d.start && *b < d.end + Duration::from_millis(300));
             turns.push(Turn {
-                call: script.name.clone(),
-                reference: text.clone(),
-                transcript: record.map(|r| r.transcript.clone()),
+                call: name.to_string(),
+                reference: d.reference.clone(),
+                transcript: record.map(|_| transcript),
                 reply: record.map(|r| r.reply.clone()).unwrap_or_default(),
-                barge_in: barge_ins
-                    .iter()
-                    .any(|b| *b > speech_start && *b < speech_end),
-                speech_ms: [*start, *end],
+                barge_in,
+                dtmf: d.dtmf.map(String::from),
+                speech_ms: [0, ms(d.end.saturating_duration_since(d.start)) as u64],
                 latency_ms: Latency {
-                    endpoint: record
-                        .map(|r| ms(r.handed_over.saturating_duration_since(speech_end)))
-                        .unwrap_or(f64::NAN),
+                    endpoint: record.map(|r| ms(r.handed_over.saturating_duration_since(d.end))).unwrap_or(f64::NAN),
                     stt: record.map(|r| ms(r.stt)),
                     dialogue: record.map(|r| ms(r.dialogue)),
                     tts_first_audio: record.map(|r| ms(r.tts_first_audio)),
-                    total: reply
-                        .map(|r| ms(r.at.saturating_duration_since(speech_end)))
-                        .unwrap_or(f64::NAN),
+                    total: reply.map(|at| ms(at.saturating_duration_since(d.end))).unwrap_or(f64::NAN),
                 },
+                early: record.map(|r| (r.early_transcript, r.ended_by_hint)),
             });
+        }
+        if !args.json {
+            for t in turns.iter().filter(|t| t.call == *name) {
+                print_turn(t);
+            }
+            println!(
+                "{:>w$}   outcome: {} (call ended by {}; {} barge-in{}, DTMF {:?})\n",
+                "",
+                summary.outcome.as_deref().unwrap_or("none"),
+                summary.ended_by,
+                summary.barge_ins.len(),
+                if summary.barge_ins.len() == 1 { "" } else { "s" },
+                summary.dtmf,
+                w = name.len()
+            );
         }
     }
     let _ = stop.send(true);
     pool.shutdown();
 
-    let heard: Vec<f64> = turns
+    let spoken: Vec<f64> = turns
         .iter()
+        .filter(|t| t.dtmf.is_none())
         .map(|t| word_error_rate(&t.reference, t.transcript.as_deref().unwrap_or("")))
         .collect();
-    let wer = heard.iter().sum::<f64>() / heard.len().max(1) as f64;
+    let wer = spoken.iter().sum::<f64>() / spoken.len().max(1) as f64;
     let answered = turns.iter().filter(|t| t.transcript.is_some()).count();
     let report = Report {
         codec: codec.asterisk_format().to_owned(),
         summary: Summary {
-            calls: scripts.len(),
+            calls: CALLS.len(),
             turns: answered,
             expected_turns: turns.len(),
             wer: Some(wer),
-            completed_tasks: None,
+            completed_tasks: Some(completed),
             latency_ms: latency_percentiles(&turns),
             rtp: RtpSummary::default(),
         },
@@ -201,46 +409,42 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
-    }
-    for t in &report.turns {
-        println!("{} · caller:  {}", t.call, t.reference);
+    } else {
+        let s = &report.summary;
         println!(
-            "{:>w$}   heard:   {}",
-            "",
-            t.transcript.as_deref().unwrap_or("(no answer)"),
-            w = t.call.len()
-        );
-        println!(
-            "{:>w$}   agent:   {}{}",
-            "",
-            t.reply,
-            if t.barge_in {
-                "   [caller barged in]"
-            } else {
-                ""
-            },
-            w = t.call.len()
-        );
-        let l = &t.latency_ms;
-        println!(
-            "{:>w$}   latency: endpoint {:.0} ms + STT {:.0} ms + dialogue {:.1} ms + TTS first audio {:.0} ms → heard after {:.0} ms\n",
-            "",
-            l.endpoint,
-            l.stt.unwrap_or(f64::NAN),
-            l.dialogue.unwrap_or(f64::NAN),
-            l.tts_first_audio.unwrap_or(f64::NAN),
-            l.total,
-            w = t.call.len()
+            "{} of {} turns answered; {} of {} calls completed their task; WER {:.2} (spoken turns); turn latency p50 {:.0} ms, p95 {:.0} ms",
+            s.turns, s.expected_turns, completed, s.calls, wer, s.latency_ms.p50, s.latency_ms.p95
         );
     }
-    let s = &report.summary;
-    println!(
-        "{} of {} turns answered; WER {:.2}; turn latency p50 {:.0} ms, p95 {:.0} ms (the 500 ms endpointing hangover included)",
-        s.turns, s.expected_turns, wer, s.latency_ms.p50, s.latency_ms.p95
-    );
-    if s.turns == 0 {
+    if answered == 0 {
         bail!("no turn was answered");
     }
     Ok(())
+}
+
+fn print_turn(t: &Turn) {
+    let w = t.call.len();
+    match &t.dtmf {
+        Some(k) => println!("{:>w$}   caller:  [presses {k}]", ""),
+        None => println!("{:>w$}   caller:  {}{}", "", t.reference, if t.barge_in { "   [speaks into the reply: barge-in]" } else { "" }),
+    }
+    if t.dtmf.is_none() {
+        println!("{:>w$}   heard:   {}", "", t.transcript.as_deref().unwrap_or("(no answer)"));
+    }
+    println!("{:>w$}   agent:   {}", "", t.reply);
+    let l = &t.latency_ms;
+    let how = match t.early {
+        Some((true, true)) => " (turn ended at the pause: words complete)",
+        Some((true, false)) => " (transcript made at the pause)",
+        _ => "",
+    };
+    println!(
+        "{:>w$}   latency: endpoint {:.0} ms + STT {:.0} ms + dialogue {:.1} ms + TTS first audio {:.0} ms → heard after {:.0} ms{how}",
+        "",
+        l.endpoint,
+        l.stt.unwrap_or(f64::NAN),
+        l.dialogue.unwrap_or(f64::NAN),
+        l.tts_first_audio.unwrap_or(f64::NAN),
+        l.total,
+    );
 }

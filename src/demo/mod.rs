@@ -62,8 +62,13 @@ pub(crate) struct Turn {
     transcript: Option<String>,
     reply: String,
     barge_in: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dtmf: Option<String>,
     speech_ms: [u64; 2],
     latency_ms: Latency,
+    /// (transcript made at the pause, turn ended by the hint)
+    #[serde(skip)]
+    early: Option<(bool, bool)>,
 }
 
 #[derive(Serialize)]
@@ -237,6 +242,8 @@ fn run_call(
                     transcript: None,
                     reply: format!("(echo of the caller, {reply_ms} ms)"),
                     barge_in: u.barge_in,
+                    dtmf: None,
+                    early: None,
                     speech_ms: [start_ms, end_ms],
                     latency_ms: Latency {
                         endpoint: now.saturating_duration_since(speech_end_at).as_secs_f64()

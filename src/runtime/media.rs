@@ -1,52 +1,128 @@
 //! The media side of calls: one tokio task per call drives its engine
-//! `Call` (socket in, 20 ms grid by the call's own deadlines, packets out)
-//! and exchanges utterances and replies with the speech pool.
+//! `Call` (socket in, packets out on the call's own 20 ms send grid, which
+//! is the pacer: `poll_timeout` wakes the task for each slot by the wall
+//! clock) and exchanges work with the speech pool.
+//!
+//! Turn-taking lives here: at a pause the utterance so far is transcribed
+//! early; if the dialogue judges it complete the turn ends at once (and
+//! the transcript is reused), if clearly unfinished the hangover grows.
 
-use super::speech::{Job, ReplyAudio, Submitter};
+use super::speech::{CallShared, Job, SpeechOut, Submitter, TurnRecord, Work};
+use aiagc_ari::client::AriClient;
 use aiagc_ari::controller::MediaHost;
 use aiagc_ari::ports::PortRange;
-use aiagc_engine::{Call, CallConfig, CallEvent, Codec};
+use aiagc_engine::{Call, CallConfig, CallEvent, Codec, EndpointConfig};
+use aiagc_models::dialogue::{Action, Dialogue, TurnHint};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// Makes the dialogue of a new call.
+pub type DialogueFactory = Arc<dyn Fn() -> Box<dyn Dialogue> + Send + Sync>;
+
+/// Media settings.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Endpointing.
+    pub endpoint: EndpointConfig,
+    /// End the turn at a pause when the words are complete.
+    pub semantic_endpointing: bool,
+    /// Extra wait when the words at a pause are clearly unfinished.
+    pub unfinished_extension: Duration,
+    /// Silence after a reply before the dialogue gets `Silence`.
+    pub no_input: Duration,
+    /// Where per-call JSON-lines records go (none: no records).
+    pub records_dir: Option<PathBuf>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: EndpointConfig::default(),
+            semantic_endpointing: true,
+            unfinished_extension: Duration::from_millis(700),
+            no_input: Duration::from_secs(8),
+            records_dir: None,
+        }
+    }
+}
+
+/// What a finished call leaves behind.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallSummary {
+    /// Call id.
+    pub call: String,
+    /// Its turns, in order.
+    pub turns: Vec<TurnRecord>,
+    /// When each barge-in was detected.
+    #[serde(skip)]
+    pub barge_ins: Vec<Instant>,
+    /// Keys pressed.
+    pub dtmf: Vec<String>,
+    /// The last outcome ("booked", "transferred", …).
+    pub outcome: Option<String>,
+    /// How the call ended on our side: `hangup`, `transfer`, or `caller`.
+    pub ended_by: String,
+    /// RTP statistics.
+    #[serde(skip)]
+    pub rtp: aiagc_engine::CallStats,
+}
+
+enum Command {
+    Dtmf(String),
+    Stop,
+}
+
+struct Running {
+    commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
 
 /// Media of all calls of this process.
 pub struct EngineMedia {
     ports: PortRange,
+    config: MediaConfig,
     speech: Submitter,
+    dialogues: DialogueFactory,
+    control: Option<AriClient>,
+    summaries: Option<crossbeam_channel::Sender<CallSummary>>,
     pending: Mutex<HashMap<String, std::net::UdpSocket>>,
-    running: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
     seed: AtomicU64,
-    barge_ins: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
 }
 
 impl EngineMedia {
-    /// Media host binding call sockets in `ports`, sending utterances to `speech`.
-    pub fn new(ports: PortRange, speech: Submitter) -> Self {
+    /// Media host: sockets from `ports`, work to `speech`, a dialogue per
+    /// call from `dialogues`; `control` carries out hangups and transfers;
+    /// `summaries` receives each finished call.
+    pub fn new(
+        ports: PortRange,
+        config: MediaConfig,
+        speech: Submitter,
+        dialogues: DialogueFactory,
+        control: Option<AriClient>,
+        summaries: Option<crossbeam_channel::Sender<CallSummary>>,
+    ) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         Self {
             ports,
+            config,
             speech,
+            dialogues,
+            control,
+            summaries,
             pending: Mutex::default(),
-            running: Mutex::default(),
+            running: Arc::default(),
             seed: AtomicU64::new(seed),
-            barge_ins: Arc::default(),
         }
-    }
-
-    /// When each barge-in of `call` was detected.
-    pub fn barge_ins(&self, call: &str) -> Vec<Instant> {
-        self.barge_ins
-            .lock()
-            .ok()
-            .and_then(|m| m.get(call).cloned())
-            .unwrap_or_default()
     }
 
     /// Calls with a socket (bound or running).
@@ -80,19 +156,32 @@ impl MediaHost for EngineMedia {
         };
         let mut config = CallConfig::new(
             codec,
-            self.seed
-                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
+            self.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
         );
         config.peer = Some(peer);
-        let task = tokio::spawn(drive(
-            call.to_owned(),
-            socket,
-            config,
-            self.speech.clone(),
-            self.barge_ins.clone(),
-        ));
+        config.endpoint = self.config.endpoint;
+        if !self.config.semantic_endpointing {
+            config.endpoint.pause = None;
+        }
+        let (commands, rx) = mpsc::unbounded_channel();
+        let task = CallTask {
+            id: call.to_owned(),
+            config: self.config.clone(),
+            speech: self.speech.clone(),
+            control: self.control.clone(),
+            summaries: self.summaries.clone(),
+            running: self.running.clone(),
+        };
+        let dialogue = (self.dialogues)();
+        let handle = tokio::spawn(task.run(socket, config, dialogue, rx));
         if let Ok(mut running) = self.running.lock() {
-            running.insert(call.to_owned(), task);
+            running.insert(
+                call.to_owned(),
+                Running {
+                    commands,
+                    task: handle,
+                },
+            );
         }
     }
 
@@ -100,81 +189,353 @@ impl MediaHost for EngineMedia {
         if let Ok(mut p) = self.pending.lock() {
             p.remove(call);
         }
-        if let Some(task) = self.running.lock().ok().and_then(|mut m| m.remove(call)) {
-            task.abort();
+        // The task writes its record and removes itself; abort only if it
+        // cannot be told.
+        let running = self.running.lock().ok().and_then(|m| {
+            m.get(call).map(|r| (r.commands.send(Command::Stop).is_ok(), r.task.abort_handle()))
+        });
+        if let Some((false, abort)) = running {
+            abort.abort();
+            if let Ok(mut m) = self.running.lock() {
+                m.remove(call);
+            }
         }
-        if let Ok(mut m) = self.barge_ins.lock() {
-            m.remove(call);
+    }
+
+    fn dtmf(&self, call: &str, digit: &str) {
+        if let Some(r) = self.running.lock().ok().as_ref().and_then(|m| m.get(call)) {
+            let _ = r.commands.send(Command::Dtmf(digit.to_owned()));
         }
     }
 }
 
-/// The per-call loop (see `aiagc_engine`'s driving recipe).
-async fn drive(
+struct CallTask {
     id: String,
-    socket: tokio::net::UdpSocket,
-    config: CallConfig,
+    config: MediaConfig,
     speech: Submitter,
-    barge_ins: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
-) {
-    let mut call = match Call::new(config, Instant::now()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(call = %id, error = %e, "media setup failed");
-            return;
-        }
-    };
-    let current = Arc::new(AtomicU64::new(0));
-    let (reply_tx, mut replies) = mpsc::unbounded_channel::<ReplyAudio>();
-    let mut buf = vec![0u8; aiagc_engine::handoff::MAX_DATAGRAM];
-    loop {
-        let deadline = tokio::time::Instant::from_std(call.poll_timeout());
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => call.receive(from, &buf[..n], Instant::now()),
-                Err(e) => tracing::debug!(call = %id, error = %e, "RTP receive error"),
+    control: Option<AriClient>,
+    summaries: Option<crossbeam_channel::Sender<CallSummary>>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+}
+
+/// Per-call turn-taking state.
+struct Turns {
+    /// Transcripts made at pauses: id → text.
+    partials: HashMap<u64, String>,
+    /// Pauses being transcribed.
+    in_flight: Vec<u64>,
+    /// An utterance waiting for its pause's transcript.
+    awaiting: Option<(u64, u64, Vec<f32>, Instant)>,
+    /// Pauses ended early by the hint.
+    ended_by_hint: Vec<u64>,
+    /// Action to carry out once the reply has played.
+    pending_action: Option<Action>,
+    /// Turn whose reply is playing.
+    playing: Option<u64>,
+    silence_deadline: Option<Instant>,
+    summary: CallSummary,
+}
+
+impl CallTask {
+    fn submit(&self, shared: &Arc<CallShared>, turn: u64, work: Work, now: Instant) -> bool {
+        self.speech
+            .submit(Job {
+                call: shared.clone(),
+                turn,
+                work,
+                handed_over: now,
+            })
+            .is_ok()
+    }
+
+    /// Starts a new turn (cancelling the previous one's pending work).
+    fn next_turn(shared: &CallShared) -> u64 {
+        shared.current.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    async fn run(
+        self,
+        socket: tokio::net::UdpSocket,
+        config: CallConfig,
+        dialogue: Box<dyn Dialogue>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let id = self.id.clone();
+        let mut call = match Call::new(config, Instant::now()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(call = %id, error = %e, "media setup failed");
+                return;
+            }
+        };
+        let (out_tx, mut out) = mpsc::unbounded_channel::<SpeechOut>();
+        let shared = Arc::new(CallShared {
+            id: id.clone(),
+            current: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            latest_pause: AtomicU64::new(0),
+            dialogue: Mutex::new(dialogue),
+            out: out_tx,
+        });
+        let mut t = Turns {
+            partials: HashMap::new(),
+            in_flight: Vec::new(),
+            awaiting: None,
+            ended_by_hint: Vec::new(),
+            pending_action: None,
+            playing: None,
+            silence_deadline: None,
+            summary: CallSummary {
+                call: id.clone(),
+                turns: Vec::new(),
+                barge_ins: Vec::new(),
+                dtmf: Vec::new(),
+                outcome: None,
+                ended_by: "caller".into(),
+                rtp: Default::default(),
             },
-            _ = tokio::time::sleep_until(deadline) => call.handle_timeout(Instant::now()),
-            Some(reply) = replies.recv() => {
-                if reply.turn == current.load(Ordering::SeqCst) {
-                    if let Err(e) = call.speak(&reply.samples, reply.sample_rate) {
-                        tracing::warn!(call = %id, error = %e, "reply not queued");
+        };
+        let first = Self::next_turn(&shared);
+        self.submit(&shared, first, Work::Start, Instant::now());
+        let mut buf = vec![0u8; aiagc_engine::handoff::MAX_DATAGRAM];
+        loop {
+            let mut deadline = call.poll_timeout();
+            if let Some(s) = t.silence_deadline {
+                deadline = deadline.min(s);
+            }
+            tokio::select! {
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => call.receive(from, &buf[..n], Instant::now()),
+                    Err(e) => tracing::debug!(call = %id, error = %e, "RTP receive error"),
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                    let now = Instant::now();
+                    call.handle_timeout(now);
+                    if t.silence_deadline.is_some_and(|s| s <= now) {
+                        t.silence_deadline = None;
+                        let turn = Self::next_turn(&shared);
+                        self.submit(&shared, turn, Work::Silence, now);
+                    }
+                }
+                Some(o) = out.recv() => self.on_speech(o, &mut call, &shared, &mut t),
+                c = commands.recv() => match c {
+                    Some(Command::Dtmf(d)) => {
+                        // A key interrupts the prompt, like speech does.
+                        call.stop_speaking();
+                        t.pending_action = None;
+                        t.silence_deadline = None;
+                        t.summary.dtmf.push(d.clone());
+                        tracing::info!(call = %id, digit = %d, "DTMF");
+                        let turn = Self::next_turn(&shared);
+                        self.submit(&shared, turn, Work::Dtmf(d), Instant::now());
+                    }
+                    Some(Command::Stop) | None => break,
+                },
+            }
+            let now = Instant::now();
+            while let Some(tx) = call.poll_transmit(now) {
+                if let Some(dest) = tx.destination {
+                    let _ = socket.try_send_to(tx.data, dest);
+                }
+            }
+            while let Some(event) = call.poll_event() {
+                self.on_event(event, &mut call, &shared, &mut t, now);
+            }
+        }
+        shared.closed.store(true, Ordering::SeqCst);
+        t.summary.rtp = call.stats();
+        self.finish(t.summary);
+    }
+
+    fn on_event(&self, event: CallEvent, call: &mut Call, shared: &Arc<CallShared>, t: &mut Turns, now: Instant) {
+        let id = &self.id;
+        match event {
+            CallEvent::SpeechStarted { .. } => t.silence_deadline = None,
+            CallEvent::SpeechPaused(p) => {
+                shared.latest_pause.store(p.id, Ordering::SeqCst);
+                let turn = shared.current.load(Ordering::SeqCst);
+                if self.submit(shared, turn, Work::Pause { id: p.id, audio: p.samples }, now) {
+                    t.in_flight.push(p.id);
+                }
+            }
+            CallEvent::SpeechEnded(u) => {
+                let turn = Self::next_turn(shared);
+                t.pending_action = None;
+                let by_hint = u.pause.is_some_and(|p| t.ended_by_hint.contains(&p));
+                let reuse = u.pause.and_then(|p| t.partials.remove(&p));
+                let waiting = u.pause.filter(|p| t.in_flight.contains(p));
+                t.partials.clear();
+                match (reuse, waiting) {
+                    (Some(text), _) => {
+                        self.submit_utterance(shared, turn, u.samples, Some(text), by_hint, now);
+                    }
+                    (None, Some(p)) => t.awaiting = Some((p, turn, u.samples, now)),
+                    (None, None) => self.submit_utterance(shared, turn, u.samples, None, false, now),
+                }
+            }
+            CallEvent::BargeIn { .. } => {
+                // Pending work of the interrupted turn is stale now.
+                Self::next_turn(shared);
+                t.pending_action = None;
+                t.summary.barge_ins.push(now);
+                if let Some(turn) = t.playing.take() {
+                    if let Some(r) = t.summary.turns.iter_mut().rev().find(|r| r.turn == turn) {
+                        r.interrupted = true;
+                    }
+                }
+                tracing::info!(call = %id, "barge-in");
+            }
+            CallEvent::ReplyStarted { at } => {
+                if let Some(turn) = t.playing {
+                    if let Some(r) = t.summary.turns.iter_mut().rev().find(|r| r.turn == turn) {
+                        r.to_first_packet.get_or_insert(at.saturating_duration_since(r.handed_over));
                     }
                 }
             }
+            CallEvent::PlayoutFinished => {
+                t.playing = None;
+                match t.pending_action.take() {
+                    Some(action) => self.act(action, &mut t.summary),
+                    None => t.silence_deadline = Some(now + self.config.no_input),
+                }
+            }
+            CallEvent::InputRejected { kind, count } => {
+                tracing::warn!(call = %id, ?kind, count, "RTP input rejected")
+            }
         }
+        let _ = call;
+    }
+
+    fn submit_utterance(&self, shared: &Arc<CallShared>, turn: u64, audio: Vec<f32>, transcript: Option<String>, ended_by_hint: bool, now: Instant) {
+        self.submit(
+            shared,
+            turn,
+            Work::Utterance {
+                audio,
+                transcript,
+                ended_by_hint,
+            },
+            now,
+        );
+    }
+
+    fn on_speech(&self, o: SpeechOut, call: &mut Call, shared: &Arc<CallShared>, t: &mut Turns) {
         let now = Instant::now();
-        while let Some(t) = call.poll_transmit(now) {
-            if let Some(dest) = t.destination {
-                let _ = socket.try_send_to(t.data, dest);
-            }
-        }
-        while let Some(event) = call.poll_event() {
-            match event {
-                CallEvent::SpeechEnded(u) => {
-                    let turn = current.fetch_add(1, Ordering::SeqCst) + 1;
-                    speech.submit(Job {
-                        call: id.clone(),
-                        turn,
-                        current: current.clone(),
-                        audio: u.samples,
-                        handed_over: now,
-                        replies: reply_tx.clone(),
-                    });
-                }
-                CallEvent::BargeIn { .. } => {
-                    // Pending work of the interrupted turn is stale now.
-                    current.fetch_add(1, Ordering::SeqCst);
-                    if let Ok(mut m) = barge_ins.lock() {
-                        m.entry(id.clone()).or_default().push(now);
+        match o {
+            SpeechOut::Partial { pause, transcript, hint, .. } => {
+                t.in_flight.retain(|p| *p != pause);
+                if let Some((p, turn, audio, at)) = t.awaiting.take() {
+                    if p == pause {
+                        // The turn already ended on the hangover: answer with this transcript.
+                        let text = (!transcript.is_empty()).then_some(transcript);
+                        self.submit_utterance(shared, turn, audio, text, false, at);
+                        return;
                     }
-                    tracing::info!(call = %id, "barge-in");
+                    t.awaiting = Some((p, turn, audio, at));
                 }
-                CallEvent::InputRejected { kind, count } => {
-                    tracing::warn!(call = %id, ?kind, count, "RTP input rejected")
+                t.partials.insert(pause, transcript);
+                match hint {
+                    TurnHint::Complete => {
+                        t.ended_by_hint.push(pause);
+                        call.end_turn(pause);
+                    }
+                    TurnHint::Unfinished => call.extend_turn(pause, self.config.unfinished_extension),
+                    TurnHint::Unknown => {}
                 }
-                _ => {}
+                while let Some(event) = call.poll_event() {
+                    self.on_event(event, call, shared, t, now);
+                }
+            }
+            SpeechOut::Audio(reply) => {
+                if reply.turn == shared.current.load(Ordering::SeqCst) {
+                    match call.speak(&reply.samples, reply.sample_rate) {
+                        Ok(()) => t.playing = Some(reply.turn),
+                        Err(e) => tracing::warn!(call = %self.id, error = %e, "reply not queued"),
+                    }
+                }
+            }
+            SpeechOut::Answered(record, action) => {
+                let current = record.turn == shared.current.load(Ordering::SeqCst);
+                if let Some(o) = &record.outcome {
+                    t.summary.outcome = Some(o.clone());
+                }
+                t.summary.turns.push(*record);
+                if let (Some(action), true) = (action, current) {
+                    if call.is_speaking() {
+                        t.pending_action = Some(action);
+                    } else {
+                        self.act(action, &mut t.summary);
+                    }
+                }
             }
         }
     }
+
+    /// Hangs up or transfers the caller through ARI (off the media path).
+    fn act(&self, action: Action, summary: &mut CallSummary) {
+        let id = self.id.clone();
+        tracing::info!(call = %id, ?action, "call action");
+        summary.ended_by = match &action {
+            Action::Hangup => "hangup".into(),
+            Action::Transfer { .. } => "transfer".into(),
+        };
+        let Some(client) = self.control.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let result = match action {
+                Action::Hangup => client.hangup(&id, "normal").await,
+                Action::Transfer {
+                    context,
+                    extension,
+                    priority,
+                } => client.continue_in_dialplan(&id, &context, &extension, priority as i64).await,
+            };
+            if let Err(e) = result {
+                if !e.is_gone() {
+                    tracing::warn!(call = %id, error = %e, "call action failed");
+                }
+            }
+        });
+    }
+
+    fn finish(&self, summary: CallSummary) {
+        if let Some(dir) = &self.config.records_dir {
+            if let Err(e) = write_record(dir, &summary) {
+                tracing::warn!(call = %self.id, error = %e, "call record not written");
+            }
+        }
+        tracing::info!(call = %self.id, turns = summary.turns.len(), outcome = ?summary.outcome, ended_by = %summary.ended_by, "call media ended");
+        if let Some(s) = &self.summaries {
+            let _ = s.send(summary);
+        }
+        if let Ok(mut m) = self.running.lock() {
+            m.remove(&self.id);
+        }
+    }
+}
+
+/// `DIR/<call>.jsonl`: one line per turn, then one for the call.
+fn write_record(dir: &std::path::Path, s: &CallSummary) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let name: String = s
+        .call
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{name}.jsonl")))?);
+    for turn in &s.turns {
+        writeln!(f, "{}", serde_json::json!({"type": "turn", "turn": turn}))?;
+    }
+    writeln!(
+        f,
+        "{}",
+        serde_json::json!({"type": "call", "call": s.call, "outcome": s.outcome, "ended_by": s.ended_by,
+            "barge_ins": s.barge_ins.len(), "dtmf": s.dtmf, "rtp": {
+                "received": s.rtp.received, "lost": s.rtp.lost, "late": s.rtp.late,
+                "concealed_frames": s.rtp.concealed_frames, "sent": s.rtp.sent,
+                "jitter_ms": s.rtp.jitter.as_secs_f64() * 1000.0}})
+    )?;
+    f.flush()
 }

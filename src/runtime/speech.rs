@@ -1,16 +1,18 @@
 //! The speech worker pool: STT → dialogue → TTS on dedicated OS threads.
 //!
-//! Jobs carry their call id and turn number. A call's current turn lives
-//! in an atomic shared with its media task: barge-in or a new utterance
-//! bumps it, and workers drop jobs (or stop streaming sentences) whose turn
-//! is no longer current. The queue is bounded; a full queue rejects the job
-//! (counted), never blocks a media task.
+//! Jobs carry their call and turn. A call's current turn lives in an
+//! atomic shared with its media task: barge-in, DTMF or a new utterance
+//! bumps it, and workers drop jobs (or stop producing sentences) whose
+//! turn is no longer current. The queue is bounded; a full queue rejects
+//! the job (counted, logged), never blocks a media task.
 
 use aiagc_engine::handoff::{bounded, HandoffSender, Offer};
+use aiagc_models::dialogue::{Action, Dialogue, Input, TurnHint};
 use aiagc_models::stt::{SttConfig, SttWorker, WhisperModel};
 use aiagc_models::tts::{sentences, EspeakVoice, Tts};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -25,113 +27,196 @@ pub struct ReplyAudio {
     pub sample_rate: u32,
 }
 
-/// What a finished turn reports (for logs, records and the demo).
-#[derive(Debug, Clone)]
+/// What a turn reports (for logs, per-call records and the demo).
+#[derive(Debug, Clone, Serialize)]
 pub struct TurnRecord {
     /// Call id.
     pub call: String,
     /// Turn number within the call.
     pub turn: u64,
-    /// What STT heard.
+    /// `start`, `speech`, `dtmf` or `silence`.
+    pub input: &'static str,
+    /// What STT heard (or the keys pressed).
     pub transcript: String,
     /// The agent's reply text.
     pub reply: String,
-    /// When the endpointer handed the utterance over.
+    /// What the call does after the reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Task completed by this turn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// When the input was handed to the workers.
+    #[serde(skip)]
     pub handed_over: Instant,
-    /// STT time.
+    /// STT time after the hand-over (zero when the pause's transcript was reused).
+    #[serde(serialize_with = "as_ms")]
     pub stt: Duration,
-    /// Dialogue time.
+    /// Dialogue time to the first sentence.
+    #[serde(serialize_with = "as_ms")]
     pub dialogue: Duration,
-    /// Time to the first synthesized sentence.
+    /// Synthesis time of the first sentence.
+    #[serde(serialize_with = "as_ms")]
     pub tts_first_audio: Duration,
+    /// The transcript was made at a pause, before the turn ended.
+    pub early_transcript: bool,
+    /// The turn ended at the pause because the words were complete.
+    pub ended_by_hint: bool,
+    /// The caller interrupted this turn's reply.
+    pub interrupted: bool,
+    /// From the hand-over to the first reply packet sent (media side).
+    #[serde(serialize_with = "as_ms_opt")]
+    pub to_first_packet: Option<Duration>,
 }
 
-/// One utterance to answer.
+fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e4).round() / 10.0)
+}
+
+fn as_ms_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => as_ms(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// What workers send back to a call's media task.
+#[derive(Debug)]
+pub enum SpeechOut {
+    /// The transcript of the utterance so far at a pause.
+    Partial {
+        /// Pause id (from the engine).
+        pause: u64,
+        /// What STT heard.
+        transcript: String,
+        /// STT time.
+        stt: Duration,
+        /// The dialogue's view on whether the turn is complete.
+        hint: TurnHint,
+    },
+    /// One sentence of a reply.
+    Audio(ReplyAudio),
+    /// The turn is answered (all its sentences were sent).
+    Answered(Box<TurnRecord>, Option<Action>),
+}
+
+/// What a job asks for.
+#[derive(Debug)]
+pub enum Work {
+    /// The call was answered: greet.
+    Start,
+    /// Transcribe the utterance so far (a pause) and judge it.
+    Pause {
+        /// Pause id.
+        id: u64,
+        /// 16 kHz audio.
+        audio: Vec<f32>,
+    },
+    /// Answer an utterance.
+    Utterance {
+        /// 16 kHz audio (transcribed unless `transcript` is given).
+        audio: Vec<f32>,
+        /// Transcript made at the utterance's pause.
+        transcript: Option<String>,
+        /// Whether the hint ended the turn.
+        ended_by_hint: bool,
+    },
+    /// Keys pressed.
+    Dtmf(String),
+    /// The caller stayed silent.
+    Silence,
+}
+
+/// A call as the workers see it.
+pub struct CallShared {
+    /// Call id (the caller's channel id).
+    pub id: String,
+    /// The current turn (see the module doc).
+    pub current: AtomicU64,
+    /// The media task is gone.
+    pub closed: AtomicBool,
+    /// The newest pause offered (older pause jobs are superseded).
+    pub latest_pause: AtomicU64,
+    /// The call's dialogue (locked by one worker at a time; never by media).
+    pub dialogue: Mutex<Box<dyn Dialogue>>,
+    /// Back to the media task.
+    pub out: mpsc::UnboundedSender<SpeechOut>,
+}
+
+/// One unit of work for the pool.
 pub struct Job {
-    /// Call id.
-    pub call: String,
-    /// Turn number.
+    /// The call.
+    pub call: Arc<CallShared>,
+    /// The turn it belongs to.
     pub turn: u64,
-    /// The call's current turn (shared with its media task).
-    pub current: Arc<AtomicU64>,
-    /// 16 kHz utterance audio.
-    pub audio: Vec<f32>,
+    /// What to do.
+    pub work: Work,
     /// When it was handed over.
     pub handed_over: Instant,
-    /// Where the reply audio goes.
-    pub replies: mpsc::UnboundedSender<ReplyAudio>,
 }
 
-/// Turns a transcript into the agent's reply text.
-pub trait Dialogue: Send {
-    /// The reply to `transcript` in `call`.
-    fn reply(&mut self, call: &str, transcript: &str) -> String;
-}
-
-/// A stand-in until the scenario engine lands: acknowledges what it heard.
-pub struct Acknowledge;
-
-impl Dialogue for Acknowledge {
-    fn reply(&mut self, _call: &str, transcript: &str) -> String {
-        if transcript.trim().is_empty() {
-            "Entschuldigung, das habe ich nicht verstanden.".into()
-        } else {
-            format!("Sie sagten: {}", transcript.trim())
+impl Job {
+    fn stale(&self) -> bool {
+        if self.call.closed.load(Ordering::SeqCst) {
+            return true;
+        }
+        match self.work {
+            // Pause transcripts outlive the turn bump at the utterance's
+            // end (they are reused), but a newer pause supersedes them.
+            Work::Pause { id, .. } => id < self.call.latest_pause.load(Ordering::SeqCst),
+            _ => self.call.current.load(Ordering::SeqCst) != self.turn,
         }
     }
+}
+
+/// Counters of the pool.
+#[derive(Debug, Default)]
+pub struct SpeechStats {
+    /// Jobs rejected because the queue was full.
+    pub rejected: AtomicU64,
+    /// Jobs dropped because their turn was over.
+    pub stale: AtomicU64,
+    /// Turns answered.
+    pub answered: AtomicU64,
 }
 
 /// Handle to the running pool.
 pub struct SpeechPool {
     jobs: HandoffSender<Job>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    /// Jobs rejected because the queue was full.
-    pub rejected: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    /// Counters.
+    pub stats: Arc<SpeechStats>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl SpeechPool {
     /// Starts `workers` threads sharing `model`, each with its own whisper
-    /// state, German espeak-ng voice and dialogue; `records` receives a
-    /// record per answered turn.
+    /// state and German espeak-ng voice; `queue` bounds waiting jobs.
     pub fn start(
         model: Arc<WhisperModel>,
         workers: usize,
         queue: usize,
         stt: SttConfig,
-        dialogue: impl Fn() -> Box<dyn Dialogue> + Send + Sync + 'static,
-        records: crossbeam_channel::Sender<TurnRecord>,
     ) -> Result<Self, aiagc_models::stt::SttError> {
         let (tx, rx) = bounded::<Job>(queue);
-        let dialogue = Arc::new(dialogue);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(SpeechStats::default());
         let mut threads = Vec::new();
         for i in 0..workers.max(1) {
             let mut worker = model.worker()?;
-            let (rx, records, stt, dialogue, stop) = (
-                rx.clone(),
-                records.clone(),
-                stt.clone(),
-                dialogue.clone(),
-                stop.clone(),
-            );
+            let (rx, stt, stop, stats) = (rx.clone(), stt.clone(), stop.clone(), stats.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("speech-{i}"))
                     .spawn(move || {
                         let mut voice = EspeakVoice::german();
-                        let mut dialogue = dialogue();
                         // Poll the stop flag: media hosts keep job senders alive.
                         while !stop.load(Ordering::Relaxed) {
                             match rx.recv_timeout(Duration::from_millis(100)) {
-                                Ok(job) => answer(
-                                    job,
-                                    &mut worker,
-                                    &stt,
-                                    dialogue.as_mut(),
-                                    &mut voice,
-                                    &records,
-                                ),
+                                Ok(job) if job.stale() => {
+                                    stats.stale.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(job) => run(job, &mut worker, &stt, &mut voice, &stats),
                                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                             }
@@ -143,7 +228,7 @@ impl SpeechPool {
         Ok(Self {
             jobs: tx,
             stop,
-            rejected: Arc::new(AtomicU64::new(0)),
+            stats,
             threads,
         })
     }
@@ -152,7 +237,7 @@ impl SpeechPool {
     pub fn submitter(&self) -> Submitter {
         Submitter {
             jobs: self.jobs.clone(),
-            rejected: self.rejected.clone(),
+            stats: self.stats.clone(),
         }
     }
 
@@ -170,75 +255,150 @@ impl SpeechPool {
 #[derive(Clone)]
 pub struct Submitter {
     jobs: HandoffSender<Job>,
-    rejected: Arc<AtomicU64>,
+    stats: Arc<SpeechStats>,
 }
 
 impl Submitter {
-    /// Offers a job; a full queue drops it (counted and logged).
-    pub fn submit(&self, job: Job) -> bool {
-        let call = job.call.clone();
+    /// Offers a job; a full queue drops it (counted and logged) and gives
+    /// it back, so the caller can decide what else to do.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
         match self.jobs.offer(job) {
-            Offer::Queued => true,
-            Offer::Full => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(call = %call, "speech queue full: utterance dropped");
-                false
+            Offer::Queued => Ok(()),
+            Offer::Full(job) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(call = %job.call.id, turn = job.turn, "speech queue full: job rejected");
+                Err(job)
             }
-            Offer::Closed => false,
+            Offer::Closed(job) => Err(job),
+        }
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> &SpeechStats {
+        &self.stats
+    }
+}
+
+fn today() -> chrono::NaiveDate {
+    chrono::Local::now().date_naive()
+}
+
+/// Transcribes with the dialogue's vocabulary as the decoder's prompt.
+fn transcribe(worker: &mut SttWorker, stt: &SttConfig, audio: &[f32], call: &CallShared) -> String {
+    let vocabulary = call.dialogue.lock().ok().and_then(|d| d.vocabulary());
+    let hinted;
+    let stt = match vocabulary {
+        Some(v) if stt.initial_prompt.is_none() => {
+            hinted = SttConfig {
+                initial_prompt: Some(v),
+                ..stt.clone()
+            };
+            &hinted
+        }
+        _ => stt,
+    };
+    let call = &call.id;
+    match worker.transcribe(audio, stt) {
+        Ok(t) => t.text.trim().to_owned(),
+        Err(e) => {
+            tracing::warn!(call = %call, error = %e, "STT failed");
+            String::new()
         }
     }
 }
 
-fn answer(
-    job: Job,
-    worker: &mut SttWorker,
-    stt: &SttConfig,
-    dialogue: &mut dyn Dialogue,
-    voice: &mut EspeakVoice,
-    records: &crossbeam_channel::Sender<TurnRecord>,
-) {
-    let stale = |job: &Job| job.current.load(Ordering::SeqCst) != job.turn;
-    if stale(&job) {
-        return;
-    }
+fn run(job: Job, worker: &mut SttWorker, stt: &SttConfig, voice: &mut EspeakVoice, stats: &SpeechStats) {
+    let call = job.call.clone();
     let t0 = Instant::now();
-    let transcript = match worker.transcribe(&job.audio, stt) {
-        Ok(t) => t.text,
-        Err(e) => {
-            tracing::warn!(call = %job.call, turn = job.turn, error = %e, "STT failed");
-            String::new()
+    let (input_kind, transcript, stt_time, early, by_hint) = match job.work {
+        Work::Pause { id, audio } => {
+            let transcript = transcribe(worker, stt, &audio, &call);
+            let stt_time = t0.elapsed();
+            let hint = match call.dialogue.lock() {
+                Ok(d) => d.hint(&transcript),
+                Err(_) => TurnHint::Unknown,
+            };
+            tracing::debug!(call = %call.id, pause = id, transcript = %transcript, ?hint, "pause transcribed");
+            let _ = call.out.send(SpeechOut::Partial {
+                pause: id,
+                transcript,
+                stt: stt_time,
+                hint,
+            });
+            return;
         }
-    };
-    let stt_time = t0.elapsed();
-    let t1 = Instant::now();
-    let reply = dialogue.reply(&job.call, &transcript);
-    let dialogue_time = t1.elapsed();
-    let mut first = None;
-    for sentence in sentences(&reply) {
-        if stale(&job) {
-            break;
-        }
-        match voice.synthesize(sentence) {
-            Ok(audio) => {
-                first.get_or_insert(t1.elapsed());
-                let _ = job.replies.send(ReplyAudio {
-                    turn: job.turn,
-                    samples: audio.samples,
-                    sample_rate: audio.sample_rate,
-                });
+        Work::Start => ("start", String::new(), Duration::ZERO, false, false),
+        Work::Utterance {
+            audio,
+            transcript,
+            ended_by_hint,
+        } => match transcript {
+            Some(t) => ("speech", t, Duration::ZERO, true, ended_by_hint),
+            None => {
+                let t = transcribe(worker, stt, &audio, &call);
+                ("speech", t, t0.elapsed(), false, ended_by_hint)
             }
-            Err(e) => tracing::warn!(call = %job.call, turn = job.turn, error = %e, "TTS failed"),
-        }
-    }
-    tracing::info!(call = %job.call, turn = job.turn, transcript = %transcript, reply = %reply, stt_ms = stt_time.as_millis() as u64, "turn answered");
-    let _ = records.send(TurnRecord {
-        call: job.call,
+        },
+        Work::Dtmf(keys) => ("dtmf", keys, Duration::ZERO, false, false),
+        Work::Silence => ("silence", String::new(), Duration::ZERO, false, false),
+    };
+    let input = match input_kind {
+        "start" => Input::Start,
+        "dtmf" => Input::Dtmf(&transcript),
+        "silence" => Input::Silence,
+        _ => Input::Speech(&transcript),
+    };
+    let t1 = Instant::now();
+    let mut first_text: Option<Duration> = None;
+    let mut first_audio: Option<Duration> = None;
+    let stale = || call.current.load(Ordering::SeqCst) != job.turn || call.closed.load(Ordering::SeqCst);
+    let reply = {
+        let Ok(mut dialogue) = call.dialogue.lock() else {
+            return;
+        };
+        dialogue.respond(input, today(), &mut |text| {
+            first_text.get_or_insert(t1.elapsed());
+            for sentence in sentences(text) {
+                if stale() {
+                    return false;
+                }
+                let t2 = Instant::now();
+                match voice.synthesize(sentence) {
+                    Ok(audio) => {
+                        first_audio.get_or_insert(t2.elapsed());
+                        let _ = call.out.send(SpeechOut::Audio(ReplyAudio {
+                            turn: job.turn,
+                            samples: audio.samples,
+                            sample_rate: audio.sample_rate,
+                        }));
+                    }
+                    Err(e) => tracing::warn!(call = %call.id, turn = job.turn, error = %e, "TTS failed"),
+                }
+            }
+            true
+        })
+    };
+    stats.answered.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(call = %call.id, turn = job.turn, input = input_kind, transcript = %transcript, reply = %reply.text, stt_ms = stt_time.as_millis() as u64, "turn answered");
+    let record = TurnRecord {
+        call: call.id.clone(),
         turn: job.turn,
+        input: input_kind,
         transcript,
-        reply,
+        reply: reply.text,
+        action: reply.action.as_ref().map(|a| match a {
+            Action::Hangup => "hangup".to_owned(),
+            Action::Transfer { context, .. } => format!("transfer:{context}"),
+        }),
+        outcome: reply.outcome,
         handed_over: job.handed_over,
         stt: stt_time,
-        dialogue: dialogue_time,
-        tts_first_audio: first.unwrap_or_default(),
-    });
+        dialogue: first_text.unwrap_or_default(),
+        tts_first_audio: first_audio.unwrap_or_default(),
+        early_transcript: early,
+        ended_by_hint: by_hint,
+        interrupted: false,
+        to_first_packet: None,
+    };
+    let _ = call.out.send(SpeechOut::Answered(Box::new(record), reply.action));
 }

@@ -61,6 +61,48 @@ pub(super) struct Stream {
     pub bridge_id: String,
     pub impairment: Impairment,
     pub seed: u64,
+    pub mouth: Arc<Mutex<Mouth>>,
+}
+
+/// What the caller says live, after its script (see `Simulator::say`).
+#[derive(Default)]
+pub struct Mouth {
+    /// Audio at the codec's PCM rate, not yet sent.
+    queue: std::collections::VecDeque<i16>,
+    /// Samples queued so far, and where each utterance starts among them.
+    queued: u64,
+    starts: std::collections::VecDeque<u64>,
+    /// Samples sent so far.
+    sent: u64,
+    /// When the first frame of each utterance was sent.
+    pub spoken: Vec<Instant>,
+}
+
+impl Mouth {
+    /// Queues one utterance (16 kHz) for a stream in `codec`.
+    pub fn say(&mut self, audio: &[i16], codec: Codec) {
+        let pcm = at_codec_rate(audio, codec);
+        self.starts.push_back(self.queued);
+        self.queued += pcm.len() as u64;
+        self.queue.extend(pcm);
+    }
+
+    /// Fills `out` (one frame) from the queue, zero-padded; false if empty.
+    fn take(&mut self, out: &mut [i16], at: Instant) -> bool {
+        if self.queue.is_empty() {
+            return false;
+        }
+        let end = self.sent + out.len() as u64;
+        while self.starts.front().is_some_and(|&s| s < end) {
+            self.starts.pop_front();
+            self.spoken.push(at);
+        }
+        for o in out.iter_mut() {
+            *o = self.queue.pop_front().unwrap_or(0);
+        }
+        self.sent = end;
+        true
+    }
 }
 
 /// The script's 16 kHz audio at the codec's PCM rate.
@@ -114,6 +156,7 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
     let mut frame: u64 = 0;
     let mut buf = vec![0u8; 2048];
     let silence = vec![0i16; n];
+    let mut live = vec![0i16; n];
     loop {
         let next_tick = start + Duration::from_millis(20 * frame);
         let mut wake = net.next_arrival().map_or(next_tick, |a| a.min(next_tick));
@@ -142,7 +185,15 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
                 while start + Duration::from_millis(20 * frame) <= now {
                     let at = start + Duration::from_millis(20 * frame);
                     let lo = frame as usize * n;
-                    let chunk = if lo < pcm.len() { &pcm[lo..(lo + n).min(pcm.len())] } else { &silence[..] };
+                    let spoken = lo >= pcm.len()
+                        && s.mouth.lock().unwrap_or_else(|p| p.into_inner()).take(&mut live, at);
+                    let chunk = if lo < pcm.len() {
+                        &pcm[lo..(lo + n).min(pcm.len())]
+                    } else if spoken {
+                        &live[..]
+                    } else {
+                        &silence[..]
+                    };
                     net.send(&sender.packet(chunk), at);
                     frame += 1;
                 }

@@ -101,6 +101,18 @@ impl Simulator {
         self.inner.place_call(app, script)
     }
 
+    /// The caller says `audio` (16 kHz) now, after its script: a live
+    /// caller for dialogues. False if the call's media is not running.
+    pub fn say(&self, caller_id: &str, audio: &[i16]) -> bool {
+        self.inner.say(caller_id, audio)
+    }
+
+    /// When each utterance given to [`Simulator::say`] started being sent
+    /// (its first frame's send time).
+    pub fn spoken(&self, caller_id: &str) -> Vec<std::time::Instant> {
+        self.inner.spoken(caller_id)
+    }
+
     /// The caller (or any channel) hangs up.
     pub fn hangup(&self, channel_id: &str) -> bool {
         self.inner.hangup(channel_id, 16)

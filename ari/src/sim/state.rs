@@ -106,6 +106,8 @@ pub(super) struct State {
     pub variables: HashMap<(String, String), String>,
     pub last_caller: Option<String>,
     pub media_started: HashMap<String, std::time::Instant>,
+    /// Live speech of each caller (by caller channel id).
+    pub mouths: HashMap<String, Arc<Mutex<media::Mouth>>>,
 }
 
 impl State {
@@ -378,10 +380,40 @@ impl Inner {
                 bridge_id: bridge_id.to_owned(),
                 impairment: self.config.impairment,
                 seed: self.random_u64(),
+                mouth: st.mouths.entry(caller.clone()).or_default().clone(),
             },
         );
         st.media.insert(ext, handle);
         st.media_started.insert(caller, std::time::Instant::now());
+    }
+
+    /// Queues live speech for the caller `id` (16 kHz); false if its media
+    /// has not started.
+    pub fn say(&self, id: &str, audio: &[i16]) -> bool {
+        let st = self.lock();
+        let codec = st.channels.values().find_map(|c| {
+            c.external
+                .as_ref()
+                .filter(|_| st.media.contains_key(&c.model.id))
+                .filter(|_| c.bridge.is_some() && c.bridge == st.channels.get(id).and_then(|x| x.bridge.clone()))
+                .map(|leg| leg.codec)
+        });
+        match (codec, st.mouths.get(id)) {
+            (Some(codec), Some(m)) => {
+                m.lock().unwrap_or_else(|p| p.into_inner()).say(audio, codec);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// When each live utterance of caller `id` started being sent.
+    pub fn spoken(&self, id: &str) -> Vec<std::time::Instant> {
+        let st = self.lock();
+        st.mouths
+            .get(id)
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).spoken.clone())
+            .unwrap_or_default()
     }
 
     pub fn dtmf(&self, id: &str, digit: char) -> bool {

@@ -442,6 +442,10 @@ impl Dialogue for LlmDialogue {
         h
     }
 
+    fn vocabulary(&self) -> Option<String> {
+        self.scenario.vocabulary()
+    }
+
     fn outcome(&self) -> Option<&str> {
         self.scenario.outcome()
     }

@@ -85,6 +85,12 @@ pub trait Dialogue: Send {
         hint::by_words(partial)
     }
 
+    /// Words the caller is likely to say next, as a hint for STT (whisper's
+    /// initial prompt): biases recognition towards the expected answers.
+    fn vocabulary(&self) -> Option<String> {
+        None
+    }
+
     /// The outcome so far ("booked", "transferred", …), if any.
     fn outcome(&self) -> Option<&str> {
         None

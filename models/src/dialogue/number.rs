@@ -71,7 +71,7 @@ fn below_thousand(w: &str) -> Option<u32> {
             } else {
                 below_hundred(rest)?
             };
-            (h < 10).then_some(h * 100 + r)
+            (h < 100).then_some(h * 100 + r)
         }
         None => below_hundred(w),
     }
@@ -197,6 +197,7 @@ mod tests {
             ("zweihundertfuenfundsiebzig", 275),
             ("tausend", 1000),
             ("zweitausendsechsundzwanzig", 2026),
+            ("neunzehnhundertachtzig", 1980),
             ("42", 42),
         ] {
             assert_eq!(cardinal(w), Some(n), "{w}");

@@ -82,6 +82,8 @@ pub struct State {
     /// Date and time must fall in the opening hours.
     #[serde(default)]
     pub within_hours: bool,
+    /// Example answers, given to STT as a hint (default: the scenario's).
+    pub vocabulary: Option<String>,
 }
 
 /// Where a transfer goes (ARI `continue`).
@@ -135,6 +137,8 @@ pub struct Spec {
     pub hours: BTreeMap<String, Vec<String>>,
     /// Transfer target.
     pub transfer: Option<TransferTarget>,
+    /// Example utterances for STT in states without their own.
+    pub vocabulary: Option<String>,
     /// Intent name → keywords (phrases; `stem*` matches word prefixes).
     #[serde(default)]
     pub intents: BTreeMap<String, Vec<String>>,
@@ -754,6 +758,13 @@ impl Dialogue for ScenarioDialogue {
             Matched::Transition(_) | Matched::Slots(true) => TurnHint::Complete,
             Matched::Slots(false) | Matched::Nothing => by_words,
         }
+    }
+
+    fn vocabulary(&self) -> Option<String> {
+        self.current()
+            .vocabulary
+            .clone()
+            .or_else(|| self.scenario.spec.vocabulary.clone())
     }
 
     fn outcome(&self) -> Option<&str> {
