@@ -50,7 +50,7 @@ impl Default for EndpointConfig {
             max_utterance: Duration::from_secs(15),
             barge_in_threshold: 0.85,
             barge_in_min_speech: Duration::from_millis(160),
-            pause: Some(Duration::from_millis(200)),
+            pause: Some(Duration::from_millis(120)),
         }
     }
 }

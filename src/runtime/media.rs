@@ -353,12 +353,14 @@ impl CallTask {
             CallEvent::SpeechStarted { .. } => t.silence_deadline = None,
             CallEvent::SpeechPaused(p) => {
                 shared.latest_pause.store(p.id, Ordering::SeqCst);
+                tracing::debug!(call = %id, pause = p.id, "pause");
                 let turn = shared.current.load(Ordering::SeqCst);
                 if self.submit(shared, turn, Work::Pause { id: p.id, audio: p.samples }, now) {
                     t.in_flight.push(p.id);
                 }
             }
             CallEvent::SpeechEnded(u) => {
+                tracing::debug!(call = %id, pause = ?u.pause, "speech ended");
                 let turn = Self::next_turn(shared);
                 t.pending_action = None;
                 let by_hint = u.pause.is_some_and(|p| t.ended_by_hint.contains(&p));
@@ -422,7 +424,8 @@ impl CallTask {
     fn on_speech(&self, o: SpeechOut, call: &mut Call, shared: &Arc<CallShared>, t: &mut Turns) {
         let now = Instant::now();
         match o {
-            SpeechOut::Partial { pause, transcript, hint, .. } => {
+            SpeechOut::Partial { pause, transcript, hint, stt } => {
+                tracing::debug!(call = %self.id, pause, ?hint, stt_ms = stt.as_millis() as u64, "pause transcript");
                 t.in_flight.retain(|p| *p != pause);
                 if let Some((p, turn, audio, at)) = t.awaiting.take() {
                     if p == pause {
