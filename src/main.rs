@@ -1,6 +1,8 @@
 //! `aiagc`: the command-line entry point (see DESIGN.md, "Command line").
 
+mod config;
 mod demo;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -22,6 +24,22 @@ enum Command {
     /// Plays the German fixture callers through the media engine over a
     /// simulated network and prints each turn's segmentation and latency.
     Demo(demo::DemoArgs),
+    /// Runs the Stasis app against a real Asterisk (until SIGINT/SIGTERM,
+    /// then drains calls).
+    Serve {
+        /// Configuration file (default: ./aiagc.toml if present).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Stasis app name (overrides the file and AIAGC_APP).
+        #[arg(long)]
+        app: Option<String>,
+        /// Dialogue backend: scenario or llm.
+        #[arg(long)]
+        dialogue: Option<String>,
+        /// Scenario file (default: the built-in practice scenario).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
     /// Model files: what is installed, where, and whether it is intact.
     Models {
         #[command(subcommand)]
@@ -96,8 +114,30 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A `.env` in the working directory, as deployments already use.
+    let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve {
+            config,
+            app,
+            dialogue,
+            scenario,
+        } => {
+            let mut c = config::Config::load(config.as_deref(), &|k| std::env::var(k).ok())?;
+            if let Some(a) = app {
+                c.ari.app = a;
+            }
+            if let Some(d) = dialogue {
+                c.dialogue.backend = d;
+            }
+            if let Some(s) = scenario {
+                c.dialogue.scenario = s.display().to_string();
+            }
+            c.validate()?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(serve::run(c))
+        }
         Command::Demo(args) => demo::run(&args),
         Command::Models {
             action: ModelsAction::List { dir },

@@ -1,19 +1,19 @@
-//! A whole call through the simulator: ARI controller, engine-driven media
-//! on real UDP sockets, whisper STT, a dialogue and espeak-ng TTS; the
-//! reply is heard back at the simulated caller.
+//! Whole calls through the simulator: ARI controller, engine-driven media
+//! on real UDP sockets, whisper STT, the practice scenario and espeak-ng
+//! TTS; what the caller hears, what the call leaves behind, DTMF,
+//! transfer, draining, and the cancellation of stale speech jobs.
 
-use aiagc::runtime::media::EngineMedia;
-use aiagc::runtime::speech::{Acknowledge, SpeechPool, TurnRecord};
-use aiagc_ari::client::AriClient;
-use aiagc_ari::controller::{Controller, ControllerConfig};
+use aiagc::runtime::app::App;
+use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
+use aiagc::runtime::speech::{CallShared, Job, SpeechOut, SpeechPool, Work};
+use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{Alive, CallerScript, SimConfig, Simulator};
-use aiagc_ari::stream;
-use aiagc_engine::Codec;
+use aiagc_models::dialogue::scenario::Scenario;
 use aiagc_models::stt::{SttConfig, WhisperModel};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
 
 fn wav16(name: &str) -> Vec<i16> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,114 +23,146 @@ fn wav16(name: &str) -> Vec<i16> {
     r.samples::<i16>().map(|s| s.unwrap()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_is_heard_and_answered() {
+fn pool() -> SpeechPool {
     let model = Arc::new(
         WhisperModel::load(&aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML))
             .expect("model (run scripts/setup.sh)"),
     );
-    let (records_tx, records) = crossbeam_channel::unbounded::<TurnRecord>();
-    let pool = SpeechPool::start(
-        model,
-        1,
-        8,
-        SttConfig::default(),
-        || Box::new(Acknowledge),
-        records_tx,
+    SpeechPool::start(model, 1, 8, SttConfig::default()).unwrap()
+}
+
+fn praxis() -> DialogueFactory {
+    let scenario = Scenario::praxis();
+    Arc::new(move || Box::new(scenario.session()))
+}
+
+async fn start(
+    ports: std::ops::RangeInclusive<u16>,
+    records: Option<std::path::PathBuf>,
+) -> (Simulator, App, crossbeam_channel::Receiver<CallSummary>) {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let app = App::start(
+        sim.client_config("aiagc"),
+        PortRange::new("127.0.0.1".parse().unwrap(), ports),
+        MediaConfig {
+            records_dir: records,
+            ..MediaConfig::default()
+        },
+        ControllerConfig::default(),
+        pool(),
+        praxis(),
+        Some(tx),
     )
     .unwrap();
-    let media = Arc::new(EngineMedia::new(
-        PortRange::new("127.0.0.1".parse().unwrap(), 31000..=31999),
-        pool.submitter(),
-    ));
-
-    let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let client = AriClient::new(sim.client_config("aiagc")).unwrap();
-    let controller = Controller::new(
-        client,
-        media.clone(),
-        ControllerConfig {
-            format: Codec::Slin16,
-            hangup_on_setup_failure: true,
-        },
-    );
-    let (tx, rx) = mpsc::channel(256);
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(stream::run(sim.client_config("aiagc"), tx, stop_rx));
-    tokio::spawn(controller.clone().run(rx));
     let t = Instant::now();
     while sim.connections() == 0 {
         assert!(t.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
+    (sim, app, rx)
+}
 
-    // The caller says one sentence, then listens.
-    let mut audio = vec![0i16; 8000];
-    audio.extend(wav16("greet_02_v0_r150_16k.wav"));
-    let speech_end =
-        Duration::from_millis(500) + Duration::from_secs_f64(audio.len() as f64 / 16000.0 - 0.5);
-    let caller = sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                audio,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let bridged = Instant::now();
+fn loud(payload: &[u8]) -> bool {
+    payload
+        .chunks_exact(2)
+        .any(|s| i16::from_be_bytes([s[0], s[1]]).unsigned_abs() > 1000)
+}
 
-    // The turn that answers the sentence (under load the endpointer may
-    // first hand over a fragment; those turns are answered too).
-    let record = tokio::task::spawn_blocking(move || {
-        let until = Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        while let Ok(r) = records.recv_timeout(until.saturating_duration_since(Instant::now())) {
-            if r.transcript.to_lowercase().contains("termin") {
-                return Ok(r);
-            }
-            seen.push(r);
-        }
-        Err(seen)
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|seen| panic!("no turn heard the sentence: {seen:?}"));
-    assert!(record.reply.starts_with("Sie sagten"), "{record:?}");
-
-    // The reply reaches the caller: marked, non-silent slin16 packets.
+/// Waits until the agent has spoken after `since` and been quiet for 600 ms;
+/// returns when its speech started.
+async fn agent_spoke(sim: &Simulator, caller: &str, since: Instant) -> Instant {
     let t = Instant::now();
-    let reply_at = loop {
-        let rec = sim.received_for_caller(&caller);
-        if let Some(first) = rec.iter().find(|r| r.marker) {
-            let loud = rec
-                .iter()
-                .filter(|r| {
-                    r.payload
-                        .chunks_exact(2)
-                        .any(|s| i16::from_be_bytes([s[0], s[1]]).unsigned_abs() > 2000)
-                })
-                .count();
-            if loud > 20 {
-                break first.at;
+    loop {
+        let rec = sim.received_for_caller(caller);
+        let audible: Vec<Instant> = rec
+            .iter()
+            .filter(|r| r.at > since && loud(&r.payload))
+            .map(|r| r.at)
+            .collect();
+        if let (Some(first), Some(last)) = (audible.first(), audible.last()) {
+            if last.elapsed() > Duration::from_millis(600) {
+                return *first;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "no reply audio");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the agent did not speak"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let latency = reply_at
-        .saturating_duration_since(bridged)
-        .saturating_sub(speech_end);
-    eprintln!("turn: {:?} -> {:?}; STT {:?}, first TTS {:?}; reply heard {:?} after the caller's speech ended", record.transcript, record.reply, record.stt, record.tts_first_audio, latency);
-    assert!(latency < Duration::from_secs(3), "{latency:?}");
+    }
+}
 
+async fn summary_of(rx: &crossbeam_channel::Receiver<CallSummary>, caller: &str) -> CallSummary {
+    let t = Instant::now();
+    loop {
+        if let Ok(s) = rx.try_recv() {
+            if s.call == caller {
+                return s;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no summary for {caller}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_is_greeted_understood_answered_and_recorded() {
+    let records = std::env::temp_dir().join(format!("aiagc-records-{}", std::process::id()));
+    let (sim, app, summaries) = start(31000..=31499, Some(records.clone())).await;
+    let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
+    let bridged = Instant::now();
+    let greeting = agent_spoke(&sim, &caller, bridged).await;
+    assert!(
+        greeting.duration_since(bridged) < Duration::from_secs(2),
+        "greeting on answer"
+    );
+    assert!(sim.say(&caller, &wav16("book_01_v2_r150_16k.wav")));
+    let said = Instant::now();
+    agent_spoke(&sim, &caller, said + Duration::from_millis(500)).await;
     sim.hangup(&caller);
+    let summary = summary_of(&summaries, &caller).await;
+    let turns: Vec<_> = summary
+        .turns
+        .iter()
+        .map(|t| (t.input, t.reply.as_str()))
+        .collect();
+    assert_eq!(turns[0].0, "start");
+    assert!(turns[0].1.starts_with("Praxis Doktor Sommer"), "{turns:?}");
+    let answer = summary
+        .turns
+        .iter()
+        .find(|t| t.input == "speech")
+        .expect("a spoken turn");
+    assert!(
+        answer.transcript.to_lowercase().contains("termin"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        answer.reply,
+        "Gerne. An welchem Tag und um wie viel Uhr möchten Sie kommen?"
+    );
+    assert!(answer.to_first_packet.is_some());
+    assert_eq!(summary.ended_by, "caller");
+    // The JSON-lines record: one line per turn, then the call.
+    let file = std::fs::read_to_string(records.join(format!("{caller}.jsonl"))).unwrap();
+    let lines: Vec<serde_json::Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), summary.turns.len() + 1);
+    assert_eq!(lines[1]["turn"]["reply"], answer.reply.as_str());
+    assert_eq!(lines.last().unwrap()["type"], "call");
+    assert!(lines.last().unwrap()["rtp"]["received"].as_u64().unwrap() > 50);
+    // Nothing outlives the call.
     let t = Instant::now();
     while !(sim.alive() == Alive::default()
-        && controller.active_calls() == 0
-        && controller.tasks() == 0
-        && media.sockets() == 0)
+        && app.controller.active_calls() == 0
+        && app.media.sockets() == 0)
     {
         assert!(
             t.elapsed() < Duration::from_secs(5),
@@ -139,5 +171,131 @@ async fn a_caller_is_heard_and_answered() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = stop.send(true);
+    assert_eq!(app.drain(Duration::from_secs(1)).await, 0);
+    let _ = std::fs::remove_dir_all(records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_transfers_to_a_person_and_a_draining_app_turns_callers_away() {
+    let (sim, app, summaries) = start(31500..=31999, None).await;
+    let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
+    // Pressing 0 during the greeting interrupts it and asks for the team.
+    let t = Instant::now();
+    while !sim
+        .received_for_caller(&caller)
+        .iter()
+        .any(|r| loud(&r.payload))
+    {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sim.send_dtmf(&caller, '0'));
+    let summary = summary_of(&summaries, &caller).await;
+    assert_eq!(summary.dtmf, vec!["0".to_owned()]);
+    assert_eq!(summary.outcome.as_deref(), Some("transferred"));
+    assert_eq!(summary.ended_by, "transfer");
+    let greeting = &summary.turns[0];
+    assert!(greeting.interrupted, "the key cut the greeting short");
+    let continued = sim.events().into_iter().any(|e| {
+        e["type"] == "StasisEnd"
+            && e["channel"]["id"] == caller.as_str()
+            && e["channel"]["dialplan"]["context"] == "from-ai-agent"
+    });
+    assert!(continued, "the caller left Stasis into from-ai-agent");
+
+    // Draining: the call in progress goes on, a new caller is turned away.
+    let busy = sim.place_call("aiagc", CallerScript::default()).unwrap();
+    agent_spoke(&sim, &busy, Instant::now()).await;
+    let drained = tokio::spawn(app.drain(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let late = sim.place_call("aiagc", CallerScript::default()).unwrap();
+    let t = Instant::now();
+    while !sim
+        .events()
+        .iter()
+        .any(|e| e["type"] == "ChannelDestroyed" && e["channel"]["id"] == late.as_str())
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{late} still up: {:?}",
+            sim.alive()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        sim.received_for_caller(&late).is_empty(),
+        "no media for a turned-away caller"
+    );
+    assert!(
+        !drained.is_finished(),
+        "the drain waits for the call in progress"
+    );
+    sim.hangup(&busy);
+    assert_eq!(drained.await.unwrap(), 0, "no call had to be cut");
+}
+
+/// Jobs of a turn that is over are dropped unanswered, and an older pause
+/// is superseded by a newer one; the current turn is answered.
+#[test]
+fn stale_jobs_are_cancelled() {
+    let pool = pool();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let call = Arc::new(CallShared {
+        id: "c1".into(),
+        current: AtomicU64::new(5),
+        closed: AtomicBool::new(false),
+        latest_pause: AtomicU64::new(9),
+        dialogue: Mutex::new(Box::new(Scenario::praxis().session())),
+        out: tx,
+    });
+    let submit = |turn, work| {
+        assert!(pool
+            .submitter()
+            .submit(Job {
+                call: call.clone(),
+                turn,
+                work,
+                handed_over: Instant::now(),
+            })
+            .is_ok());
+    };
+    let audio = vec![0.0f32; 16000];
+    submit(
+        4,
+        Work::Utterance {
+            audio: audio.clone(),
+            transcript: Some("Termin vereinbaren".into()),
+            ended_by_hint: false,
+        },
+    );
+    submit(
+        5,
+        Work::Pause {
+            id: 8,
+            audio: audio.clone(),
+        },
+    );
+    submit(5, Work::Dtmf("3".into()));
+    let mut answered = Vec::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) && answered.is_empty() {
+        match rx.try_recv() {
+            Ok(SpeechOut::Answered(r, _)) => answered.push(r),
+            Ok(SpeechOut::Partial { pause, .. }) => {
+                panic!("superseded pause {pause} was transcribed")
+            }
+            Ok(SpeechOut::Audio(a)) => assert_eq!(a.turn, 5),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].turn, 5);
+    assert_eq!(answered[0].input, "dtmf");
+    assert!(
+        answered[0].reply.contains("absagen"),
+        "{}",
+        answered[0].reply
+    );
+    assert_eq!(pool.stats.stale.load(Ordering::Relaxed), 2);
+    pool.shutdown();
 }

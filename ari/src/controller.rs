@@ -48,6 +48,9 @@ pub struct ControllerConfig {
     pub format: Codec,
     /// Hang the caller up when setup fails (else leave it in Stasis).
     pub hangup_on_setup_failure: bool,
+    /// While draining, new callers go here (ARI `continue`: context,
+    /// extension, priority), e.g. the old AGI route; `None` hangs them up.
+    pub drain_to: Option<(String, String, i64)>,
 }
 
 impl Default for ControllerConfig {
@@ -55,6 +58,7 @@ impl Default for ControllerConfig {
         Self {
             format: Codec::Slin16,
             hangup_on_setup_failure: true,
+            drain_to: None,
         }
     }
 }
@@ -98,6 +102,7 @@ struct Shared<M> {
     external: Mutex<HashMap<String, String>>,
     tasks: AtomicUsize,
     stats: ControllerStats,
+    draining: AtomicBool,
 }
 
 /// The call controller (cheap to clone).
@@ -143,6 +148,7 @@ impl<M: MediaHost> Controller<M> {
                 external: Mutex::new(HashMap::new()),
                 tasks: AtomicUsize::new(0),
                 stats: ControllerStats::default(),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -255,6 +261,10 @@ impl<M: MediaHost> Controller<M> {
         match event {
             Event::StasisStart { channel, .. } => {
                 if channel.is_external_media() || channel.id.ends_with(EXTERNAL_SUFFIX) {
+                    return;
+                }
+                if self.shared.draining.load(Ordering::SeqCst) {
+                    self.turn_away(channel.id);
                     return;
                 }
                 self.adopt(channel);
@@ -485,6 +495,29 @@ impl<M: MediaHost> Controller<M> {
                 s.stats.orphans_removed.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Stops taking calls: new callers are sent to `drain_to` (or hung
+    /// up); calls in progress go on.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn turn_away(&self, caller: String) {
+        let me = self.clone();
+        self.spawn(async move {
+            let client = &me.shared.client;
+            let result = match &me.shared.config.drain_to {
+                Some((context, exten, prio)) => {
+                    client
+                        .continue_in_dialplan(&caller, context, exten, *prio)
+                        .await
+                }
+                None => client.hangup(&caller, "congestion").await,
+            };
+            tracing::info!(call = %caller, "draining: call turned away");
+            gone_is_fine(&caller, "turning away", result);
+        });
     }
 
     /// Tears down every call (shutdown), hanging the callers up.

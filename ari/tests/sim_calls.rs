@@ -97,7 +97,7 @@ async fn rig(config: SimConfig) -> Rig {
         media.clone(),
         ControllerConfig {
             format: Codec::Ulaw,
-            hangup_on_setup_failure: true,
+            ..ControllerConfig::default()
         },
     );
     let (tx, rx) = mpsc::channel(1024);

@@ -293,3 +293,56 @@ fn short_packets_and_ssrc_change_keep_the_grid() {
     assert_eq!(s.frames_played, 98, "{s:?}");
     assert!(s.foreign_ssrc <= 2);
 }
+
+/// Turn-taking in simulated time: the caller's pause is offered 120 ms
+/// after the last voiced frame; a driver that judges the words complete
+/// ends the turn there (the utterance is the pause's audio), one that does
+/// not waits for the 500 ms hangover.
+#[test]
+fn ending_the_turn_at_a_pause_saves_the_rest_of_the_hangover() {
+    let (_, speech) = read_wav(&fixtures().join("de/book_10_v0_r150_8k.wav"));
+    let mut pcm = vec![0i16; 4000];
+    pcm.extend_from_slice(&speech);
+    pcm.extend(vec![0i16; 16000]);
+    let run = |end_early: bool| {
+        let t0 = Instant::now();
+        let mut call = Call::new(config(Codec::Ulaw), t0).unwrap();
+        let out = drive(
+            &mut call,
+            &pcm,
+            Impairment::default(),
+            1,
+            t0,
+            Duration::from_secs(4),
+            |call, e, _| {
+                if let (CallEvent::SpeechPaused(p), true) = (e, end_early) {
+                    call.end_turn(p.id);
+                }
+            },
+        );
+        let paused = out.events.iter().find_map(|(t, e)| match e {
+            CallEvent::SpeechPaused(p) => Some((*t - t0, p.clone())),
+            _ => None,
+        });
+        let ended = out.events.iter().find_map(|(t, e)| match e {
+            CallEvent::SpeechEnded(u) => Some((*t - t0, u.clone())),
+            _ => None,
+        });
+        (paused.expect("pause offered"), ended.expect("turn ended"))
+    };
+    let ((p_at, pause), (e_at, utterance)) = run(true);
+    assert_eq!(e_at, p_at, "ended in the same wake-up as the pause");
+    assert_eq!(utterance.pause, Some(pause.id));
+    assert_eq!(utterance.samples, pause.samples);
+    let ((p_at2, _), (e_at2, late)) = run(false);
+    assert_eq!(p_at2, p_at);
+    let waited = e_at2 - p_at2;
+    assert!(
+        waited >= Duration::from_millis(360) && waited <= Duration::from_millis(400),
+        "{waited:?}"
+    );
+    assert_eq!(
+        late.samples, pause.samples,
+        "no speech after the pause: same audio"
+    );
+}

@@ -104,7 +104,12 @@ pub fn strip_prompt_echo(text: &str, prompt: &str) -> String {
     let mut parts = split_sentences(text);
     while parts.len() > 1 {
         let last = norm(parts[parts.len() - 1]);
-        let echoed = !last.is_empty() && prompt_sentences.iter().any(|p| p == &last || (p.starts_with(&last) && !parts[parts.len() - 1].trim_end().ends_with(['.', '?', '!'])));
+        let echoed = !last.is_empty()
+            && prompt_sentences.iter().any(|p| {
+                p == &last
+                    || (p.starts_with(&last)
+                        && !parts[parts.len() - 1].trim_end().ends_with(['.', '?', '!']))
+            });
         if !echoed {
             break;
         }
@@ -400,14 +405,23 @@ mod tests {
             strip_prompt_echo("Am Montag um zehn. Viertel nach vier. Übermorgen um", p),
             "Am Montag um zehn."
         );
-        assert_eq!(strip_prompt_echo("Am Dienstag um halb drei.", p), "Am Dienstag um halb drei.");
         assert_eq!(
-            strip_prompt_echo("Ich möchte mit einem Mitarbeiter sprechen. Ich mö", "Ich möchte mit einem Mitarbeiter sprechen."),
+            strip_prompt_echo("Am Dienstag um halb drei.", p),
+            "Am Dienstag um halb drei."
+        );
+        assert_eq!(
+            strip_prompt_echo(
+                "Ich möchte mit einem Mitarbeiter sprechen. Ich mö",
+                "Ich möchte mit einem Mitarbeiter sprechen."
+            ),
             "Ich möchte mit einem Mitarbeiter sprechen."
         );
         // Speech that is not in the prompt stays, as does a complete sentence
         // that only starts like a prompt sentence.
-        assert_eq!(strip_prompt_echo("Ja. Am Freitag geht.", p), "Ja. Am Freitag geht.");
+        assert_eq!(
+            strip_prompt_echo("Ja. Am Freitag geht.", p),
+            "Ja. Am Freitag geht."
+        );
         assert_eq!(strip_prompt_echo("Ja. Am Dienstag.", p), "Ja. Am Dienstag.");
         let long = "Your appointment is on Tuesday a half past two.";
         assert_eq!(

@@ -9,13 +9,12 @@
 //! caller's last voiced sample to the arrival of the first reply packet.
 
 use super::{latency_percentiles, DemoArgs, Latency, Report, RtpSummary, Summary, Turn};
-use aiagc::runtime::media::{CallSummary, DialogueFactory, EngineMedia, MediaConfig};
+use aiagc::runtime::app::App;
+use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
-use aiagc_ari::client::AriClient;
-use aiagc_ari::controller::{Controller, ControllerConfig};
+use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{CallerScript, RtpRecord, SimConfig, Simulator};
-use aiagc_ari::stream;
 use aiagc_engine::codec::Decoder;
 use aiagc_engine::impair::Impairment;
 use aiagc_engine::Codec;
@@ -41,7 +40,7 @@ enum Step {
 const CALLS: &[(&str, usize, &[Step])] = &[
     (
         "booking",
-        2,
+        0,
         &[
             Step::Say("book_01"),
             Step::Say("pause_01"),
@@ -50,7 +49,7 @@ const CALLS: &[(&str, usize, &[Step])] = &[
     ),
     (
         "hours-then-move",
-        0,
+        2,
         &[
             Step::Say("hours_01"),
             Step::Interrupt("move_01", 1500),
@@ -80,13 +79,21 @@ struct Fixture {
     voiced_end: Duration,
 }
 
-fn load_fixture(dir: &Path, id: &str, voice: usize, texts: &HashMap<String, String>) -> Result<Fixture> {
+fn load_fixture(
+    dir: &Path,
+    id: &str,
+    voice: usize,
+    texts: &HashMap<String, String>,
+) -> Result<Fixture> {
     let file = format!("{id}_{}_r150_16k.wav", VOICES[voice % 3]);
     let path = dir.join("de").join(&file);
     let mut reader = hound::WavReader::open(&path)
         .with_context(|| format!("{} (run `bash scripts/setup.sh`)", path.display()))?;
     let pcm: Vec<i16> = reader.samples::<i16>().collect::<Result<_, _>>()?;
-    let last = pcm.iter().rposition(|s| s.unsigned_abs() > 600).unwrap_or(0);
+    let last = pcm
+        .iter()
+        .rposition(|s| s.unsigned_abs() > 600)
+        .unwrap_or(0);
     Ok(Fixture {
         text: texts
             .get(id)
@@ -136,13 +143,27 @@ fn heard(sim: &Simulator, caller: &str, ear: &mut Ear, seen: &mut Vec<(RtpRecord
 
 /// Waits until the agent has said something after `since` and then been
 /// quiet for `quiet` (or, with `barge`, until it has talked for that long).
-async fn wait_for_agent(sim: &Simulator, caller: &str, ear: &mut Ear, seen: &mut Vec<(RtpRecord, bool)>, since: Instant, barge: Option<Duration>) -> Result<()> {
+async fn wait_for_agent(
+    sim: &Simulator,
+    caller: &str,
+    ear: &mut Ear,
+    seen: &mut Vec<(RtpRecord, bool)>,
+    since: Instant,
+    barge: Option<Duration>,
+) -> Result<()> {
     let quiet = Duration::from_millis(700);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         heard(sim, caller, ear, seen);
-        let first = seen.iter().find(|(r, a)| *a && r.at > since).map(|(r, _)| r.at);
-        let last = seen.iter().rev().find(|(r, a)| *a && r.at > since).map(|(r, _)| r.at);
+        let first = seen
+            .iter()
+            .find(|(r, a)| *a && r.at > since)
+            .map(|(r, _)| r.at);
+        let last = seen
+            .iter()
+            .rev()
+            .find(|(r, a)| *a && r.at > since)
+            .map(|(r, _)| r.at);
         if let (Some(first), Some(last)) = (first, last) {
             match barge {
                 Some(after) if Instant::now() >= first + after => return Ok(()),
@@ -170,7 +191,9 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let fixtures = super::fixtures_dir(&args.fixtures);
     let texts = utterance_texts()?;
     let model_path = aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML);
-    let model = Arc::new(WhisperModel::load(&model_path).context("whisper model (run `bash scripts/setup.sh`)")?);
+    let model = Arc::new(
+        WhisperModel::load(&model_path).context("whisper model (run `bash scripts/setup.sh`)")?,
+    );
     let pool = SpeechPool::start(model, 1, 16, SttConfig::default())?;
     let scenario = Scenario::praxis();
     let dialogues: DialogueFactory = {
@@ -189,32 +212,23 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         ..SimConfig::default()
     })
     .await?;
-    let client = AriClient::new(sim.client_config("aiagc"))?;
     let (summaries_tx, summaries) = crossbeam_channel::unbounded::<CallSummary>();
     let records_dir = std::env::temp_dir().join("aiagc-demo-records");
-    let media = Arc::new(EngineMedia::new(
+    let app = App::start(
+        sim.client_config("aiagc"),
         PortRange::new("127.0.0.1".parse()?, 32000..=32999),
         MediaConfig {
             records_dir: Some(records_dir.clone()),
             ..MediaConfig::default()
         },
-        pool.submitter(),
-        dialogues,
-        Some(client.clone()),
-        Some(summaries_tx),
-    ));
-    let controller = Controller::new(
-        client,
-        media.clone(),
         ControllerConfig {
             format: codec,
-            hangup_on_setup_failure: true,
+            ..ControllerConfig::default()
         },
-    );
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(stream::run(sim.client_config("aiagc"), tx, stop_rx));
-    tokio::spawn(controller.clone().run(rx));
+        pool,
+        dialogues,
+        Some(summaries_tx),
+    )?;
     let started = Instant::now();
     while sim.connections() == 0 {
         if started.elapsed() > Duration::from_secs(5) {
@@ -280,7 +294,9 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                     let before = sim.spoken(&caller).len();
                     if !sim.say(&caller, &f.pcm) {
                         if !args.json {
-                            println!("{name}: the agent ended the call before the caller's next step");
+                            println!(
+                                "{name}: the agent ended the call before the caller's next step"
+                            );
                         }
                         break;
                     }
@@ -295,14 +311,27 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     };
                     let end = start + f.voiced_end;
-                    tokio::time::sleep_until((start + Duration::from_millis(f.pcm.len() as u64 / 16)).into()).await;
-                    done.push(Done { reference: f.text, dtmf: None, start, end });
+                    tokio::time::sleep_until(
+                        (start + Duration::from_millis(f.pcm.len() as u64 / 16)).into(),
+                    )
+                    .await;
+                    done.push(Done {
+                        reference: f.text,
+                        dtmf: None,
+                        start,
+                        end,
+                    });
                     since = end;
                 }
                 (None, Step::Key(k)) => {
                     let at = Instant::now();
                     sim.send_dtmf(&caller, *k);
-                    done.push(Done { reference: String::new(), dtmf: Some(*k), start: at, end: at });
+                    done.push(Done {
+                        reference: String::new(),
+                        dtmf: Some(*k),
+                        start: at,
+                        end: at,
+                    });
                     since = at;
                 }
                 _ => {}
@@ -320,13 +349,18 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                     Ok(_) => {}
                     Err(_) if Instant::now() > deadline => {
                         sim.hangup(&caller);
-                        break summaries.recv_timeout(Duration::from_secs(5)).context("call summary")?;
+                        break summaries
+                            .recv_timeout(Duration::from_secs(5))
+                            .context("call summary")?;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
             }
         };
-        if matches!(summary.outcome.as_deref(), Some("booked" | "moved" | "cancelled" | "transferred")) {
+        if matches!(
+            summary.outcome.as_deref(),
+            Some("booked" | "moved" | "cancelled" | "transferred")
+        ) {
             completed += 1;
         }
         if !args.json {
@@ -343,13 +377,20 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 .filter(|r| r.handed_over >= d.start && next.is_none_or(|n| r.handed_over < n))
                 .collect();
             let record = records.last().copied();
-            let transcript = records.iter().map(|r| r.transcript.as_str()).collect::<Vec<_>>().join(" ");
+            let transcript = records
+                .iter()
+                .map(|r| r.transcript.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
             let reply = record.and_then(|r| {
                 seen.iter()
                     .find(|(p, _)| p.marker && p.at > r.handed_over)
                     .map(|(p, _)| p.at)
             });
-            let barge_in = summary.barge_ins.iter().any(|b| *b > d.start && *b < d.end + Duration::from_millis(300));
+            let barge_in = summary
+                .barge_ins
+                .iter()
+                .any(|b| *b > d.start && *b < d.end + Duration::from_millis(300));
             turns.push(Turn {
                 call: name.to_string(),
                 reference: d.reference.clone(),
@@ -359,11 +400,15 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 dtmf: d.dtmf.map(String::from),
                 speech_ms: [0, ms(d.end.saturating_duration_since(d.start)) as u64],
                 latency_ms: Latency {
-                    endpoint: record.map(|r| ms(r.handed_over.saturating_duration_since(d.end))).unwrap_or(f64::NAN),
+                    endpoint: record
+                        .map(|r| ms(r.handed_over.saturating_duration_since(d.end)))
+                        .unwrap_or(f64::NAN),
                     stt: record.map(|r| ms(r.stt)),
                     dialogue: record.map(|r| ms(r.dialogue)),
                     tts_first_audio: record.map(|r| ms(r.tts_first_audio)),
-                    total: reply.map(|at| ms(at.saturating_duration_since(d.end))).unwrap_or(f64::NAN),
+                    total: reply
+                        .map(|at| ms(at.saturating_duration_since(d.end)))
+                        .unwrap_or(f64::NAN),
                 },
                 early: record.map(|r| (r.early_transcript, r.ended_by_hint)),
             });
@@ -378,14 +423,17 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 summary.outcome.as_deref().unwrap_or("none"),
                 summary.ended_by,
                 summary.barge_ins.len(),
-                if summary.barge_ins.len() == 1 { "" } else { "s" },
+                if summary.barge_ins.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
                 summary.dtmf,
                 w = name.len()
             );
         }
     }
-    let _ = stop.send(true);
-    pool.shutdown();
+    app.drain(Duration::from_secs(5)).await;
 
     let spoken: Vec<f64> = turns
         .iter()
@@ -426,10 +474,23 @@ fn print_turn(t: &Turn) {
     let w = t.call.len();
     match &t.dtmf {
         Some(k) => println!("{:>w$}   caller:  [presses {k}]", ""),
-        None => println!("{:>w$}   caller:  {}{}", "", t.reference, if t.barge_in { "   [speaks into the reply: barge-in]" } else { "" }),
+        None => println!(
+            "{:>w$}   caller:  {}{}",
+            "",
+            t.reference,
+            if t.barge_in {
+                "   [speaks into the reply: barge-in]"
+            } else {
+                ""
+            }
+        ),
     }
     if t.dtmf.is_none() {
-        println!("{:>w$}   heard:   {}", "", t.transcript.as_deref().unwrap_or("(no answer)"));
+        println!(
+            "{:>w$}   heard:   {}",
+            "",
+            t.transcript.as_deref().unwrap_or("(no answer)")
+        );
     }
     println!("{:>w$}   agent:   {}", "", t.reply);
     let l = &t.latency_ms;

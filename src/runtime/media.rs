@@ -156,7 +156,8 @@ impl MediaHost for EngineMedia {
         };
         let mut config = CallConfig::new(
             codec,
-            self.seed.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
+            self.seed
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
         );
         config.peer = Some(peer);
         config.endpoint = self.config.endpoint;
@@ -192,7 +193,12 @@ impl MediaHost for EngineMedia {
         // The task writes its record and removes itself; abort only if it
         // cannot be told.
         let running = self.running.lock().ok().and_then(|m| {
-            m.get(call).map(|r| (r.commands.send(Command::Stop).is_ok(), r.task.abort_handle()))
+            m.get(call).map(|r| {
+                (
+                    r.commands.send(Command::Stop).is_ok(),
+                    r.task.abort_handle(),
+                )
+            })
         });
         if let Some((false, abort)) = running {
             abort.abort();
@@ -232,8 +238,21 @@ struct Turns {
     pending_action: Option<Action>,
     /// Turn whose reply is playing.
     playing: Option<u64>,
+    /// When the first packet of a turn's reply was sent.
+    first_packet: Option<(u64, Instant)>,
     silence_deadline: Option<Instant>,
     summary: CallSummary,
+}
+
+impl Turns {
+    /// Marks the reply that is playing as interrupted.
+    fn interrupt(&mut self) {
+        if let Some(turn) = self.playing.take() {
+            if let Some(r) = self.summary.turns.iter_mut().rev().find(|r| r.turn == turn) {
+                r.interrupted = true;
+            }
+        }
+    }
 }
 
 impl CallTask {
@@ -284,6 +303,7 @@ impl CallTask {
             ended_by_hint: Vec::new(),
             pending_action: None,
             playing: None,
+            first_packet: None,
             silence_deadline: None,
             summary: CallSummary {
                 call: id.clone(),
@@ -321,6 +341,9 @@ impl CallTask {
                 c = commands.recv() => match c {
                     Some(Command::Dtmf(d)) => {
                         // A key interrupts the prompt, like speech does.
+                        if call.is_speaking() {
+                            t.interrupt();
+                        }
                         call.stop_speaking();
                         t.pending_action = None;
                         t.silence_deadline = None;
@@ -347,7 +370,14 @@ impl CallTask {
         self.finish(t.summary);
     }
 
-    fn on_event(&self, event: CallEvent, call: &mut Call, shared: &Arc<CallShared>, t: &mut Turns, now: Instant) {
+    fn on_event(
+        &self,
+        event: CallEvent,
+        call: &mut Call,
+        shared: &Arc<CallShared>,
+        t: &mut Turns,
+        now: Instant,
+    ) {
         let id = &self.id;
         match event {
             CallEvent::SpeechStarted { .. } => t.silence_deadline = None,
@@ -355,7 +385,15 @@ impl CallTask {
                 shared.latest_pause.store(p.id, Ordering::SeqCst);
                 tracing::debug!(call = %id, pause = p.id, "pause");
                 let turn = shared.current.load(Ordering::SeqCst);
-                if self.submit(shared, turn, Work::Pause { id: p.id, audio: p.samples }, now) {
+                if self.submit(
+                    shared,
+                    turn,
+                    Work::Pause {
+                        id: p.id,
+                        audio: p.samples,
+                    },
+                    now,
+                ) {
                     t.in_flight.push(p.id);
                 }
             }
@@ -372,7 +410,9 @@ impl CallTask {
                         self.submit_utterance(shared, turn, u.samples, Some(text), by_hint, now);
                     }
                     (None, Some(p)) => t.awaiting = Some((p, turn, u.samples, now)),
-                    (None, None) => self.submit_utterance(shared, turn, u.samples, None, false, now),
+                    (None, None) => {
+                        self.submit_utterance(shared, turn, u.samples, None, false, now)
+                    }
                 }
             }
             CallEvent::BargeIn { .. } => {
@@ -380,17 +420,13 @@ impl CallTask {
                 Self::next_turn(shared);
                 t.pending_action = None;
                 t.summary.barge_ins.push(now);
-                if let Some(turn) = t.playing.take() {
-                    if let Some(r) = t.summary.turns.iter_mut().rev().find(|r| r.turn == turn) {
-                        r.interrupted = true;
-                    }
-                }
+                t.interrupt();
                 tracing::info!(call = %id, "barge-in");
             }
             CallEvent::ReplyStarted { at } => {
                 if let Some(turn) = t.playing {
-                    if let Some(r) = t.summary.turns.iter_mut().rev().find(|r| r.turn == turn) {
-                        r.to_first_packet.get_or_insert(at.saturating_duration_since(r.handed_over));
+                    if t.first_packet.is_none_or(|(f, _)| f != turn) {
+                        t.first_packet = Some((turn, at));
                     }
                 }
             }
@@ -408,7 +444,15 @@ impl CallTask {
         let _ = call;
     }
 
-    fn submit_utterance(&self, shared: &Arc<CallShared>, turn: u64, audio: Vec<f32>, transcript: Option<String>, ended_by_hint: bool, now: Instant) {
+    fn submit_utterance(
+        &self,
+        shared: &Arc<CallShared>,
+        turn: u64,
+        audio: Vec<f32>,
+        transcript: Option<String>,
+        ended_by_hint: bool,
+        now: Instant,
+    ) {
         self.submit(
             shared,
             turn,
@@ -424,7 +468,12 @@ impl CallTask {
     fn on_speech(&self, o: SpeechOut, call: &mut Call, shared: &Arc<CallShared>, t: &mut Turns) {
         let now = Instant::now();
         match o {
-            SpeechOut::Partial { pause, transcript, hint, stt } => {
+            SpeechOut::Partial {
+                pause,
+                transcript,
+                hint,
+                stt,
+            } => {
                 tracing::debug!(call = %self.id, pause, ?hint, stt_ms = stt.as_millis() as u64, "pause transcript");
                 t.in_flight.retain(|p| *p != pause);
                 if let Some((p, turn, audio, at)) = t.awaiting.take() {
@@ -442,7 +491,9 @@ impl CallTask {
                         t.ended_by_hint.push(pause);
                         call.end_turn(pause);
                     }
-                    TurnHint::Unfinished => call.extend_turn(pause, self.config.unfinished_extension),
+                    TurnHint::Unfinished => {
+                        call.extend_turn(pause, self.config.unfinished_extension)
+                    }
                     TurnHint::Unknown => {}
                 }
                 while let Some(event) = call.poll_event() {
@@ -462,7 +513,14 @@ impl CallTask {
                 if let Some(o) = &record.outcome {
                     t.summary.outcome = Some(o.clone());
                 }
-                t.summary.turns.push(*record);
+                let mut record = *record;
+                if let Some((turn, at)) = t.first_packet {
+                    if turn == record.turn {
+                        record.to_first_packet =
+                            Some(at.saturating_duration_since(record.handed_over));
+                    }
+                }
+                t.summary.turns.push(record);
                 if let (Some(action), true) = (action, current) {
                     if call.is_speaking() {
                         t.pending_action = Some(action);
@@ -492,7 +550,11 @@ impl CallTask {
                     context,
                     extension,
                     priority,
-                } => client.continue_in_dialplan(&id, &context, &extension, priority as i64).await,
+                } => {
+                    client
+                        .continue_in_dialplan(&id, &context, &extension, priority as i64)
+                        .await
+                }
             };
             if let Err(e) = result {
                 if !e.is_gone() {
@@ -525,7 +587,13 @@ fn write_record(dir: &std::path::Path, s: &CallSummary) -> std::io::Result<()> {
     let name: String = s
         .call
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{name}.jsonl")))?);
     for turn in &s.turns {

@@ -307,7 +307,13 @@ fn transcribe(worker: &mut SttWorker, stt: &SttConfig, audio: &[f32], call: &Cal
     }
 }
 
-fn run(job: Job, worker: &mut SttWorker, stt: &SttConfig, voice: &mut EspeakVoice, stats: &SpeechStats) {
+fn run(
+    job: Job,
+    worker: &mut SttWorker,
+    stt: &SttConfig,
+    voice: &mut EspeakVoice,
+    stats: &SpeechStats,
+) {
     let call = job.call.clone();
     let t0 = Instant::now();
     let (input_kind, transcript, stt_time, early, by_hint) = match job.work {
@@ -351,7 +357,8 @@ fn run(job: Job, worker: &mut SttWorker, stt: &SttConfig, voice: &mut EspeakVoic
     let t1 = Instant::now();
     let mut first_text: Option<Duration> = None;
     let mut first_audio: Option<Duration> = None;
-    let stale = || call.current.load(Ordering::SeqCst) != job.turn || call.closed.load(Ordering::SeqCst);
+    let stale =
+        || call.current.load(Ordering::SeqCst) != job.turn || call.closed.load(Ordering::SeqCst);
     let reply = {
         let Ok(mut dialogue) = call.dialogue.lock() else {
             return;
@@ -372,7 +379,9 @@ fn run(job: Job, worker: &mut SttWorker, stt: &SttConfig, voice: &mut EspeakVoic
                             sample_rate: audio.sample_rate,
                         }));
                     }
-                    Err(e) => tracing::warn!(call = %call.id, turn = job.turn, error = %e, "TTS failed"),
+                    Err(e) => {
+                        tracing::warn!(call = %call.id, turn = job.turn, error = %e, "TTS failed")
+                    }
                 }
             }
             true
@@ -400,5 +409,7 @@ fn run(job: Job, worker: &mut SttWorker, stt: &SttConfig, voice: &mut EspeakVoic
         interrupted: false,
         to_first_packet: None,
     };
-    let _ = call.out.send(SpeechOut::Answered(Box::new(record), reply.action));
+    let _ = call
+        .out
+        .send(SpeechOut::Answered(Box::new(record), reply.action));
 }

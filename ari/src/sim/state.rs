@@ -395,12 +395,17 @@ impl Inner {
             c.external
                 .as_ref()
                 .filter(|_| st.media.contains_key(&c.model.id))
-                .filter(|_| c.bridge.is_some() && c.bridge == st.channels.get(id).and_then(|x| x.bridge.clone()))
+                .filter(|_| {
+                    c.bridge.is_some()
+                        && c.bridge == st.channels.get(id).and_then(|x| x.bridge.clone())
+                })
                 .map(|leg| leg.codec)
         });
         match (codec, st.mouths.get(id)) {
             (Some(codec), Some(m)) => {
-                m.lock().unwrap_or_else(|p| p.into_inner()).say(audio, codec);
+                m.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .say(audio, codec);
                 true
             }
             _ => false,

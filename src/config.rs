@@ -1,0 +1,463 @@
+//! `aiagc.toml`, overridden by environment variables (the names existing
+//! deployments use: `ASTERISK_ARI_HOST`, `ASTERISK_ARI_PORT`,
+//! `ASTERISK_ARI_USERNAME`, `ASTERISK_ARI_PASSWORD`, `ASTERISK_LANGUAGE`,
+//! plus `AIAGC_*`), overridden by CLI flags. A `.env` in the working
+//! directory is read first. The password and API key never appear in
+//! `Debug` output.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Asterisk REST Interface.
+    pub ari: Ari,
+    /// RTP and turn-taking.
+    pub media: Media,
+    /// STT/TTS workers.
+    pub speech: Speech,
+    /// What the agent says.
+    pub dialogue: DialogueConfig,
+    /// The long-running app.
+    pub serve: Serve,
+}
+
+/// `[ari]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ari {
+    /// Host of Asterisk's HTTP server.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// `ari.conf` user.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+    /// Stasis application name.
+    pub app: String,
+    /// Language of the callers.
+    pub language: String,
+}
+
+impl Default for Ari {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8088,
+            username: "aiagc".into(),
+            password: String::new(),
+            app: "aiagc".into(),
+            language: "de".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Ari {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ari")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("app", &self.app)
+            .field("language", &self.language)
+            .finish()
+    }
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// Address Asterisk sends RTP to (`external_host`); must be reachable from Asterisk.
+    pub bind: String,
+    /// UDP port range, `"20000-20999"`.
+    pub ports: String,
+    /// externalMedia format: `slin16`, `ulaw`, `alaw` or `opus`.
+    pub format: String,
+    /// End the turn at a pause when the words are complete.
+    pub semantic_endpointing: bool,
+    /// Silence that ends a turn, ms.
+    pub hangover_ms: u64,
+    /// Silence after a reply before the agent asks again, s.
+    pub no_input_s: u64,
+    /// Directory for per-call JSON-lines records (empty: none).
+    pub records_dir: String,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            ports: "20000-20999".into(),
+            format: "slin16".into(),
+            semantic_endpointing: true,
+            hangover_ms: 500,
+            no_input_s: 8,
+            records_dir: String::new(),
+        }
+    }
+}
+
+/// `[speech]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Speech {
+    /// Worker threads (0: one per two cores).
+    pub workers: usize,
+    /// CPU threads per whisper decode.
+    pub threads: usize,
+    /// Jobs waiting at most; more are rejected (counted, logged).
+    pub queue: usize,
+    /// Model folder (empty: the default, see `aiagc models list`).
+    pub models_dir: String,
+}
+
+impl Default for Speech {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            threads: 2,
+            queue: 32,
+            models_dir: String::new(),
+        }
+    }
+}
+
+/// `[dialogue]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialogueConfig {
+    /// `scenario` or `llm`.
+    pub backend: String,
+    /// Scenario file (empty: the built-in practice scenario).
+    pub scenario: String,
+    /// `[dialogue.llm]`
+    pub llm: Llm,
+}
+
+impl Default for DialogueConfig {
+    fn default() -> Self {
+        Self {
+            backend: "scenario".into(),
+            scenario: String::new(),
+            llm: Llm::default(),
+        }
+    }
+}
+
+/// `[dialogue.llm]`: an OpenAI-compatible server.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Llm {
+    /// Base URL including `/v1`.
+    pub base_url: String,
+    /// Model name.
+    pub model: String,
+    /// Bearer token (prefer `AIAGC_LLM_API_KEY`).
+    pub api_key: String,
+    /// System prompt (empty: the built-in German one).
+    pub system_prompt: String,
+    /// Facts for the model (opening hours, address, …).
+    pub context: String,
+    /// Wait for the first token, ms.
+    pub first_token_timeout_ms: u64,
+    /// Longest answer, ms.
+    pub total_timeout_ms: u64,
+}
+
+impl Default for Llm {
+    fn default() -> Self {
+        let d = aiagc_models::dialogue::llm::LlmConfig::default();
+        Self {
+            base_url: d.base_url,
+            model: d.model,
+            api_key: String::new(),
+            system_prompt: String::new(),
+            context: String::new(),
+            first_token_timeout_ms: d.first_token_timeout.as_millis() as u64,
+            total_timeout_ms: d.total_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl std::fmt::Debug for Llm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llm")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+/// `[serve]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Serve {
+    /// How long SIGINT/SIGTERM waits for calls to finish, s.
+    pub drain_grace_s: u64,
+    /// While draining, new callers continue here (`context,exten,priority`;
+    /// empty: they are hung up with "congestion").
+    pub drain_to: String,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Self {
+            drain_grace_s: 30,
+            drain_to: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (or `aiagc.toml` if it exists), then applies the
+    /// environment `env` (a lookup, so tests need not touch the process).
+    pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut config = match path {
+            Some(p) => Self::from_toml(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("in {}", p.display()))?,
+            None if Path::new("aiagc.toml").exists() => {
+                Self::from_toml(&std::fs::read_to_string("aiagc.toml")?).context("in aiagc.toml")?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML (unknown keys are errors: a typo must not be ignored).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+        let set = |target: &mut String, name: &str| {
+            if let Some(v) = env(name) {
+                *target = v;
+            }
+        };
+        set(&mut self.ari.host, "ASTERISK_ARI_HOST");
+        set(&mut self.ari.username, "ASTERISK_ARI_USERNAME");
+        set(&mut self.ari.password, "ASTERISK_ARI_PASSWORD");
+        set(&mut self.ari.language, "ASTERISK_LANGUAGE");
+        set(&mut self.ari.app, "AIAGC_APP");
+        set(&mut self.media.bind, "AIAGC_MEDIA_BIND");
+        set(&mut self.media.ports, "AIAGC_MEDIA_PORTS");
+        set(&mut self.media.records_dir, "AIAGC_RECORDS_DIR");
+        set(&mut self.speech.models_dir, "AIAGC_MODELS");
+        set(&mut self.dialogue.backend, "AIAGC_DIALOGUE");
+        set(&mut self.dialogue.llm.base_url, "AIAGC_LLM_URL");
+        set(&mut self.dialogue.llm.model, "AIAGC_LLM_MODEL");
+        set(&mut self.dialogue.llm.api_key, "AIAGC_LLM_API_KEY");
+        if let Some(p) = env("ASTERISK_ARI_PORT") {
+            self.ari.port = p
+                .trim()
+                .parse()
+                .with_context(|| format!("ASTERISK_ARI_PORT={p:?} is not a port number"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks values a file can get wrong.
+    pub fn validate(&self) -> Result<()> {
+        self.port_range()?;
+        aiagc_engine::Codec::from_asterisk_format(&self.media.format)
+            .with_context(|| format!("media.format = {:?}", self.media.format))?;
+        self.media
+            .bind
+            .parse::<std::net::IpAddr>()
+            .with_context(|| format!("media.bind = {:?} is not an IP address", self.media.bind))?;
+        if !matches!(self.dialogue.backend.as_str(), "scenario" | "llm") {
+            bail!(
+                "dialogue.backend = {:?}: use \"scenario\" or \"llm\"",
+                self.dialogue.backend
+            );
+        }
+        if self.ari.app.is_empty() || self.ari.app.contains(['/', '?', '&', ' ']) {
+            bail!(
+                "ari.app = {:?} is not a usable Stasis app name",
+                self.ari.app
+            );
+        }
+        if self.media.hangover_ms < 100 || self.media.hangover_ms > 3000 {
+            bail!(
+                "media.hangover_ms = {} (use 100–3000)",
+                self.media.hangover_ms
+            );
+        }
+        self.drain_to()?;
+        Ok(())
+    }
+
+    /// The RTP port range.
+    pub fn port_range(&self) -> Result<std::ops::RangeInclusive<u16>> {
+        let bad = || format!("media.ports = {:?}: use \"20000-20999\"", self.media.ports);
+        let (a, b) = self.media.ports.split_once('-').with_context(bad)?;
+        let (a, b): (u16, u16) = (
+            a.trim().parse().with_context(bad)?,
+            b.trim().parse().with_context(bad)?,
+        );
+        if a > b || b - a < 1 {
+            bail!(bad());
+        }
+        Ok(a..=b)
+    }
+
+    /// Where new callers go while draining.
+    pub fn drain_to(&self) -> Result<Option<(String, String, i64)>> {
+        if self.serve.drain_to.trim().is_empty() {
+            return Ok(None);
+        }
+        let parts: Vec<&str> = self.serve.drain_to.split(',').map(str::trim).collect();
+        match parts.as_slice() {
+            [context, exten, prio] if !context.is_empty() => Ok(Some((
+                context.to_string(),
+                exten.to_string(),
+                prio.parse()
+                    .with_context(|| format!("serve.drain_to priority {prio:?}"))?,
+            ))),
+            _ => bail!(
+                "serve.drain_to = {:?}: use \"context,extension,priority\"",
+                self.serve.drain_to
+            ),
+        }
+    }
+
+    /// The models folder.
+    pub fn models_dir(&self) -> PathBuf {
+        if self.speech.models_dir.is_empty() {
+            aiagc_models::manifest::default_dir()
+        } else {
+            PathBuf::from(&self.speech.models_dir)
+        }
+    }
+
+    /// Speech workers: configured, or one per two cores.
+    pub fn workers(&self) -> usize {
+        if self.speech.workers > 0 {
+            return self.speech.workers;
+        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        (cores / self.speech.threads.max(1)).max(1)
+    }
+
+    /// The LLM client settings.
+    pub fn llm(&self) -> aiagc_models::dialogue::llm::LlmConfig {
+        let l = &self.dialogue.llm;
+        let mut c = aiagc_models::dialogue::llm::LlmConfig {
+            base_url: l.base_url.clone(),
+            model: l.model.clone(),
+            api_key: (!l.api_key.is_empty()).then(|| l.api_key.clone()),
+            first_token_timeout: Duration::from_millis(l.first_token_timeout_ms),
+            total_timeout: Duration::from_millis(l.total_timeout_ms),
+            ..Default::default()
+        };
+        if !l.system_prompt.is_empty() {
+            c.system_prompt = l.system_prompt.clone();
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let mut c = Config::from_toml(
+            "[ari]\nhost = \"pbx.local\"\npassword = \"s3cret\"\n[media]\nports = \"30000-30099\"\nformat = \"ulaw\"\n",
+        )
+        .unwrap();
+        c.apply_env(&env(&[
+            ("ASTERISK_ARI_PORT", "8089"),
+            ("ASTERISK_ARI_HOST", "10.0.0.5"),
+        ]))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ari.host, "10.0.0.5");
+        assert_eq!(c.ari.port, 8089);
+        assert_eq!(c.port_range().unwrap(), 30000..=30099);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[media]\nports = \"abc\"", "media.ports"),
+            ("[media]\nports = \"3000-2000\"", "media.ports"),
+            ("[media]\nformat = \"gsm\"", "media.format"),
+            ("[media]\nbind = \"localhost:5\"", "media.bind"),
+            ("[dialogue]\nbackend = \"gpt\"", "dialogue.backend"),
+            ("[ari]\napp = \"a b\"", "ari.app"),
+            ("[media]\nhangover_ms = 10", "hangover_ms"),
+            ("[serve]\ndrain_to = \"ctx\"", "serve.drain_to"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(text)
+                .and_then(|c| c.validate().map(|_| c))
+                .unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{text}: {err:#}");
+        }
+        assert!(
+            Config::from_toml("[ari]\nhots = \"x\"").is_err(),
+            "typos are errors"
+        );
+        assert!(Config::from_toml("[ari\n").is_err());
+        let mut c = Config::default();
+        let err = c
+            .apply_env(&env(&[("ASTERISK_ARI_PORT", "eighty")]))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("ASTERISK_ARI_PORT"));
+    }
+
+    #[test]
+    fn drain_target() {
+        let c = Config::from_toml("[serve]\ndrain_to = \"incoming-agi, s, 1\"").unwrap();
+        assert_eq!(
+            c.drain_to().unwrap(),
+            Some(("incoming-agi".into(), "s".into(), 1))
+        );
+        assert_eq!(Config::default().drain_to().unwrap(), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! `aiagc serve`: the Stasis app against a real Asterisk until SIGINT or
+//! SIGTERM, then a drain: no new calls, calls in progress get the grace
+//! period, then the rest are hung up.
+
+use crate::config::Config;
+use aiagc::runtime::app::App;
+use aiagc::runtime::media::{DialogueFactory, MediaConfig};
+use aiagc::runtime::speech::SpeechPool;
+use aiagc_ari::client::{AriClient, AriConfig};
+use aiagc_ari::controller::ControllerConfig;
+use aiagc_ari::ports::PortRange;
+use aiagc_engine::Codec;
+use aiagc_models::dialogue::llm::{LlmClient, LlmDialogue};
+use aiagc_models::dialogue::scenario::Scenario;
+use aiagc_models::stt::{SttConfig, WhisperModel};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The dialogue of each call, as configured.
+pub fn dialogues(config: &Config) -> Result<DialogueFactory> {
+    let scenario = if config.dialogue.scenario.is_empty() {
+        Scenario::praxis()
+    } else {
+        let path = &config.dialogue.scenario;
+        Scenario::from_toml(
+            &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+        )
+        .with_context(|| format!("scenario {path}"))?
+    };
+    Ok(match config.dialogue.backend.as_str() {
+        "llm" => {
+            let client = LlmClient::new(config.llm())?;
+            let context = config.dialogue.llm.context.clone();
+            Arc::new(move || Box::new(LlmDialogue::new(client.clone(), &scenario, &context)))
+        }
+        _ => Arc::new(move || Box::new(scenario.session())),
+    })
+}
+
+/// Media settings from the configuration.
+pub fn media_config(config: &Config) -> MediaConfig {
+    let mut m = MediaConfig::default();
+    m.endpoint.hangover = Duration::from_millis(config.media.hangover_ms);
+    m.semantic_endpointing = config.media.semantic_endpointing;
+    m.no_input = Duration::from_secs(config.media.no_input_s);
+    if !config.media.records_dir.is_empty() {
+        m.records_dir = Some(config.media.records_dir.clone().into());
+    }
+    m
+}
+
+pub async fn run(config: Config) -> Result<()> {
+    let ari = AriConfig::new(
+        &config.ari.host,
+        config.ari.port,
+        &config.ari.username,
+        &config.ari.password,
+        &config.ari.app,
+    );
+    tracing::info!(?config, "starting");
+    match AriClient::new(ari.clone())?.info().await {
+        Ok(info) => tracing::info!(
+            version = %info.system.map(|s| s.version).unwrap_or_default(),
+            "Asterisk reachable"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "Asterisk not reachable yet (retrying in the background); run `aiagc check`")
+        }
+    }
+    let model_path = config.models_dir().join(aiagc_models::WHISPER_GGML);
+    let model = Arc::new(WhisperModel::load(&model_path).with_context(|| {
+        format!(
+            "whisper model {} (run `bash scripts/setup.sh`)",
+            model_path.display()
+        )
+    })?);
+    let stt = SttConfig {
+        language: config.ari.language.clone(),
+        threads: config.speech.threads,
+        ..SttConfig::default()
+    };
+    let workers = config.workers();
+    let pool = SpeechPool::start(model, workers, config.speech.queue, stt)?;
+    let bind: std::net::IpAddr = config.media.bind.parse()?;
+    let app = App::start(
+        ari,
+        PortRange::new(bind, config.port_range()?),
+        media_config(&config),
+        ControllerConfig {
+            format: Codec::from_asterisk_format(&config.media.format)?,
+            hangup_on_setup_failure: true,
+            drain_to: config.drain_to()?,
+        },
+        pool,
+        dialogues(&config)?,
+        None,
+    )?;
+    tracing::info!(app = %config.ari.app, workers, "serving");
+    shutdown_signal().await;
+    let grace = Duration::from_secs(config.serve.drain_grace_s);
+    tracing::info!(
+        calls = app.controller.active_calls(),
+        grace_s = grace.as_secs(),
+        "draining"
+    );
+    let cut = app.drain(grace).await;
+    tracing::info!(cut, "stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
