@@ -452,6 +452,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = include_str!("../aiagc.example.toml");
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
     fn drain_target() {
         let c = Config::from_toml("[serve]\ndrain_to = \"incoming-agi, s, 1\"").unwrap();
         assert_eq!(

@@ -21,8 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Plays the German fixture callers through the media engine over a
-    /// simulated network and prints each turn's segmentation and latency.
+    /// The embedded demo: the Asterisk simulator and the app in one process;
+    /// German callers book, move, cancel and ask for a person; prints each
+    /// turn (what was said, heard, answered) with its latency breakdown.
     Demo(demo::DemoArgs),
     /// Runs the Stasis app against a real Asterisk (until SIGINT/SIGTERM,
     /// then drains calls).

@@ -490,8 +490,9 @@ mod tests {
             match ep.push(&[p; FRAME_16K], p, pos(i as u32), false) {
                 Some(Endpoint::Paused(pz)) => {
                     assert!(paused.is_none(), "one pause per silence");
-                    // 200 ms of silence after the last voiced frame (49).
-                    assert_eq!(i, 50 + 9);
+                    // The pause's silence after the last voiced frame (49).
+                    let pause = EndpointConfig::default().pause.unwrap();
+                    assert_eq!(i as u32, 49 + frames(pause));
                     paused = Some(pz);
                 }
                 Some(Endpoint::Ended(_)) => panic!("hangover not reached yet"),
@@ -514,7 +515,7 @@ mod tests {
     fn speech_after_a_pause_voids_it_and_extend_delays_the_end() {
         let mut ep = Endpointer::new(EndpointConfig::default());
         let mut probs = vec![1.0; 20];
-        probs.extend(vec![0.0; 12]); // pause 1 at frame 29
+        probs.extend(vec![0.0; 12]); // pause 1 after 120 ms
         probs.extend(vec![1.0; 10]); // speech resumes
         let mut pauses = Vec::new();
         for (i, &p) in probs.iter().enumerate() {

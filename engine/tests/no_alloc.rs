@@ -61,6 +61,10 @@ fn steady_state_frame_path_does_not_allocate() {
         // One utterance spans the whole window (an utterance ending hands
         // its buffer out: one allocation per turn, not per packet).
         config.endpoint.max_utterance = Duration::from_secs(60);
+        // A pause hands the utterance so far to the speech workers (one
+        // allocation per pause, like one per utterance end): off here, where
+        // the frame path itself is measured.
+        config.endpoint.pause = None;
         let mut call = Call::new(config, t0).unwrap();
         call.speak(&vec![0.1f32; 16000 * 30], 16000).unwrap();
         let mut sent = 0;

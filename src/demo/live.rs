@@ -36,8 +36,9 @@ enum Step {
     Key(char),
 }
 
-/// The demo's callers: voice variant and plan, following the practice scenario.
-const CALLS: &[(&str, usize, &[Step])] = &[
+/// The demo's callers: name, voice variant, plan through the practice
+/// scenario, and the outcome that completes the caller's task.
+const CALLS: &[(&str, usize, &[Step], &str)] = &[
     (
         "booking",
         0,
@@ -46,6 +47,7 @@ const CALLS: &[(&str, usize, &[Step])] = &[
             Step::Say("pause_01"),
             Step::Say("yes_02"),
         ],
+        "booked",
     ),
     (
         "hours-then-move",
@@ -57,13 +59,15 @@ const CALLS: &[(&str, usize, &[Step])] = &[
             Step::Say("pause_01"),
             Step::Say("yes_03"),
         ],
+        "moved",
     ),
     (
         "cancel-by-key",
         1,
         &[Step::Key('3'), Step::Say("book_08"), Step::Say("yes_02")],
+        "cancelled",
     ),
-    ("to-a-person", 2, &[Step::Say("human_01")]),
+    ("to-a-person", 2, &[Step::Say("human_01")], "transferred"),
 ];
 
 const VOICES: [&str; 3] = ["v0", "v1", "v2"];
@@ -250,7 +254,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     }
     let mut turns = Vec::new();
     let mut completed = 0;
-    for (name, voice, plan) in CALLS {
+    for (name, voice, plan, goal) in CALLS {
         let caller = sim
             .place_call(
                 "aiagc",
@@ -418,7 +422,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 print_turn(t);
             }
             println!(
-                "{:>w$}   outcome: {} (call ended by {}; {} barge-in{}, DTMF {:?})\n",
+                "{:>w$}   outcome: {} (wanted: {goal}; call ended by {}; {} barge-in{}, DTMF {:?})\n",
                 "",
                 summary.outcome.as_deref().unwrap_or("none"),
                 summary.ended_by,

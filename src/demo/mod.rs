@@ -154,8 +154,10 @@ pub(crate) fn load_scripts(dir: &std::path::Path, rate: u32) -> Result<Vec<Scrip
 
 /// p50 and p95 of the turns' measured total latency.
 pub(crate) fn latency_percentiles(turns: &[Turn]) -> Percentiles {
+    // Spoken turns: a key press has no end of speech to wait for.
     let mut totals: Vec<f64> = turns
         .iter()
+        .filter(|t| t.dtmf.is_none())
         .map(|t| t.latency_ms.total)
         .filter(|t| t.is_finite())
         .collect();
