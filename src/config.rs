@@ -95,6 +95,8 @@ pub struct Media {
     pub no_input_s: u64,
     /// Directory for per-call JSON-lines records (empty: none).
     pub records_dir: String,
+    /// Also record both directions as WAV files in `records_dir`.
+    pub record_audio: bool,
 }
 
 impl Default for Media {
@@ -107,6 +109,7 @@ impl Default for Media {
             hangover_ms: 500,
             no_input_s: 8,
             records_dir: String::new(),
+            record_audio: false,
         }
     }
 }

@@ -46,6 +46,7 @@ pub fn media_config(config: &Config) -> MediaConfig {
     m.no_input = Duration::from_secs(config.media.no_input_s);
     if !config.media.records_dir.is_empty() {
         m.records_dir = Some(config.media.records_dir.clone().into());
+        m.record_audio = config.media.record_audio;
     }
     m
 }

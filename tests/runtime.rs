@@ -46,6 +46,7 @@ async fn start(
         sim.client_config("aiagc"),
         PortRange::new("127.0.0.1".parse().unwrap(), ports),
         MediaConfig {
+            record_audio: records.is_some(),
             records_dir: records,
             ..MediaConfig::default()
         },
@@ -158,6 +159,27 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
     assert_eq!(lines[1]["turn"]["reply"], answer.reply.as_str());
     assert_eq!(lines.last().unwrap()["type"], "call");
     assert!(lines.last().unwrap()["rtp"]["received"].as_u64().unwrap() > 50);
+    // Both directions as WAV: the caller's speech in, the agent's replies out.
+    let level = |name: String| {
+        let mut r = hound::WavReader::open(records.join(name)).unwrap();
+        let rate = r.spec().sample_rate;
+        let s: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+        (
+            s.len() as f64 / rate as f64,
+            s.iter().filter(|x| x.unsigned_abs() > 1000).count() as f64 / rate as f64,
+        )
+    };
+    let (in_len, in_loud) = level(format!("{caller}.in.wav"));
+    let (out_len, out_loud) = level(format!("{caller}.out.wav"));
+    let call_len = said.elapsed().as_secs_f64();
+    assert!(
+        in_len > call_len && out_len > call_len,
+        "{in_len} {out_len} {call_len}"
+    );
+    assert!(
+        in_loud > 0.3 && out_loud > 1.0,
+        "speech in both: {in_loud} s in, {out_loud} s out"
+    );
     // Nothing outlives the call.
     let t = Instant::now();
     while !(sim.alive() == Alive::default()

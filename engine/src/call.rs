@@ -543,6 +543,12 @@ impl Call {
         Ok(self.playout.speak(pcm, sample_rate)?)
     }
 
+    /// The PCM (at the codec's rate) of the last outbound tick, for
+    /// recordings of what the caller heard.
+    pub fn last_sent_frame(&self) -> &[i16] {
+        self.playout.last_frame()
+    }
+
     /// Ends the caller's turn now if they are still silent in pause `id`
     /// (a [`CallEvent::SpeechEnded`] follows); otherwise does nothing.
     pub fn end_turn(&mut self, id: u64) {

@@ -167,6 +167,11 @@ impl Playout {
         true
     }
 
+    /// The PCM (codec rate) of the last tick: what the caller heard.
+    pub fn last_frame(&self) -> &[i16] {
+        &self.frame
+    }
+
     /// Produces the packet of one 20 ms tick into `buf`, or `None` when the
     /// silence policy sends nothing; the timestamp advances either way.
     pub fn tick(&mut self, buf: &mut [u8]) -> Result<Option<Sent>, PacketError> {

@@ -38,6 +38,9 @@ pub struct MediaConfig {
     pub no_input: Duration,
     /// Where per-call JSON-lines records go (none: no records).
     pub records_dir: Option<PathBuf>,
+    /// Also write `<call>.in.wav` (caller, 16 kHz) and `<call>.out.wav`
+    /// (agent, codec rate) there.
+    pub record_audio: bool,
 }
 
 impl Default for MediaConfig {
@@ -48,6 +51,7 @@ impl Default for MediaConfig {
             unfinished_extension: Duration::from_millis(700),
             no_input: Duration::from_secs(8),
             records_dir: None,
+            record_audio: false,
         }
     }
 }
@@ -315,10 +319,17 @@ impl CallTask {
                 rtp: Default::default(),
             },
         };
+        let mut recorder = match (&self.config.records_dir, self.config.record_audio) {
+            (Some(dir), true) => Recorder::create(dir, &id, call.codec().pcm_rate())
+                .map_err(|e| tracing::warn!(call = %id, error = %e, "audio recording off"))
+                .ok(),
+            _ => None,
+        };
         let first = Self::next_turn(&shared);
         self.submit(&shared, first, Work::Start, Instant::now());
         let mut buf = vec![0u8; aiagc_engine::handoff::MAX_DATAGRAM];
         loop {
+            let played = call.stats().frames_played;
             let mut deadline = call.poll_timeout();
             if let Some(s) = t.silence_deadline {
                 deadline = deadline.min(s);
@@ -356,9 +367,19 @@ impl CallTask {
                 },
             }
             let now = Instant::now();
+            if let Some(r) = recorder.as_mut() {
+                if call.stats().frames_played > played && r.caller(call.last_frame()).is_err() {
+                    recorder = None;
+                }
+            }
             while let Some(tx) = call.poll_transmit(now) {
                 if let Some(dest) = tx.destination {
                     let _ = socket.try_send_to(tx.data, dest);
+                }
+                if let Some(r) = recorder.as_mut() {
+                    if r.agent(call.last_sent_frame()).is_err() {
+                        recorder = None;
+                    }
                 }
             }
             while let Some(event) = call.poll_event() {
@@ -366,6 +387,9 @@ impl CallTask {
             }
         }
         shared.closed.store(true, Ordering::SeqCst);
+        if let Some(Err(e)) = recorder.map(Recorder::finish) {
+            tracing::warn!(call = %id, error = %e, "audio recording incomplete");
+        }
         t.summary.rtp = call.stats();
         self.finish(t.summary);
     }
@@ -578,6 +602,65 @@ impl CallTask {
             m.remove(&self.id);
         }
     }
+}
+
+/// Both directions of a call as WAV files, written as the call goes.
+struct Recorder {
+    inbound: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    outbound: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Recorder {
+    fn create(dir: &std::path::Path, call: &str, out_rate: u32) -> Result<Self, hound::Error> {
+        std::fs::create_dir_all(dir)?;
+        let spec = |rate| hound::WavSpec {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let name = file_name(call);
+        Ok(Self {
+            inbound: hound::WavWriter::create(dir.join(format!("{name}.in.wav")), spec(16000))?,
+            outbound: hound::WavWriter::create(
+                dir.join(format!("{name}.out.wav")),
+                spec(out_rate),
+            )?,
+        })
+    }
+
+    fn caller(&mut self, frame: &[f32]) -> Result<(), hound::Error> {
+        for &s in frame {
+            self.inbound
+                .write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
+        }
+        Ok(())
+    }
+
+    fn agent(&mut self, frame: &[i16]) -> Result<(), hound::Error> {
+        for &s in frame {
+            self.outbound.write_sample(s)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), hound::Error> {
+        self.inbound.finalize()?;
+        self.outbound.finalize()
+    }
+}
+
+/// A call id as a file name.
+fn file_name(call: &str) -> String {
+    call.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `DIR/<call>.jsonl`: one line per turn, then one for the call.
