@@ -286,7 +286,7 @@ fn stale_jobs_are_cancelled() {
         4,
         Work::Utterance {
             audio: audio.clone(),
-            transcript: Some("Termin vereinbaren".into()),
+            transcript: Some(("Termin vereinbaren".into(), Duration::ZERO)),
             ended_by_hint: false,
         },
     );

@@ -223,6 +223,11 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         PortRange::new("127.0.0.1".parse()?, 32000..=32999),
         MediaConfig {
             records_dir: Some(records_dir.clone()),
+            semantic_endpointing: match args.endpointing.as_str() {
+                "pause" => true,
+                "fixed" => false,
+                other => bail!("--endpointing {other:?}: use pause or fixed"),
+            },
             ..MediaConfig::default()
         },
         ControllerConfig {
@@ -498,16 +503,27 @@ fn print_turn(t: &Turn) {
     }
     println!("{:>w$}   agent:   {}", "", t.reply);
     let l = &t.latency_ms;
-    let how = match t.early {
-        Some((true, true)) => " (turn ended at the pause: words complete)",
-        Some((true, false)) => " (transcript made at the pause)",
-        _ => "",
+    let stt = l.stt.unwrap_or(f64::NAN);
+    let (stt_part, how) = match t.early {
+        Some((true, ended)) => (
+            format!(
+                "endpoint {:.0} ms (STT {stt:.0} ms of it, at the pause)",
+                l.endpoint
+            ),
+            if ended {
+                "; the turn ended at the pause: words complete"
+            } else {
+                ""
+            },
+        ),
+        _ => (
+            format!("endpoint {:.0} ms + STT {stt:.0} ms", l.endpoint),
+            "",
+        ),
     };
     println!(
-        "{:>w$}   latency: endpoint {:.0} ms + STT {:.0} ms + dialogue {:.1} ms + TTS first audio {:.0} ms → heard after {:.0} ms{how}",
+        "{:>w$}   latency: {stt_part} + dialogue {:.1} ms + TTS first audio {:.0} ms → heard after {:.0} ms{how}",
         "",
-        l.endpoint,
-        l.stt.unwrap_or(f64::NAN),
         l.dialogue.unwrap_or(f64::NAN),
         l.tts_first_audio.unwrap_or(f64::NAN),
         l.total,

@@ -40,6 +40,11 @@ pub struct DemoArgs {
     /// Fixtures folder (default: fixtures/generated next to the binary's repo).
     #[arg(long)]
     fixtures: Option<PathBuf>,
+    /// Turn ends: `pause` (transcribe at a 120 ms pause; end the turn
+    /// there when the words are complete) or `fixed` (the 500 ms hangover
+    /// alone), for comparison.
+    #[arg(long, default_value = "pause")]
+    endpointing: String,
     /// Only the media engine, in simulated time (no ARI, no models): each
     /// turn is answered by echoing the caller.
     #[arg(long)]

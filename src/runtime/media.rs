@@ -230,8 +230,8 @@ struct CallTask {
 
 /// Per-call turn-taking state.
 struct Turns {
-    /// Transcripts made at pauses: id → text.
-    partials: HashMap<u64, String>,
+    /// Transcripts made at pauses: id → text and STT time.
+    partials: HashMap<u64, (String, Duration)>,
     /// Pauses being transcribed.
     in_flight: Vec<u64>,
     /// An utterance waiting for its pause's transcript.
@@ -473,7 +473,7 @@ impl CallTask {
         shared: &Arc<CallShared>,
         turn: u64,
         audio: Vec<f32>,
-        transcript: Option<String>,
+        transcript: Option<(String, Duration)>,
         ended_by_hint: bool,
         now: Instant,
     ) {
@@ -503,13 +503,13 @@ impl CallTask {
                 if let Some((p, turn, audio, at)) = t.awaiting.take() {
                     if p == pause {
                         // The turn already ended on the hangover: answer with this transcript.
-                        let text = (!transcript.is_empty()).then_some(transcript);
+                        let text = (!transcript.is_empty()).then_some((transcript, stt));
                         self.submit_utterance(shared, turn, audio, text, false, at);
                         return;
                     }
                     t.awaiting = Some((p, turn, audio, at));
                 }
-                t.partials.insert(pause, transcript);
+                t.partials.insert(pause, (transcript, stt));
                 match hint {
                     TurnHint::Complete => {
                         t.ended_by_hint.push(pause);

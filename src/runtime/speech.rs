@@ -49,7 +49,8 @@ pub struct TurnRecord {
     /// When the input was handed to the workers.
     #[serde(skip)]
     pub handed_over: Instant,
-    /// STT time after the hand-over (zero when the pause's transcript was reused).
+    /// STT time of the transcript used (when `early_transcript`, it ran
+    /// during the caller's pause, inside the endpoint time).
     #[serde(serialize_with = "as_ms")]
     pub stt: Duration,
     /// Dialogue time to the first sentence.
@@ -116,8 +117,8 @@ pub enum Work {
     Utterance {
         /// 16 kHz audio (transcribed unless `transcript` is given).
         audio: Vec<f32>,
-        /// Transcript made at the utterance's pause.
-        transcript: Option<String>,
+        /// Transcript made at the utterance's pause, and its STT time.
+        transcript: Option<(String, Duration)>,
         /// Whether the hint ended the turn.
         ended_by_hint: bool,
     },
@@ -339,7 +340,7 @@ fn run(
             transcript,
             ended_by_hint,
         } => match transcript {
-            Some(t) => ("speech", t, Duration::ZERO, true, ended_by_hint),
+            Some((t, stt)) => ("speech", t, stt, true, ended_by_hint),
             None => {
                 let t = transcribe(worker, stt, &audio, &call);
                 ("speech", t, t0.elapsed(), false, ended_by_hint)
