@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod mel;
 pub mod onnx;
 pub mod silero;
+pub mod smart_turn;
 pub mod stt;
 pub mod tts;
 

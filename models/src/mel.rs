@@ -32,6 +32,14 @@ pub fn mel_to_hz(mel: f64) -> f64 {
 /// `n_mels` triangular filters over `n_fft/2 + 1` bins from 0 Hz to
 /// `sample_rate/2`, row-major `[n_mels][n_fft/2 + 1]`.
 pub fn filterbank(sample_rate: u32, n_fft: usize, n_mels: usize) -> Vec<f32> {
+    filterbank_f64(sample_rate, n_fft, n_mels)
+        .into_iter()
+        .map(|w| w as f32)
+        .collect()
+}
+
+/// [`filterbank`] in double precision.
+pub fn filterbank_f64(sample_rate: u32, n_fft: usize, n_mels: usize) -> Vec<f64> {
     let bins = n_fft / 2 + 1;
     let nyquist = sample_rate as f64 / 2.0;
     let fft_freqs: Vec<f64> = (0..bins)
@@ -41,14 +49,14 @@ pub fn filterbank(sample_rate: u32, n_fft: usize, n_mels: usize) -> Vec<f32> {
     let mel_f: Vec<f64> = (0..n_mels + 2)
         .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
         .collect();
-    let mut weights = vec![0f32; n_mels * bins];
+    let mut weights = vec![0f64; n_mels * bins];
     for m in 0..n_mels {
         let (left, center, right) = (mel_f[m], mel_f[m + 1], mel_f[m + 2]);
         let norm = 2.0 / (right - left);
         for (k, &f) in fft_freqs.iter().enumerate() {
             let lower = (f - left) / (center - left);
             let upper = (right - f) / (right - center);
-            weights[m * bins + k] = (lower.min(upper).max(0.0) * norm) as f32;
+            weights[m * bins + k] = lower.min(upper).max(0.0) * norm;
         }
     }
     weights

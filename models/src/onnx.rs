@@ -53,7 +53,11 @@ pub fn session(
         path: model.to_owned(),
         message: e.to_string(),
     };
+    // All graph optimizations, as onnxruntime's Python default: quantized
+    // models (Smart Turn) give measurably different outputs at lower levels.
     let mut builder = ort::session::Session::builder(env)
+        .map_err(|e| err(&e))?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
         .map_err(|e| err(&e))?
         .with_intra_threads(threads)
         .map_err(|e| err(&e))?;

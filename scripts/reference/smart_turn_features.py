@@ -4,7 +4,7 @@ Not part of the setup: run by hand when the reference changes, with numpy
 and onnxruntime installed and the pipecat-ai 1.14.0 wheel unpacked in
 PYTHONPATH (its numpy feature extractor is the definition we test against):
 
-    python3 scripts/reference/smart_turn_features.py FIXTURES MODEL > models/src/smart_turn_reference.in
+    python3 scripts/reference/smart_turn_features.py FIXTURES MODEL > models/tests/smart_turn_reference.in
 
 Prints a Rust array of (file, [(mel, frame, value)...], probability).
 """
