@@ -1,7 +1,8 @@
 //! Speech core benchmarks on the real models (see BENCHMARKS.md):
 //! whisper base STT for 1, 3 and 6 s utterances (encoder context fitted to
 //! the utterance, and the full 30 s window), Silero VAD per 32 ms chunk
-//! (one stream, and 8 calls in one batch), TTS time to first audio.
+//! (one stream, and 8 calls in one batch), TTS time to first audio, Smart
+//! Turn (front end alone, and with the model for 1 and 4 calls).
 //! Needs the setup's models (`bash scripts/setup.sh`).
 
 use aiagc_models::audio::read_wav_16k;
@@ -102,9 +103,29 @@ fn tts(c: &mut Criterion) {
     group.finish();
 }
 
+fn smart_turn(c: &mut Criterion) {
+    use aiagc_models::smart_turn::{EndOfTurn, Features, SmartTurn, FRAMES, MELS};
+    let audio: Vec<f32> = script().into_iter().take(16000 * 3).collect();
+    let mut model = SmartTurn::from_dir(&default_dir()).expect("smart turn (run scripts/setup.sh)");
+    let mut features = Features::default();
+    let mut out = vec![0.0; MELS * FRAMES];
+    let mut group = c.benchmark_group("smart_turn");
+    group.bench_function("features_8s", |b| {
+        b.iter(|| features.compute(black_box(&audio), &mut out))
+    });
+    group.bench_function("features_and_model/batch1", |b| {
+        b.iter(|| model.complete_probability(black_box(&audio)).unwrap())
+    });
+    let four: Vec<&[f32]> = vec![&audio[..]; 4];
+    group.bench_function("features_and_model/batch4", |b| {
+        b.iter(|| model.run_batch(black_box(&four)).unwrap())
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = stt, silero, tts
+    targets = stt, silero, tts, smart_turn
 }
 criterion_main!(benches);

@@ -87,8 +87,13 @@ pub struct Media {
     pub ports: String,
     /// externalMedia format: `slin16`, `ulaw`, `alaw` or `opus`.
     pub format: String,
-    /// End the turn at a pause when the words are complete.
+    /// Transcribe at a pause and end the turn there when the words (and
+    /// the turn model) say it is complete.
     pub semantic_endpointing: bool,
+    /// Ask Smart Turn at pauses (needs its model in the models folder).
+    pub turn_model: bool,
+    /// Longest silence when the caller is judged not done, ms.
+    pub turn_ceiling_ms: u64,
     /// Silence that ends a turn, ms.
     pub hangover_ms: u64,
     /// Silence after a reply before the agent asks again, s.
@@ -106,6 +111,8 @@ impl Default for Media {
             ports: "20000-20999".into(),
             format: "slin16".into(),
             semantic_endpointing: true,
+            turn_model: true,
+            turn_ceiling_ms: 1500,
             hangover_ms: 500,
             no_input_s: 8,
             records_dir: String::new(),

@@ -43,6 +43,8 @@ pub fn media_config(config: &Config) -> MediaConfig {
     let mut m = MediaConfig::default();
     m.endpoint.hangover = Duration::from_millis(config.media.hangover_ms);
     m.semantic_endpointing = config.media.semantic_endpointing;
+    m.turn_model = config.media.turn_model;
+    m.turn_ceiling = Duration::from_millis(config.media.turn_ceiling_ms);
     m.no_input = Duration::from_secs(config.media.no_input_s);
     if !config.media.records_dir.is_empty() {
         m.records_dir = Some(config.media.records_dir.clone().into());
@@ -82,7 +84,9 @@ pub async fn run(config: Config) -> Result<()> {
         ..SttConfig::default()
     };
     let workers = config.workers();
-    let pool = SpeechPool::start(model, workers, config.speech.queue, stt)?;
+    let turn_model = config.media.turn_model.then(|| config.models_dir());
+    let pool =
+        SpeechPool::start_with_turn_model(model, workers, config.speech.queue, stt, turn_model)?;
     let bind: std::net::IpAddr = config.media.bind.parse()?;
     let app = App::start(
         ari,

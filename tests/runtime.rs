@@ -288,12 +288,22 @@ fn stale_jobs_are_cancelled() {
             audio: audio.clone(),
             transcript: Some(("Termin vereinbaren".into(), Duration::ZERO)),
             ended_by_hint: false,
+            ended_by_model: false,
         },
     );
     submit(
         5,
         Work::Pause {
             id: 8,
+            audio: audio.clone(),
+            silence: 0,
+        },
+    );
+    submit(
+        5,
+        Work::TurnCheck {
+            first: 8,
+            id: 7,
             audio: audio.clone(),
         },
     );
@@ -306,6 +316,7 @@ fn stale_jobs_are_cancelled() {
             Ok(SpeechOut::Partial { pause, .. }) => {
                 panic!("superseded pause {pause} was transcribed")
             }
+            Ok(SpeechOut::TurnScore { pause, .. }) => panic!("superseded pause {pause} was scored"),
             Ok(SpeechOut::Audio(a)) => assert_eq!(a.turn, 5),
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
@@ -318,6 +329,6 @@ fn stale_jobs_are_cancelled() {
         "{}",
         answered[0].reply
     );
-    assert_eq!(pool.stats.stale.load(Ordering::Relaxed), 2);
+    assert_eq!(pool.stats.stale.load(Ordering::Relaxed), 3);
     pool.shutdown();
 }

@@ -36,6 +36,9 @@ pub struct EndpointConfig {
     /// hangover runs, then end the turn now ([`Endpointer::end_now`]) or
     /// wait longer ([`Endpointer::extend`]). `None` disables it.
     pub pause: Option<Duration>,
+    /// While the silence goes on, offer the pause again every this long
+    /// (a turn model re-asked as the pause grows). `None`: once.
+    pub pause_repeat: Option<Duration>,
 }
 
 impl Default for EndpointConfig {
@@ -51,6 +54,7 @@ impl Default for EndpointConfig {
             barge_in_threshold: 0.85,
             barge_in_min_speech: Duration::from_millis(160),
             pause: Some(Duration::from_millis(120)),
+            pause_repeat: Some(Duration::from_millis(200)),
         }
     }
 }
@@ -77,8 +81,8 @@ pub struct Utterance {
     pub barge_in: bool,
     /// Whether it was cut at `max_utterance` rather than ended by silence.
     pub truncated: bool,
-    /// The pause whose audio this utterance equals (no speech since), so a
-    /// transcript of that pause can be reused.
+    /// The first pause of the final silence (its audio equals this
+    /// utterance), so a transcript made at that pause can be reused.
     pub pause: Option<u64>,
 }
 
@@ -87,10 +91,15 @@ pub struct Utterance {
 pub struct Pause {
     /// Pause number within the call (for [`Endpointer::end_now`]).
     pub id: u64,
+    /// The first pause of this silence (equal to `id` the first time);
+    /// all pauses of one silence have the same `samples`.
+    pub first: u64,
     /// 16 kHz audio as the utterance would be if it ended here.
     pub samples: Vec<f32>,
     /// Position just after the last voiced frame.
     pub end: MediaPosition,
+    /// Silence since the last voiced frame.
+    pub silence: Duration,
 }
 
 /// A decision of the endpointer.
@@ -122,8 +131,8 @@ enum State {
         barge_in: bool,
         /// Extra hangover frames granted for this silence.
         extra: u32,
-        /// The pause offered during this silence, if any.
-        pause: Option<u64>,
+        /// The first and the latest pause offered during this silence.
+        pause: Option<(u64, u64)>,
     },
 }
 
@@ -279,20 +288,28 @@ impl Endpointer {
                     let by_silence = *silence >= frames(self.config.hangover) + *extra;
                     return self.finish(!by_silence, at).map(Endpoint::Ended);
                 }
-                if pause.is_none()
-                    && self.config.pause.is_some_and(|p| {
-                        *silence == frames(p) && frames(p) < frames(self.config.hangover)
-                    })
-                {
+                let offer = self.config.pause.map(frames).is_some_and(|p| {
+                    let limit = frames(self.config.hangover) + *extra;
+                    *silence >= p
+                        && *silence < limit
+                        && match self.config.pause_repeat.map(frames) {
+                            Some(r) => (*silence - p) % r == 0,
+                            None => *silence == p,
+                        }
+                });
+                if offer {
                     self.pauses += 1;
-                    *pause = Some(self.pauses);
+                    let first = pause.map_or(self.pauses, |(f, _)| f);
+                    *pause = Some((first, self.pauses));
                     let (end, keep) = (*last_voiced_end, *voiced_len);
                     let keep = (keep + frames(self.config.tail) as usize * FRAME_16K)
                         .min(self.utterance.len());
                     return Some(Endpoint::Paused(Pause {
                         id: self.pauses,
+                        first,
                         samples: self.utterance[..keep].to_vec(),
                         end,
+                        silence: FRAME * *silence,
                     }));
                 }
                 None
@@ -306,10 +323,12 @@ impl Endpointer {
     pub fn end_now(&mut self, id: u64, at: MediaPosition) -> Option<Endpoint> {
         match self.state {
             State::Speaking {
-                pause: Some(p),
+                pause: Some((first, last)),
                 silence,
                 ..
-            } if p == id && silence > 0 => self.finish(false, at).map(Endpoint::Ended),
+            } if (first..=last).contains(&id) && silence > 0 => {
+                self.finish(false, at).map(Endpoint::Ended)
+            }
             _ => None,
         }
     }
@@ -318,12 +337,12 @@ impl Endpointer {
     /// utterance unfinished). Speech resuming clears it.
     pub fn extend(&mut self, id: u64, more: Duration) {
         if let State::Speaking {
-            pause: Some(p),
+            pause: Some((first, last)),
             extra,
             ..
         } = &mut self.state
         {
-            if *p == id {
+            if (*first..=*last).contains(&id) {
                 *extra = frames(more);
             }
         }
@@ -358,7 +377,7 @@ impl Endpointer {
             end: last_voiced_end,
             barge_in,
             truncated,
-            pause,
+            pause: pause.map(|(first, _)| first),
         })
     }
 
@@ -530,8 +549,12 @@ mod tests {
         for i in 42..120u32 {
             match ep.push(&[0.0; FRAME_16K], 0.0, pos(i), false) {
                 Some(Endpoint::Paused(pz)) => {
-                    assert_eq!(pz.id, 2);
-                    ep.extend(2, Duration::from_millis(400));
+                    // Offered again every 200 ms while the silence lasts.
+                    assert_eq!(pz.first, 2);
+                    assert_eq!(pz.silence, Duration::from_millis(120 + 200 * (pz.id - 2)));
+                    if pz.id == 2 {
+                        ep.extend(2, Duration::from_millis(400));
+                    }
                 }
                 Some(Endpoint::Ended(u)) => {
                     ended_at = Some(i);

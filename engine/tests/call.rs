@@ -5,7 +5,7 @@ mod common;
 
 use aiagc_engine::impair::Impairment;
 use aiagc_engine::packet::parse;
-use aiagc_engine::{Call, CallConfig, CallEvent, Codec, Rejection, SourcePolicy};
+use aiagc_engine::{Call, CallConfig, CallEvent, Codec, MediaPosition, Rejection, SourcePolicy};
 use common::*;
 use std::time::{Duration, Instant};
 
@@ -344,5 +344,77 @@ fn ending_the_turn_at_a_pause_saves_the_rest_of_the_hangover() {
     assert_eq!(
         late.samples, pause.samples,
         "no speech after the pause: same audio"
+    );
+}
+
+/// Model-gated turn ends in simulated time: "Ich hätte gern einen Termin
+/// am" + 700 ms + "Dienstag um halb drei." A driver whose turn model
+/// answers "incomplete" at pauses inside the first part's silence extends
+/// the wait to a 1.5 s ceiling and is asked again as the pause grows; after
+/// the second part it answers "complete" and the turn ends at the first
+/// pause. The fixed 500 ms hangover cuts the same turn in two.
+#[test]
+fn a_turn_model_keeps_a_mid_sentence_pause_and_ends_the_turn_at_once() {
+    let (_, a) = read_wav(&fixtures().join("de/part_01_v0_r150_8k.wav"));
+    let (_, b) = read_wav(&fixtures().join("de/part_02_v0_r150_8k.wav"));
+    let mut pcm = vec![0i16; 4000];
+    pcm.extend_from_slice(&a);
+    let second_starts = Duration::from_millis(pcm.len() as u64 / 8 + 700);
+    pcm.extend(vec![0i16; 8 * 700]);
+    pcm.extend_from_slice(&b);
+    pcm.extend(vec![0i16; 16000]);
+    let run = |gated: bool| {
+        let t0 = Instant::now();
+        let mut cfg = config(Codec::Ulaw);
+        if !gated {
+            cfg.endpoint.pause = None;
+        }
+        let mut call = Call::new(cfg, t0).unwrap();
+        let mut asked = Vec::new();
+        let out = drive(
+            &mut call,
+            &pcm,
+            Impairment::default(),
+            1,
+            t0,
+            Duration::from_secs(6),
+            |call, e, now| {
+                if let CallEvent::SpeechPaused(p) = e {
+                    // The stand-in model: complete once the second part was heard.
+                    let complete = p.end.elapsed > second_starts;
+                    asked.push((now - t0, p.id, complete));
+                    if complete {
+                        call.end_turn(p.id);
+                    } else {
+                        call.extend_turn(p.id, Duration::from_millis(1000));
+                    }
+                }
+            },
+        );
+        let ends: Vec<(Duration, MediaPosition)> = out
+            .events
+            .iter()
+            .filter_map(|(t, e)| match e {
+                CallEvent::SpeechEnded(u) => Some((*t - t0, u.end)),
+                _ => None,
+            })
+            .collect();
+        (ends, asked)
+    };
+    let (ends, asked) = run(true);
+    assert_eq!(ends.len(), 1, "one turn: {ends:?}");
+    assert!(
+        ends[0].1.elapsed > second_starts,
+        "ended after the second part"
+    );
+    let incomplete = asked.iter().filter(|(_, _, c)| !c).count();
+    assert!(incomplete >= 3, "asked again as the pause grew: {asked:?}");
+    let (at, _, _) = asked.iter().find(|(_, _, c)| *c).unwrap();
+    assert_eq!(*at, ends[0].0, "ended at the pause that said complete");
+    let (fixed, _) = run(false);
+    assert_eq!(
+        fixed.len(),
+        2,
+        "the fixed hangover splits the turn: {fixed:?}"
     );
 }

@@ -101,8 +101,14 @@ impl Features {
             for (i, f) in self.frame.iter_mut().enumerate() {
                 *f = self.padded[start + i] * self.window[i];
             }
-            if self.fft.process(&mut self.frame, &mut self.spectrum).is_err() {
-                self.spectrum.iter_mut().for_each(|c| *c = Default::default());
+            if self
+                .fft
+                .process(&mut self.frame, &mut self.spectrum)
+                .is_err()
+            {
+                self.spectrum
+                    .iter_mut()
+                    .for_each(|c| *c = Default::default());
             }
             for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
                 *p = c.norm_sqr();
@@ -159,15 +165,20 @@ impl SmartTurn {
         };
         self.input.resize(b * MELS * FRAMES, 0.0);
         for (i, a) in audios.iter().enumerate() {
-            self.features
-                .compute(a, &mut self.input[i * MELS * FRAMES..(i + 1) * MELS * FRAMES]);
+            self.features.compute(
+                a,
+                &mut self.input[i * MELS * FRAMES..(i + 1) * MELS * FRAMES],
+            );
         }
-        let input = TensorRef::from_array_view(([b, MELS, FRAMES], &self.input[..])).map_err(|e| fail(&e))?;
+        let input = TensorRef::from_array_view(([b, MELS, FRAMES], &self.input[..]))
+            .map_err(|e| fail(&e))?;
         let outputs = self
             .session
             .run(ort::inputs!["input_features" => input])
             .map_err(|e| fail(&e))?;
-        let (_, probs) = outputs[0].try_extract_tensor::<f32>().map_err(|e| fail(&e))?;
+        let (_, probs) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| fail(&e))?;
         if probs.len() < b {
             return Err(fail(&"unexpected output shape"));
         }
@@ -191,7 +202,9 @@ mod tests {
         let mut out = vec![0.0; MELS * FRAMES];
         f.compute(&[], &mut out);
         assert!(out.iter().all(|v| v.is_finite()));
-        let tone: Vec<f32> = (0..16000).map(|i| (i as f32 * 2.0 * std::f32::consts::PI * 1000.0 / 16000.0).sin() * 0.3).collect();
+        let tone: Vec<f32> = (0..16000)
+            .map(|i| (i as f32 * 2.0 * std::f32::consts::PI * 1000.0 / 16000.0).sin() * 0.3)
+            .collect();
         f.compute(&tone, &mut out);
         // Front padding: the first 7 s are the floor, the last second is loud
         // near 1 kHz (mel filter 26 is centred at ~1005 Hz).
@@ -200,6 +213,9 @@ mod tests {
         assert!(late > early + 1.0, "{early} {late}");
         let max = out.iter().cloned().fold(f32::MIN, f32::max);
         let min = out.iter().cloned().fold(f32::MAX, f32::min);
-        assert!((max - min - 2.0).abs() < 1e-4, "range is 8 decades / 4: {min}..{max}");
+        assert!(
+            (max - min - 2.0).abs() < 1e-4,
+            "range is 8 decades / 4: {min}..{max}"
+        );
     }
 }

@@ -18,7 +18,9 @@ type Reference = (&'static str, &'static [(usize, usize, f32)], f32);
 const REFERENCE: &[Reference] = &include!("smart_turn_reference.in");
 
 fn audio(name: &str) -> Vec<f32> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/generated").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/generated")
+        .join(name);
     read_wav_16k(&path).expect("fixtures (run scripts/setup.sh)")
 }
 
@@ -30,7 +32,10 @@ fn features_match_the_reference_extractor() {
         f.compute(&audio(name), &mut out);
         for &(m, t, want) in points.iter() {
             let got = out[m * FRAMES + t];
-            assert!((got - want).abs() < 1e-4, "{name} mel {m} frame {t}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-4,
+                "{name} mel {m} frame {t}: {got} vs {want}"
+            );
         }
     }
 }
@@ -41,19 +46,68 @@ fn probabilities_match_onnxruntime_and_batches_agree() {
     let clips: Vec<Vec<f32>> = REFERENCE.iter().map(|(n, _, _)| audio(n)).collect();
     for ((name, _, want), clip) in REFERENCE.iter().zip(&clips) {
         let p = model.complete_probability(clip).unwrap();
-        assert!((p - want).abs() < 0.25 && (p > 0.5) == (*want > 0.5), "{name}: {p} vs {want}");
+        assert!(
+            (p - want).abs() < 0.25 && (p > 0.5) == (*want > 0.5),
+            "{name}: {p} vs {want}"
+        );
     }
     let refs: Vec<&[f32]> = clips.iter().map(|c| &c[..]).collect();
     let batch = model.run_batch(&refs).unwrap();
     for ((name, _, want), (p, clip)) in REFERENCE.iter().zip(batch.into_iter().zip(&clips)) {
         let alone = model.complete_probability(clip).unwrap();
-        assert!((p - alone).abs() < 1e-4, "batched {name}: {p} vs {alone} ({want})");
+        assert!(
+            (p - alone).abs() < 1e-4,
+            "batched {name}: {p} vs {alone} ({want})"
+        );
     }
     // Longer than 8 s: only the end counts.
     let mut long = vec![0.3f32; WINDOW];
     long.extend_from_slice(&clips[0]);
     let p = model.complete_probability(&long).unwrap();
-    let alone = model.complete_probability(&clips[0][clips[0].len().saturating_sub(WINDOW)..]).unwrap();
+    let alone = model
+        .complete_probability(&clips[0][clips[0].len().saturating_sub(WINDOW)..])
+        .unwrap();
     assert!(p.is_finite() && alone.is_finite());
 }
 
+/// On the German fixtures (espeak-ng, 3 voices × 2 rates, wideband), with
+/// 120 ms of the pause heard: the share of complete utterances judged
+/// complete, and of the unfinished fragments ("Ich hätte gern einen
+/// Termin am", "Am Donnerstag, ähm") judged incomplete.
+#[test]
+fn german_turns_complete_and_unfinished() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/generated/de");
+    let tsv = std::fs::read_to_string(dir.join("transcripts.tsv")).unwrap();
+    let mut model = SmartTurn::from_dir(&default_dir()).unwrap();
+    let (mut complete, mut complete_ok, mut unfinished, mut unfinished_ok) = (0, 0, 0, 0);
+    for line in tsv.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 7 || !cols[0].ends_with("_16k.wav") {
+            continue;
+        }
+        let id = &cols[0][..cols[0].find("_v").unwrap()];
+        // The second halves of split turns are not turns of their own.
+        if id == "part_02" || id == "part_04" {
+            continue;
+        }
+        let mut audio = read_wav_16k(&dir.join(cols[0])).unwrap();
+        let last = audio.iter().rposition(|s| s.abs() > 0.02).unwrap_or(0);
+        audio.truncate(last + 1);
+        audio.extend(std::iter::repeat_n(0.0, 16 * 120));
+        let p = model.complete_probability(&audio).unwrap();
+        if cols[6] == "incomplete" {
+            unfinished += 1;
+            unfinished_ok += (p < 0.5) as usize;
+        } else {
+            complete += 1;
+            complete_ok += (p >= 0.5) as usize;
+        }
+    }
+    eprintln!("complete judged complete: {complete_ok}/{complete}; unfinished judged incomplete: {unfinished_ok}/{unfinished}");
+    assert_eq!(unfinished, 12);
+    assert!(
+        unfinished_ok * 4 >= unfinished * 3,
+        "{unfinished_ok}/{unfinished}"
+    );
+    assert!(complete_ok * 2 >= complete, "{complete_ok}/{complete}");
+}

@@ -32,6 +32,9 @@ enum Step {
     Say(&'static str),
     /// Say a fixture this long after the agent's reply started (barge-in).
     Interrupt(&'static str, u64),
+    /// Say two fixtures with a pause between them (ms) after the reply has
+    /// ended: a turn that must not end in that pause.
+    Parts(&'static str, u64, &'static str),
     /// Press a key after the reply has ended.
     Key(char),
 }
@@ -44,7 +47,7 @@ const CALLS: &[(&str, usize, &[Step], &str)] = &[
         0,
         &[
             Step::Say("book_01"),
-            Step::Say("pause_01"),
+            Step::Parts("part_01", 700, "part_02"),
             Step::Say("yes_02"),
         ],
         "booked",
@@ -188,17 +191,27 @@ struct Done {
     dtmf: Option<char>,
     start: Instant,
     end: Instant,
+    /// A pause inside the turn (the turn must not end there).
+    gap: Option<(Instant, Instant)>,
 }
 
 pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let codec = Codec::from_asterisk_format(&args.codec)?;
+    if !matches!(args.endpointing.as_str(), "model" | "words" | "fixed") {
+        bail!(
+            "--endpointing {:?}: use model, words or fixed",
+            args.endpointing
+        );
+    }
     let fixtures = super::fixtures_dir(&args.fixtures);
     let texts = utterance_texts()?;
     let model_path = aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML);
     let model = Arc::new(
         WhisperModel::load(&model_path).context("whisper model (run `bash scripts/setup.sh`)")?,
     );
-    let pool = SpeechPool::start(model, 1, 16, SttConfig::default())?;
+    let models_dir = aiagc_models::manifest::default_dir();
+    let pool =
+        SpeechPool::start_with_turn_model(model, 1, 16, SttConfig::default(), Some(models_dir))?;
     let scenario = Scenario::praxis();
     let dialogues: DialogueFactory = {
         let scenario = scenario.clone();
@@ -223,11 +236,8 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         PortRange::new("127.0.0.1".parse()?, 32000..=32999),
         MediaConfig {
             records_dir: Some(records_dir.clone()),
-            semantic_endpointing: match args.endpointing.as_str() {
-                "pause" => true,
-                "fixed" => false,
-                other => bail!("--endpointing {other:?}: use pause or fixed"),
-            },
+            semantic_endpointing: args.endpointing != "fixed",
+            turn_model: args.endpointing == "model",
             ..MediaConfig::default()
         },
         ControllerConfig {
@@ -286,7 +296,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         let mut done: Vec<Done> = Vec::new();
         for step in plan.iter() {
             let (id, barge) = match step {
-                Step::Say(id) => (Some(*id), None),
+                Step::Say(id) | Step::Parts(id, _, _) => (Some(*id), None),
                 Step::Interrupt(id, after) => (Some(*id), Some(Duration::from_millis(*after))),
                 Step::Key(_) => (None, None),
             };
@@ -299,7 +309,19 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             }
             match (id, step) {
                 (Some(id), _) => {
-                    let f = load_fixture(&fixtures, id, *voice, &texts)?;
+                    let mut f = load_fixture(&fixtures, id, *voice, &texts)?;
+                    let mut gap = None;
+                    if let Step::Parts(_, pause, second) = step {
+                        let b = load_fixture(&fixtures, second, *voice, &texts)?;
+                        let first_len = Duration::from_secs_f64(f.pcm.len() as f64 / 16000.0);
+                        let pause = Duration::from_millis(*pause);
+                        gap = Some((f.voiced_end, first_len + pause));
+                        f.pcm
+                            .extend(std::iter::repeat_n(0i16, (pause.as_millis() * 16) as usize));
+                        f.pcm.extend_from_slice(&b.pcm);
+                        f.voiced_end = first_len + pause + b.voiced_end;
+                        f.text = format!("{} {}", f.text, b.text);
+                    }
                     let before = sim.spoken(&caller).len();
                     if !sim.say(&caller, &f.pcm) {
                         if !args.json {
@@ -329,6 +351,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                         dtmf: None,
                         start,
                         end,
+                        gap: gap.map(|(a, b)| (start + a, start + b)),
                     });
                     since = end;
                 }
@@ -340,6 +363,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                         dtmf: Some(*k),
                         start: at,
                         end: at,
+                        gap: None,
                     });
                     since = at;
                 }
@@ -386,6 +410,12 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 .filter(|r| r.handed_over >= d.start && next.is_none_or(|n| r.handed_over < n))
                 .collect();
             let record = records.last().copied();
+            // Ended inside the caller's mid-turn pause (or split in two).
+            let cut_off = d.gap.is_some_and(|(a, b)| {
+                records
+                    .iter()
+                    .any(|r| r.handed_over > a && r.handed_over < b + Duration::from_millis(100))
+            }) || records.len() > 1;
             let transcript = records
                 .iter()
                 .map(|r| r.transcript.as_str())
@@ -419,7 +449,8 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                         .map(|at| ms(at.saturating_duration_since(d.end)))
                         .unwrap_or(f64::NAN),
                 },
-                early: record.map(|r| (r.early_transcript, r.ended_by_hint)),
+                early: record.map(|r| (r.early_transcript, r.ended_by_hint, r.ended_by_model)),
+                cut_off,
             });
         }
         if !args.json {
@@ -459,6 +490,13 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             expected_turns: turns.len(),
             wer: Some(wer),
             completed_tasks: Some(completed),
+            cut_offs: Some(turns.iter().filter(|t| t.cut_off).count()),
+            late_ends: Some(
+                turns
+                    .iter()
+                    .filter(|t| t.latency_ms.endpoint > 1000.0)
+                    .count(),
+            ),
             latency_ms: latency_percentiles(&turns),
             rtp: RtpSummary::default(),
         },
@@ -469,8 +507,9 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     } else {
         let s = &report.summary;
         println!(
-            "{} of {} turns answered; {} of {} calls completed their task; WER {:.2} (spoken turns); turn latency p50 {:.0} ms, p95 {:.0} ms",
-            s.turns, s.expected_turns, completed, s.calls, wer, s.latency_ms.p50, s.latency_ms.p95
+            "{} of {} turns answered; {} of {} calls completed their task; WER {:.2} (spoken turns); turn latency p50 {:.0} ms, p95 {:.0} ms; {} turn(s) cut off in a pause, {} ended later than 1 s (endpointing: {})",
+            s.turns, s.expected_turns, completed, s.calls, wer, s.latency_ms.p50, s.latency_ms.p95,
+            s.cut_offs.unwrap_or(0), s.late_ends.unwrap_or(0), args.endpointing
         );
     }
     if answered == 0 {
@@ -504,23 +543,19 @@ fn print_turn(t: &Turn) {
     println!("{:>w$}   agent:   {}", "", t.reply);
     let l = &t.latency_ms;
     let stt = l.stt.unwrap_or(f64::NAN);
-    let (stt_part, how) = match t.early {
-        Some((true, ended)) => (
-            format!(
-                "endpoint {:.0} ms (STT {stt:.0} ms of it, at the pause)",
-                l.endpoint
-            ),
-            if ended {
-                "; the turn ended at the pause: words complete"
-            } else {
-                ""
-            },
-        ),
-        _ => (
-            format!("endpoint {:.0} ms + STT {stt:.0} ms", l.endpoint),
-            "",
-        ),
+    let ended = match t.early {
+        Some((_, true, _)) => "; turn ended at the pause: the words complete it",
+        Some((_, false, true)) => "; turn ended at the pause: Smart Turn says complete",
+        _ => "",
     };
+    let stt_part = match t.early {
+        Some((true, _, _)) => format!(
+            "endpoint {:.0} ms (STT {stt:.0} ms of it, at the pause)",
+            l.endpoint
+        ),
+        _ => format!("endpoint {:.0} ms + STT {stt:.0} ms", l.endpoint),
+    };
+    let how = ended;
     println!(
         "{:>w$}   latency: {stt_part} + dialogue {:.1} ms + TTS first audio {:.0} ms → heard after {:.0} ms{how}",
         "",

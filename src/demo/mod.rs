@@ -40,10 +40,10 @@ pub struct DemoArgs {
     /// Fixtures folder (default: fixtures/generated next to the binary's repo).
     #[arg(long)]
     fixtures: Option<PathBuf>,
-    /// Turn ends: `pause` (transcribe at a 120 ms pause; end the turn
-    /// there when the words are complete) or `fixed` (the 500 ms hangover
-    /// alone), for comparison.
-    #[arg(long, default_value = "pause")]
+    /// Turn ends: `model` (at a 120 ms pause Smart Turn and the words
+    /// decide: complete ends the turn, unfinished waits up to 1.5 s),
+    /// `words` (the words alone), or `fixed` (the 500 ms hangover alone).
+    #[arg(long, default_value = "model")]
     endpointing: String,
     /// Only the media engine, in simulated time (no ARI, no models): each
     /// turn is answered by echoing the caller.
@@ -71,9 +71,11 @@ pub(crate) struct Turn {
     dtmf: Option<String>,
     speech_ms: [u64; 2],
     latency_ms: Latency,
-    /// (transcript made at the pause, turn ended by the hint)
+    /// (transcript made at the pause, turn ended by the words, by the model)
     #[serde(skip)]
-    early: Option<(bool, bool)>,
+    early: Option<(bool, bool, bool)>,
+    /// The turn ended inside the caller's pause, or was split.
+    cut_off: bool,
 }
 
 #[derive(Serialize)]
@@ -83,6 +85,12 @@ pub(crate) struct Summary {
     expected_turns: usize,
     wer: Option<f64>,
     completed_tasks: Option<usize>,
+    /// Turns that ended inside the caller's mid-turn pause (or were split).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cut_offs: Option<usize>,
+    /// Turns whose end was decided more than 1 s after the speech ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late_ends: Option<usize>,
     latency_ms: Percentiles,
     rtp: RtpSummary,
 }
@@ -251,6 +259,7 @@ fn run_call(
                     barge_in: u.barge_in,
                     dtmf: None,
                     early: None,
+                    cut_off: false,
                     speech_ms: [start_ms, end_ms],
                     latency_ms: Latency {
                         endpoint: now.saturating_duration_since(speech_end_at).as_secs_f64()
@@ -328,6 +337,8 @@ fn run_engine(args: &DemoArgs) -> Result<()> {
             expected_turns,
             wer: None,
             completed_tasks: None,
+            cut_offs: None,
+            late_ends: None,
             latency_ms: latency_percentiles(&turns),
             rtp,
         },

@@ -32,8 +32,13 @@ pub struct MediaConfig {
     pub endpoint: EndpointConfig,
     /// End the turn at a pause when the words are complete.
     pub semantic_endpointing: bool,
-    /// Extra wait when the words at a pause are clearly unfinished.
-    pub unfinished_extension: Duration,
+    /// Ask the turn model (Smart Turn) at pauses, if the workers have it.
+    pub turn_model: bool,
+    /// Probability from which the turn model's "complete" ends the turn.
+    pub turn_threshold: f32,
+    /// Longest silence to wait when the words or the model say the caller
+    /// is not done.
+    pub turn_ceiling: Duration,
     /// Silence after a reply before the dialogue gets `Silence`.
     pub no_input: Duration,
     /// Where per-call JSON-lines records go (none: no records).
@@ -48,7 +53,9 @@ impl Default for MediaConfig {
         Self {
             endpoint: EndpointConfig::default(),
             semantic_endpointing: true,
-            unfinished_extension: Duration::from_millis(700),
+            turn_model: true,
+            turn_threshold: 0.5,
+            turn_ceiling: Duration::from_millis(1500),
             no_input: Duration::from_secs(8),
             records_dir: None,
             record_audio: false,
@@ -234,10 +241,15 @@ struct Turns {
     partials: HashMap<u64, (String, Duration)>,
     /// Pauses being transcribed.
     in_flight: Vec<u64>,
-    /// An utterance waiting for its pause's transcript.
-    awaiting: Option<(u64, u64, Vec<f32>, Instant)>,
-    /// Pauses ended early by the hint.
+    /// An utterance waiting for its pause's transcript (pause, turn,
+    /// audio, hand-over, ended by the model).
+    awaiting: Option<(u64, u64, Vec<f32>, Instant, bool)>,
+    /// Silences (by first pause) ended early by the words.
     ended_by_hint: Vec<u64>,
+    /// Silences ended early by the turn model.
+    ended_by_model: Vec<u64>,
+    /// Silences the words call unfinished (the model is not followed there).
+    unfinished: Vec<u64>,
     /// Action to carry out once the reply has played.
     pending_action: Option<Action>,
     /// Turn whose reply is playing.
@@ -305,6 +317,8 @@ impl CallTask {
             in_flight: Vec::new(),
             awaiting: None,
             ended_by_hint: Vec::new(),
+            ended_by_model: Vec::new(),
+            unfinished: Vec::new(),
             pending_action: None,
             playing: None,
             first_packet: None,
@@ -409,16 +423,33 @@ impl CallTask {
                 shared.latest_pause.store(p.id, Ordering::SeqCst);
                 tracing::debug!(call = %id, pause = p.id, "pause");
                 let turn = shared.current.load(Ordering::SeqCst);
-                if self.submit(
-                    shared,
-                    turn,
-                    Work::Pause {
+                // The turn model hears the pause as it is so far.
+                let silence = (p
+                    .silence
+                    .saturating_sub(self.config.endpoint.tail)
+                    .as_millis()
+                    * 16) as usize;
+                if p.id == p.first {
+                    let work = Work::Pause {
                         id: p.id,
                         audio: p.samples,
-                    },
-                    now,
-                ) {
-                    t.in_flight.push(p.id);
+                        silence: if self.config.turn_model { silence } else { 0 },
+                    };
+                    if self.submit(shared, turn, work, now) {
+                        t.in_flight.push(p.id);
+                    }
+                } else if self.config.turn_model
+                    && !t.unfinished.contains(&p.first)
+                    && !t.in_flight.contains(&p.first)
+                {
+                    let mut audio = p.samples;
+                    audio.resize(audio.len() + silence, 0.0);
+                    let work = Work::TurnCheck {
+                        first: p.first,
+                        id: p.id,
+                        audio,
+                    };
+                    self.submit(shared, turn, work, now);
                 }
             }
             CallEvent::SpeechEnded(u) => {
@@ -426,16 +457,24 @@ impl CallTask {
                 let turn = Self::next_turn(shared);
                 t.pending_action = None;
                 let by_hint = u.pause.is_some_and(|p| t.ended_by_hint.contains(&p));
+                let by_model = u.pause.is_some_and(|p| t.ended_by_model.contains(&p));
                 let reuse = u.pause.and_then(|p| t.partials.remove(&p));
                 let waiting = u.pause.filter(|p| t.in_flight.contains(p));
                 t.partials.clear();
                 match (reuse, waiting) {
                     (Some(text), _) => {
-                        self.submit_utterance(shared, turn, u.samples, Some(text), by_hint, now);
+                        self.submit_utterance(
+                            shared,
+                            turn,
+                            u.samples,
+                            Some(text),
+                            (by_hint, by_model),
+                            now,
+                        );
                     }
-                    (None, Some(p)) => t.awaiting = Some((p, turn, u.samples, now)),
+                    (None, Some(p)) => t.awaiting = Some((p, turn, u.samples, now, by_model)),
                     (None, None) => {
-                        self.submit_utterance(shared, turn, u.samples, None, false, now)
+                        self.submit_utterance(shared, turn, u.samples, None, (false, by_model), now)
                     }
                 }
             }
@@ -468,13 +507,20 @@ impl CallTask {
         let _ = call;
     }
 
+    /// Extra silence beyond the hangover up to the ceiling.
+    fn extension(&self) -> Duration {
+        self.config
+            .turn_ceiling
+            .saturating_sub(self.config.endpoint.hangover)
+    }
+
     fn submit_utterance(
         &self,
         shared: &Arc<CallShared>,
         turn: u64,
         audio: Vec<f32>,
         transcript: Option<(String, Duration)>,
-        ended_by_hint: bool,
+        (ended_by_hint, ended_by_model): (bool, bool),
         now: Instant,
     ) {
         self.submit(
@@ -484,6 +530,7 @@ impl CallTask {
                 audio,
                 transcript,
                 ended_by_hint,
+                ended_by_model,
             },
             now,
         );
@@ -500,14 +547,14 @@ impl CallTask {
             } => {
                 tracing::debug!(call = %self.id, pause, ?hint, stt_ms = stt.as_millis() as u64, "pause transcript");
                 t.in_flight.retain(|p| *p != pause);
-                if let Some((p, turn, audio, at)) = t.awaiting.take() {
+                if let Some((p, turn, audio, at, by_model)) = t.awaiting.take() {
                     if p == pause {
-                        // The turn already ended on the hangover: answer with this transcript.
+                        // The turn already ended (model or hangover): answer with this transcript.
                         let text = (!transcript.is_empty()).then_some((transcript, stt));
-                        self.submit_utterance(shared, turn, audio, text, false, at);
+                        self.submit_utterance(shared, turn, audio, text, (false, by_model), at);
                         return;
                     }
-                    t.awaiting = Some((p, turn, audio, at));
+                    t.awaiting = Some((p, turn, audio, at, by_model));
                 }
                 t.partials.insert(pause, (transcript, stt));
                 match hint {
@@ -516,9 +563,30 @@ impl CallTask {
                         call.end_turn(pause);
                     }
                     TurnHint::Unfinished => {
-                        call.extend_turn(pause, self.config.unfinished_extension)
+                        t.unfinished.push(pause);
+                        call.extend_turn(pause, self.extension());
                     }
                     TurnHint::Unknown => {}
+                }
+                while let Some(event) = call.poll_event() {
+                    self.on_event(event, call, shared, t, now);
+                }
+            }
+            SpeechOut::TurnScore {
+                first,
+                pause,
+                probability,
+            } => {
+                tracing::debug!(call = %self.id, first, pause, probability, "turn model");
+                // The words decide where they have an opinion.
+                if t.unfinished.contains(&first) || t.ended_by_hint.contains(&first) {
+                    return;
+                }
+                if probability >= self.config.turn_threshold {
+                    t.ended_by_model.push(first);
+                    call.end_turn(pause);
+                } else {
+                    call.extend_turn(pause, self.extension());
                 }
                 while let Some(event) = call.poll_event() {
                     self.on_event(event, call, shared, t, now);

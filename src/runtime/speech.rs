@@ -8,6 +8,7 @@
 
 use aiagc_engine::handoff::{bounded, HandoffSender, Offer};
 use aiagc_models::dialogue::{Action, Dialogue, Input, TurnHint};
+use aiagc_models::smart_turn::{EndOfTurn, SmartTurn};
 use aiagc_models::stt::{SttConfig, SttWorker, WhisperModel};
 use aiagc_models::tts::{sentences, EspeakVoice, Tts};
 use serde::Serialize;
@@ -63,6 +64,8 @@ pub struct TurnRecord {
     pub early_transcript: bool,
     /// The turn ended at the pause because the words were complete.
     pub ended_by_hint: bool,
+    /// The turn ended at the pause because the turn model said complete.
+    pub ended_by_model: bool,
     /// The caller interrupted this turn's reply.
     pub interrupted: bool,
     /// From the hand-over to the first reply packet sent (media side).
@@ -95,6 +98,15 @@ pub enum SpeechOut {
         /// The dialogue's view on whether the turn is complete.
         hint: TurnHint,
     },
+    /// The turn model's view at a pause.
+    TurnScore {
+        /// First pause of the silence.
+        first: u64,
+        /// This pause.
+        pause: u64,
+        /// Probability that the turn is complete.
+        probability: f32,
+    },
     /// One sentence of a reply.
     Audio(ReplyAudio),
     /// The turn is answered (all its sentences were sent).
@@ -106,11 +118,24 @@ pub enum SpeechOut {
 pub enum Work {
     /// The call was answered: greet.
     Start,
-    /// Transcribe the utterance so far (a pause) and judge it.
+    /// Transcribe the utterance so far (a pause) and judge it: the words,
+    /// then, where they have no opinion, the turn model.
     Pause {
         /// Pause id.
         id: u64,
         /// 16 kHz audio.
+        audio: Vec<f32>,
+        /// Silence to append for the turn model (the pause so far, less
+        /// the tail already in `audio`), in samples.
+        silence: usize,
+    },
+    /// Ask the turn model again as the pause grows.
+    TurnCheck {
+        /// First pause of the silence.
+        first: u64,
+        /// This pause.
+        id: u64,
+        /// 16 kHz audio including the silence so far.
         audio: Vec<f32>,
     },
     /// Answer an utterance.
@@ -119,8 +144,10 @@ pub enum Work {
         audio: Vec<f32>,
         /// Transcript made at the utterance's pause, and its STT time.
         transcript: Option<(String, Duration)>,
-        /// Whether the hint ended the turn.
+        /// Whether the words ended the turn.
         ended_by_hint: bool,
+        /// Whether the turn model ended the turn.
+        ended_by_model: bool,
     },
     /// Keys pressed.
     Dtmf(String),
@@ -164,7 +191,9 @@ impl Job {
         match self.work {
             // Pause transcripts outlive the turn bump at the utterance's
             // end (they are reused), but a newer pause supersedes them.
-            Work::Pause { id, .. } => id < self.call.latest_pause.load(Ordering::SeqCst),
+            Work::Pause { id, .. } | Work::TurnCheck { id, .. } => {
+                id < self.call.latest_pause.load(Ordering::SeqCst)
+            }
             _ => self.call.current.load(Ordering::SeqCst) != self.turn,
         }
     }
@@ -199,6 +228,19 @@ impl SpeechPool {
         queue: usize,
         stt: SttConfig,
     ) -> Result<Self, aiagc_models::stt::SttError> {
+        Self::start_with_turn_model(model, workers, queue, stt, None)
+    }
+
+    /// As [`SpeechPool::start`], each worker also loading Smart Turn from
+    /// the models folder `turn_model` (a failure is logged; the pool then
+    /// works without it).
+    pub fn start_with_turn_model(
+        model: Arc<WhisperModel>,
+        workers: usize,
+        queue: usize,
+        stt: SttConfig,
+        turn_model: Option<std::path::PathBuf>,
+    ) -> Result<Self, aiagc_models::stt::SttError> {
         let (tx, rx) = bounded::<Job>(queue);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SpeechStats::default());
@@ -206,6 +248,16 @@ impl SpeechPool {
         for i in 0..workers.max(1) {
             let mut worker = model.worker()?;
             let (rx, stt, stop, stats) = (rx.clone(), stt.clone(), stop.clone(), stats.clone());
+            let mut turn = match &turn_model {
+                Some(dir) => match SmartTurn::from_dir(dir) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Smart Turn not loaded: turns end on words and silence");
+                        None
+                    }
+                },
+                None => None,
+            };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("speech-{i}"))
@@ -217,7 +269,9 @@ impl SpeechPool {
                                 Ok(job) if job.stale() => {
                                     stats.stale.fetch_add(1, Ordering::Relaxed);
                                 }
-                                Ok(job) => run(job, &mut worker, &stt, &mut voice, &stats),
+                                Ok(job) => {
+                                    run(job, &mut worker, turn.as_mut(), &stt, &mut voice, &stats)
+                                }
                                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                             }
@@ -308,17 +362,41 @@ fn transcribe(worker: &mut SttWorker, stt: &SttConfig, audio: &[f32], call: &Cal
     }
 }
 
+fn score(turn: Option<&mut SmartTurn>, call: &CallShared, first: u64, pause: u64, audio: &[f32]) {
+    let Some(model) = turn else { return };
+    match model.complete_probability(audio) {
+        Ok(probability) => {
+            let _ = call.out.send(SpeechOut::TurnScore {
+                first,
+                pause,
+                probability,
+            });
+        }
+        Err(e) => tracing::warn!(call = %call.id, error = %e, "turn model failed"),
+    }
+}
+
 fn run(
     job: Job,
     worker: &mut SttWorker,
+    turn: Option<&mut SmartTurn>,
     stt: &SttConfig,
     voice: &mut EspeakVoice,
     stats: &SpeechStats,
 ) {
     let call = job.call.clone();
     let t0 = Instant::now();
-    let (input_kind, transcript, stt_time, early, by_hint) = match job.work {
-        Work::Pause { id, audio } => {
+    let (input_kind, transcript, stt_time, early, by_hint, by_model) = match job.work {
+        Work::TurnCheck { first, id, audio } => {
+            score(turn, &call, first, id, &audio);
+            return;
+        }
+        Work::Pause { id, audio, silence } => {
+            // The words first: the reply needs the transcript anyway, so a
+            // decision that waits for it costs nothing, and the words know
+            // what the dialogue expects. The turn model speaks only where
+            // the words have no opinion.
+            let t0 = Instant::now();
             let transcript = transcribe(worker, stt, &audio, &call);
             let stt_time = t0.elapsed();
             let hint = match call.dialogue.lock() {
@@ -332,22 +410,43 @@ fn run(
                 stt: stt_time,
                 hint,
             });
+            if hint == TurnHint::Unknown && turn.is_some() {
+                let mut padded = Vec::with_capacity(audio.len() + silence);
+                padded.extend_from_slice(&audio);
+                padded.resize(audio.len() + silence, 0.0);
+                score(turn, &call, id, id, &padded);
+            }
             return;
         }
-        Work::Start => ("start", String::new(), Duration::ZERO, false, false),
+        Work::Start => ("start", String::new(), Duration::ZERO, false, false, false),
         Work::Utterance {
             audio,
             transcript,
             ended_by_hint,
+            ended_by_model,
         } => match transcript {
-            Some((t, stt)) => ("speech", t, stt, true, ended_by_hint),
+            Some((t, stt)) => ("speech", t, stt, true, ended_by_hint, ended_by_model),
             None => {
                 let t = transcribe(worker, stt, &audio, &call);
-                ("speech", t, t0.elapsed(), false, ended_by_hint)
+                (
+                    "speech",
+                    t,
+                    t0.elapsed(),
+                    false,
+                    ended_by_hint,
+                    ended_by_model,
+                )
             }
         },
-        Work::Dtmf(keys) => ("dtmf", keys, Duration::ZERO, false, false),
-        Work::Silence => ("silence", String::new(), Duration::ZERO, false, false),
+        Work::Dtmf(keys) => ("dtmf", keys, Duration::ZERO, false, false, false),
+        Work::Silence => (
+            "silence",
+            String::new(),
+            Duration::ZERO,
+            false,
+            false,
+            false,
+        ),
     };
     let input = match input_kind {
         "start" => Input::Start,
@@ -407,6 +506,7 @@ fn run(
         tts_first_audio: first_audio.unwrap_or_default(),
         early_transcript: early,
         ended_by_hint: by_hint,
+        ended_by_model: by_model,
         interrupted: false,
         to_first_packet: None,
     };
