@@ -6,12 +6,12 @@
 //! `Debug` output.
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Asterisk REST Interface.
@@ -27,7 +27,7 @@ pub struct Config {
 }
 
 /// `[ari]`
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ari {
     /// Host of Asterisk's HTTP server.
@@ -78,7 +78,7 @@ impl std::fmt::Debug for Ari {
 }
 
 /// `[media]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Media {
     /// Address Asterisk sends RTP to (`external_host`); must be reachable from Asterisk.
@@ -122,7 +122,7 @@ impl Default for Media {
 }
 
 /// `[speech]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Speech {
     /// Worker threads (0: one per two cores).
@@ -147,7 +147,7 @@ impl Default for Speech {
 }
 
 /// `[dialogue]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DialogueConfig {
     /// `scenario` or `llm`.
@@ -169,7 +169,7 @@ impl Default for DialogueConfig {
 }
 
 /// `[dialogue.llm]`: an OpenAI-compatible server.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Llm {
     /// Base URL including `/v1`.
@@ -222,7 +222,7 @@ impl std::fmt::Debug for Llm {
 }
 
 /// `[serve]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Serve {
     /// How long SIGINT/SIGTERM waits for calls to finish, s.
@@ -241,10 +241,47 @@ impl Default for Serve {
     }
 }
 
+/// Where each effective value came from: `section.key` → `file PATH` or
+/// `env NAME` (absent: the default). Flags are recorded by the caller.
+pub type Sources = std::collections::BTreeMap<String, String>;
+
 impl Config {
     /// Reads `path` (or `aiagc.toml` if it exists), then applies the
     /// environment `env` (a lookup, so tests need not touch the process).
     pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        Ok(Self::load_with_sources(path, env)?.0)
+    }
+
+    /// [`Config::load`], also saying where each value came from.
+    pub fn load_with_sources(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Self, Sources)> {
+        let mut sources = Sources::new();
+        let file = match path {
+            Some(p) => Some(p.to_owned()),
+            None if Path::new("aiagc.toml").exists() => Some("aiagc.toml".into()),
+            None => None,
+        };
+        if let Some(f) = &file {
+            if let Ok(table) = std::fs::read_to_string(f)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(toml::from_str::<toml::Table>(&t)?))
+            {
+                collect_keys(&table, "", &mut |k| {
+                    sources.insert(k, format!("file {}", f.display()));
+                });
+            }
+        }
+        let config = Self::load_env_recorded(path, env, &mut sources)?;
+        Ok((config, sources))
+    }
+
+    fn load_env_recorded(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        sources: &mut Sources,
+    ) -> Result<Self> {
         let mut config = match path {
             Some(p) => Self::from_toml(
                 &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -257,7 +294,30 @@ impl Config {
         };
         config.apply_env(env)?;
         config.validate()?;
+        for (key, name) in ENV_KEYS {
+            if env(name).is_some() {
+                sources.insert(key.to_string(), format!("env {name}"));
+            }
+        }
         Ok(config)
+    }
+
+    /// The effective configuration as TOML, secrets redacted, each value
+    /// annotated with where it came from.
+    pub fn explain(&self, sources: &Sources) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        for path in [["ari", "password", ""], ["dialogue", "llm", "api_key"]] {
+            let mut secret = &mut v;
+            for p in path.iter().filter(|p| !p.is_empty()) {
+                secret = &mut secret[*p];
+            }
+            if secret.as_str().is_some_and(|s| !s.is_empty()) {
+                *secret = serde_json::Value::String("<redacted>".into());
+            }
+        }
+        let mut out = String::new();
+        explain_table(&v, "", sources, &mut out);
+        out.trim_start().to_owned()
     }
 
     /// Parses TOML (unknown keys are errors: a typo must not be ignored).
@@ -265,7 +325,7 @@ impl Config {
         Ok(toml::from_str(text)?)
     }
 
-    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    pub(crate) fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         let set = |target: &mut String, name: &str| {
             if let Some(v) = env(name) {
                 *target = v;
@@ -396,6 +456,63 @@ impl Config {
     }
 }
 
+/// Keys the environment can set, and the variable.
+const ENV_KEYS: [(&str, &str); 14] = [
+    ("ari.host", "ASTERISK_ARI_HOST"),
+    ("ari.port", "ASTERISK_ARI_PORT"),
+    ("ari.username", "ASTERISK_ARI_USERNAME"),
+    ("ari.password", "ASTERISK_ARI_PASSWORD"),
+    ("ari.language", "ASTERISK_LANGUAGE"),
+    ("ari.app", "AIAGC_APP"),
+    ("media.bind", "AIAGC_MEDIA_BIND"),
+    ("media.ports", "AIAGC_MEDIA_PORTS"),
+    ("media.records_dir", "AIAGC_RECORDS_DIR"),
+    ("speech.models_dir", "AIAGC_MODELS"),
+    ("dialogue.backend", "AIAGC_DIALOGUE"),
+    ("dialogue.llm.base_url", "AIAGC_LLM_URL"),
+    ("dialogue.llm.model", "AIAGC_LLM_MODEL"),
+    ("dialogue.llm.api_key", "AIAGC_LLM_API_KEY"),
+];
+
+fn collect_keys(table: &toml::Table, prefix: &str, add: &mut dyn FnMut(String)) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => collect_keys(t, &key, add),
+            _ => add(key),
+        }
+    }
+}
+
+fn explain_table(v: &serde_json::Value, prefix: &str, sources: &Sources, out: &mut String) {
+    let Some(map) = v.as_object() else { return };
+    if !prefix.is_empty() {
+        out.push_str(&format!("\n[{prefix}]\n"));
+    }
+    for (k, val) in map.iter().filter(|(_, v)| !v.is_object()) {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let text = val.to_string();
+        let from = sources.get(&key).map(String::as_str).unwrap_or("default");
+        out.push_str(&format!("{:<44} # {from}\n", format!("{k} = {text}")));
+    }
+    for (k, val) in map.iter().filter(|(_, v)| v.is_object()) {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        explain_table(val, &key, sources, out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +584,49 @@ mod tests {
         let c = Config::from_toml(text).unwrap();
         c.validate().unwrap();
         assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn explain_names_the_source_and_hides_secrets() {
+        let dir = std::env::temp_dir().join(format!("aiagc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("aiagc.toml");
+        std::fs::write(
+            &file,
+            "[ari]\nhost = \"pbx\"\n[dialogue.llm]\nmodel = \"m\"\n",
+        )
+        .unwrap();
+        let (c, sources) = Config::load_with_sources(
+            Some(&file),
+            &env(&[
+                ("ASTERISK_ARI_PASSWORD", "s3cret"),
+                ("ASTERISK_ARI_PORT", "8089"),
+            ]),
+        )
+        .unwrap();
+        let text = c.explain(&sources);
+        assert!(
+            text.contains(&format!("host = \"pbx\""))
+                && text.contains(&format!("# file {}", file.display())),
+            "{text}"
+        );
+        assert!(
+            text.contains("port = 8089") && text.contains("# env ASTERISK_ARI_PORT"),
+            "{text}"
+        );
+        assert!(
+            text.contains("password = \"<redacted>\"") && !text.contains("s3cret"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[dialogue.llm]") && text.contains("model = \"m\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("app = \"aiagc\"") && text.contains("# default"),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

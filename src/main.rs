@@ -41,6 +41,13 @@ enum Command {
         #[arg(long)]
         scenario: Option<PathBuf>,
     },
+    /// Prints the effective configuration (file, environment, defaults),
+    /// where each value came from, secrets redacted.
+    Config {
+        /// Configuration file (default: ./aiagc.toml if present).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Model files: what is installed, where, and whether it is intact.
     Models {
         #[command(subcommand)]
@@ -119,6 +126,12 @@ fn main() -> Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     match cli.command {
+        Command::Config { config } => {
+            let (c, sources) =
+                config::Config::load_with_sources(config.as_deref(), &|k| std::env::var(k).ok())?;
+            print!("{}", c.explain(&sources));
+            Ok(())
+        }
         Command::Serve {
             config,
             app,
