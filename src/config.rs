@@ -606,8 +606,7 @@ mod tests {
         .unwrap();
         let text = c.explain(&sources);
         assert!(
-            text.contains(&format!("host = \"pbx\""))
-                && text.contains(&format!("# file {}", file.display())),
+            text.contains("host = \"pbx\"") && text.contains(&format!("# file {}", file.display())),
             "{text}"
         );
         assert!(
