@@ -24,6 +24,25 @@ pub struct Config {
     pub dialogue: DialogueConfig,
     /// The long-running app.
     pub serve: Serve,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the metrics/health HTTP server (empty: off). Loopback by
+    /// default: put a proxy or the scraper on the same host.
+    pub bind: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 /// `[ari]`
@@ -344,6 +363,7 @@ impl Config {
         set(&mut self.dialogue.llm.base_url, "AIAGC_LLM_URL");
         set(&mut self.dialogue.llm.model, "AIAGC_LLM_MODEL");
         set(&mut self.dialogue.llm.api_key, "AIAGC_LLM_API_KEY");
+        set(&mut self.metrics.bind, "AIAGC_METRICS_BIND");
         if let Some(p) = env("ASTERISK_ARI_PORT") {
             self.ari.port = p
                 .trim()
@@ -381,6 +401,14 @@ impl Config {
             );
         }
         self.drain_to()?;
+        if !self.metrics.bind.is_empty() {
+            self.metrics
+                .bind
+                .parse::<std::net::SocketAddr>()
+                .with_context(|| {
+                    format!("metrics.bind = {:?} is not IP:port", self.metrics.bind)
+                })?;
+        }
         Ok(())
     }
 
@@ -457,7 +485,8 @@ impl Config {
 }
 
 /// Keys the environment can set, and the variable.
-const ENV_KEYS: [(&str, &str); 14] = [
+const ENV_KEYS: [(&str, &str); 15] = [
+    ("metrics.bind", "AIAGC_METRICS_BIND"),
     ("ari.host", "ASTERISK_ARI_HOST"),
     ("ari.port", "ASTERISK_ARI_PORT"),
     ("ari.username", "ASTERISK_ARI_USERNAME"),

@@ -88,7 +88,8 @@ pub async fn run(config: Config) -> Result<()> {
     let pool =
         SpeechPool::start_with_turn_model(model, workers, config.speech.queue, stt, turn_model)?;
     let bind: std::net::IpAddr = config.media.bind.parse()?;
-    let app = App::start(
+    let metrics = Arc::new(aiagc::runtime::metrics::Metrics::default());
+    let app = App::start_with_metrics(
         ari,
         PortRange::new(bind, config.port_range()?),
         media_config(&config),
@@ -100,7 +101,19 @@ pub async fn run(config: Config) -> Result<()> {
         pool,
         dialogues(&config)?,
         None,
+        Some(metrics.clone()),
     )?;
+    if !config.metrics.bind.is_empty() {
+        let controller = app.controller.clone();
+        let addr = aiagc::runtime::metrics::serve(
+            config.metrics.bind.parse()?,
+            metrics,
+            Arc::new(move || controller.is_connected()),
+        )
+        .await
+        .with_context(|| format!("metrics server on {}", config.metrics.bind))?;
+        tracing::info!(%addr, "metrics and health");
+    }
     tracing::info!(app = %config.ari.app, workers, "serving");
     shutdown_signal().await;
     let grace = Duration::from_secs(config.serve.drain_grace_s);

@@ -5,6 +5,7 @@
 
 use aiagc::runtime::app::App;
 use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
+use aiagc::runtime::metrics::Metrics;
 use aiagc::runtime::speech::{CallShared, Job, SpeechOut, SpeechPool, Work};
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
@@ -39,10 +40,16 @@ fn praxis() -> DialogueFactory {
 async fn start(
     ports: std::ops::RangeInclusive<u16>,
     records: Option<std::path::PathBuf>,
-) -> (Simulator, App, crossbeam_channel::Receiver<CallSummary>) {
+) -> (
+    Simulator,
+    App,
+    crossbeam_channel::Receiver<CallSummary>,
+    Arc<Metrics>,
+) {
     let sim = Simulator::start(SimConfig::default()).await.unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let app = App::start(
+    let metrics = Arc::new(Metrics::default());
+    let app = App::start_with_metrics(
         sim.client_config("aiagc"),
         PortRange::new("127.0.0.1".parse().unwrap(), ports),
         MediaConfig {
@@ -54,6 +61,7 @@ async fn start(
         pool(),
         praxis(),
         Some(tx),
+        Some(metrics.clone()),
     )
     .unwrap();
     let t = Instant::now();
@@ -62,7 +70,35 @@ async fn start(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    (sim, app, rx)
+    (sim, app, rx, metrics)
+}
+
+/// `GET path` on `addr`: status code and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The samples of a Prometheus text exposition: `name{labels}` → value.
+fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 fn loud(payload: &[u8]) -> bool {
@@ -114,7 +150,21 @@ async fn summary_of(rx: &crossbeam_channel::Receiver<CallSummary>, caller: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_is_greeted_understood_answered_and_recorded() {
     let records = std::env::temp_dir().join(format!("aiagc-records-{}", std::process::id()));
-    let (sim, app, summaries) = start(31000..=31499, Some(records.clone())).await;
+    let (sim, app, summaries, metrics) = start(31000..=31499, Some(records.clone())).await;
+    let controller = app.controller.clone();
+    let web = aiagc::runtime::metrics::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        metrics,
+        Arc::new(move || controller.is_connected()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(http_get(web, "/healthz").await.0, 200);
+    assert_eq!(
+        http_get(web, "/readyz").await.0,
+        200,
+        "ARI events connected"
+    );
     let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
     let bridged = Instant::now();
     let greeting = agent_spoke(&sim, &caller, bridged).await;
@@ -180,6 +230,26 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
         in_loud > 0.3 && out_loud > 1.0,
         "speech in both: {in_loud} s in, {out_loud} s out"
     );
+    // Scraped and parsed: the call, its turns and its RTP are counted.
+    let (status, body) = http_get(web, "/metrics").await;
+    assert_eq!(status, 200);
+    let m = samples(&body);
+    assert_eq!(m.get("aiagc_active_calls"), Some(&0.0), "{body}");
+    assert_eq!(
+        m.get("aiagc_calls_total{outcome=\"none\"}"),
+        Some(&1.0),
+        "{body}"
+    );
+    assert!(m["aiagc_turns_total"] >= 1.0);
+    assert!(
+        m["aiagc_turn_stage_seconds_count{stage=\"stt\"}"] >= 1.0,
+        "{body}"
+    );
+    assert!(m["aiagc_rtp_packets_total{kind=\"received\"}"] > 50.0);
+    assert!(
+        m.contains_key("aiagc_speech_jobs{kind=\"answered\"}"),
+        "{body}"
+    );
     // Nothing outlives the call.
     let t = Instant::now();
     while !(sim.alive() == Alive::default()
@@ -199,7 +269,7 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_transfers_to_a_person_and_a_draining_app_turns_callers_away() {
-    let (sim, app, summaries) = start(31500..=31999, None).await;
+    let (sim, app, summaries, _) = start(31500..=31999, None).await;
     let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
     // Pressing 0 during the greeting interrupts it and asks for the team.
     let t = Instant::now();

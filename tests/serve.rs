@@ -16,7 +16,7 @@ async fn serve_greets_then_drains_on_sigterm() {
     let config = dir.join("aiagc.toml");
     std::fs::write(
         &config,
-        "[media]\nports = \"33000-33099\"\n[speech]\nworkers = 1\n[serve]\ndrain_grace_s = 2\n",
+        "[media]\nports = \"33000-33099\"\n[speech]\nworkers = 1\n[serve]\ndrain_grace_s = 2\n[metrics]\nbind = \"127.0.0.1:0\"\n",
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_aiagc"))

@@ -103,6 +103,7 @@ struct Shared<M> {
     tasks: AtomicUsize,
     stats: ControllerStats,
     draining: AtomicBool,
+    connected: AtomicBool,
 }
 
 /// The call controller (cheap to clone).
@@ -149,6 +150,7 @@ impl<M: MediaHost> Controller<M> {
                 tasks: AtomicUsize::new(0),
                 stats: ControllerStats::default(),
                 draining: AtomicBool::new(false),
+                connected: AtomicBool::new(false),
             }),
         }
     }
@@ -206,11 +208,13 @@ impl<M: MediaHost> Controller<M> {
     pub fn handle(&self, item: StreamEvent) {
         match item {
             StreamEvent::Connected => {
+                self.shared.connected.store(true, Ordering::SeqCst);
                 let me = self.clone();
                 self.spawn(async move { me.reconcile().await });
             }
             StreamEvent::Event(event) => self.on_event(*event),
-            StreamEvent::Malformed(_) | StreamEvent::Disconnected(_) => {}
+            StreamEvent::Disconnected(_) => self.shared.connected.store(false, Ordering::SeqCst),
+            StreamEvent::Malformed(_) => {}
         }
     }
 
@@ -495,6 +499,11 @@ impl<M: MediaHost> Controller<M> {
                 s.stats.orphans_removed.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Whether the events WebSocket is connected (the app is registered).
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::SeqCst)
     }
 
     /// Stops taking calls: new callers are sent to `drain_to` (or hung

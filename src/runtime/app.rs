@@ -2,6 +2,7 @@
 //! the events stream, as `aiagc serve`, the demo and the tests run it.
 
 use super::media::{CallSummary, DialogueFactory, EngineMedia, MediaConfig};
+use super::metrics::Metrics;
 use super::speech::SpeechPool;
 use aiagc_ari::client::{AriClient, AriConfig, AriError};
 use aiagc_ari::controller::{Controller, ControllerConfig};
@@ -33,15 +34,37 @@ impl App {
         dialogues: DialogueFactory,
         summaries: Option<crossbeam_channel::Sender<CallSummary>>,
     ) -> Result<Self, AriError> {
+        Self::start_with_metrics(
+            ari, ports, media, controller, pool, dialogues, summaries, None,
+        )
+    }
+
+    /// [`App::start`], recording into `metrics`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_metrics(
+        ari: AriConfig,
+        ports: PortRange,
+        media: MediaConfig,
+        controller: ControllerConfig,
+        pool: SpeechPool,
+        dialogues: DialogueFactory,
+        summaries: Option<crossbeam_channel::Sender<CallSummary>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, AriError> {
         let client = AriClient::new(ari.clone())?;
-        let media = Arc::new(EngineMedia::new(
+        let mut engine = EngineMedia::new(
             ports,
             media,
             pool.submitter(),
             dialogues,
             Some(client.clone()),
             summaries,
-        ));
+        );
+        if let Some(m) = metrics {
+            m.watch_speech(pool.stats.clone());
+            engine = engine.with_metrics(m);
+        }
+        let media = Arc::new(engine);
         let controller = Controller::new(client, media.clone(), controller);
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let (stop, stop_rx) = watch::channel(false);

@@ -105,9 +105,16 @@ pub struct EngineMedia {
     pending: Mutex<HashMap<String, std::net::UdpSocket>>,
     running: Arc<Mutex<HashMap<String, Running>>>,
     seed: AtomicU64,
+    metrics: Option<Arc<super::metrics::Metrics>>,
 }
 
 impl EngineMedia {
+    /// Records calls and turns in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<super::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Media host: sockets from `ports`, work to `speech`, a dialogue per
     /// call from `dialogues`; `control` carries out hangups and transfers;
     /// `summaries` receives each finished call.
@@ -133,6 +140,7 @@ impl EngineMedia {
             pending: Mutex::default(),
             running: Arc::default(),
             seed: AtomicU64::new(seed),
+            metrics: None,
         }
     }
 
@@ -183,7 +191,11 @@ impl MediaHost for EngineMedia {
             control: self.control.clone(),
             summaries: self.summaries.clone(),
             running: self.running.clone(),
+            metrics: self.metrics.clone(),
         };
+        if let Some(m) = &self.metrics {
+            m.call_started();
+        }
         let dialogue = (self.dialogues)();
         let handle = tokio::spawn(task.run(socket, config, dialogue, rx));
         if let Ok(mut running) = self.running.lock() {
@@ -233,6 +245,7 @@ struct CallTask {
     control: Option<AriClient>,
     summaries: Option<crossbeam_channel::Sender<CallSummary>>,
     running: Arc<Mutex<HashMap<String, Running>>>,
+    metrics: Option<Arc<super::metrics::Metrics>>,
 }
 
 /// Per-call turn-taking state.
@@ -663,6 +676,9 @@ impl CallTask {
             }
         }
         tracing::info!(call = %self.id, turns = summary.turns.len(), outcome = ?summary.outcome, ended_by = %summary.ended_by, "call media ended");
+        if let Some(m) = &self.metrics {
+            m.call_ended(&summary);
+        }
         if let Some(s) = &self.summaries {
             let _ = s.send(summary);
         }

@@ -3,4 +3,5 @@
 
 pub mod app;
 pub mod media;
+pub mod metrics;
 pub mod speech;

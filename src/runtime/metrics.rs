@@ -1,0 +1,223 @@
+//! Prometheus metrics and health over HTTP (loopback by default):
+//! `/metrics` (text format), `/healthz` (the process answers), `/readyz`
+//! (ARI events connected and models loaded). Values are recorded where the
+//! work happens: per call when it ends, per turn when it is answered; the
+//! speech pool's counters are read at scrape time.
+
+use super::media::CallSummary;
+use super::speech::SpeechStats;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Stage {
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~10 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    active_calls: Gauge,
+    calls: Family<Outcome, Counter>,
+    turns: Counter,
+    barge_ins: Counter,
+    stage_seconds: Family<Stage, Histogram, fn() -> Histogram>,
+    rtp: Family<Kind, Counter>,
+    speech: Family<Kind, Gauge>,
+    speech_stats: Mutex<Option<Arc<SpeechStats>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("aiagc");
+        let active_calls = Gauge::default();
+        let calls = Family::<Outcome, Counter>::default();
+        let turns = Counter::default();
+        let barge_ins = Counter::default();
+        let stage_seconds = Family::<Stage, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let rtp = Family::<Kind, Counter>::default();
+        let speech = Family::<Kind, Gauge>::default();
+        registry.register(
+            "active_calls",
+            "Calls with media running",
+            active_calls.clone(),
+        );
+        registry.register("calls", "Calls ended, by outcome", calls.clone());
+        registry.register("turns", "Turns answered", turns.clone());
+        registry.register("barge_ins", "Caller speech over a reply", barge_ins.clone());
+        registry.register(
+            "turn_stage_seconds",
+            "Time per turn stage (endpoint_to_first_packet, stt, dialogue, tts_first_audio)",
+            stage_seconds.clone(),
+        );
+        registry.register(
+            "rtp_packets",
+            "RTP packets by kind (received, lost, late, concealed, sent)",
+            rtp.clone(),
+        );
+        registry.register(
+            "speech_jobs",
+            "Speech pool counters (rejected: queue full; stale: turn over; answered)",
+            speech.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            active_calls,
+            calls,
+            turns,
+            barge_ins,
+            stage_seconds,
+            rtp,
+            speech,
+            speech_stats: Mutex::new(None),
+        }
+    }
+}
+
+impl Metrics {
+    /// Reads the speech pool's counters at scrape time.
+    pub fn watch_speech(&self, stats: Arc<SpeechStats>) {
+        if let Ok(mut s) = self.speech_stats.lock() {
+            *s = Some(stats);
+        }
+    }
+
+    /// A call's media started.
+    pub fn call_started(&self) {
+        self.active_calls.inc();
+    }
+
+    /// A call ended with `summary`.
+    pub fn call_ended(&self, summary: &CallSummary) {
+        self.active_calls.dec();
+        let outcome = summary.outcome.clone().unwrap_or_else(|| "none".into());
+        self.calls.get_or_create(&Outcome { outcome }).inc();
+        self.barge_ins.inc_by(summary.barge_ins.len() as u64);
+        for t in summary.turns.iter().filter(|t| t.input != "start") {
+            self.turns.inc();
+            let observe = |stage: &str, d: std::time::Duration| {
+                self.stage_seconds
+                    .get_or_create(&Stage {
+                        stage: stage.into(),
+                    })
+                    .observe(d.as_secs_f64());
+            };
+            observe("stt", t.stt);
+            observe("dialogue", t.dialogue);
+            observe("tts_first_audio", t.tts_first_audio);
+            if let Some(d) = t.to_first_packet {
+                observe("handover_to_first_packet", d);
+            }
+        }
+        let r = &summary.rtp;
+        for (kind, n) in [
+            ("received", r.received),
+            ("lost", r.lost),
+            ("late", r.late),
+            ("concealed", r.concealed_frames),
+            ("sent", r.sent),
+        ] {
+            self.rtp
+                .get_or_create(&Kind { kind: kind.into() })
+                .inc_by(n);
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        if let Some(s) = self.speech_stats.lock().ok().and_then(|s| s.clone()) {
+            for (kind, v) in [
+                ("rejected", s.rejected.load(Ordering::Relaxed)),
+                ("stale", s.stale.load(Ordering::Relaxed)),
+                ("answered", s.answered.load(Ordering::Relaxed)),
+            ] {
+                self.speech
+                    .get_or_create(&Kind { kind: kind.into() })
+                    .set(v as i64);
+            }
+        }
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
+                out.clear();
+            }
+        }
+        out
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr`; returns the bound
+/// address. `ready` says whether the app can take calls.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> std::io::Result<SocketAddr> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready() {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: ARI events not connected\n",
+                        )
+                    }
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
