@@ -1,5 +1,6 @@
 //! `aiagc`: the command-line entry point (see DESIGN.md, "Command line").
 
+mod check;
 mod config;
 mod demo;
 mod serve;
@@ -40,6 +41,14 @@ enum Command {
         /// Scenario file (default: the built-in practice scenario).
         #[arg(long)]
         scenario: Option<PathBuf>,
+    },
+    /// Diagnoses the way to Asterisk (HTTP, credentials, version, ARI
+    /// resources, app registration), the RTP ports and the models, with a
+    /// fix for each failure. Exit status 0 only when all pass.
+    Check {
+        /// Configuration file (default: ./aiagc.toml if present).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Prints the effective configuration (file, environment, defaults),
     /// where each value came from, secrets redacted.
@@ -126,6 +135,16 @@ fn main() -> Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     match cli.command {
+        Command::Check { config } => {
+            let c = config::Config::load(config.as_deref(), &|k| std::env::var(k).ok())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            let outcomes = rt.block_on(check::run(&c));
+            if check::print(&outcomes) {
+                Ok(())
+            } else {
+                bail!("some checks failed (see the fixes above)")
+            }
+        }
         Command::Config { config } => {
             let (c, sources) =
                 config::Config::load_with_sources(config.as_deref(), &|k| std::env::var(k).ok())?;
