@@ -3,6 +3,7 @@
 mod check;
 mod config;
 mod demo;
+mod originate;
 mod serve;
 
 use anyhow::{bail, Context, Result};
@@ -50,6 +51,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Places an outbound call through ARI and follows it until it is
+    /// answered and hung up (`--detach`: print the channel id and return).
+    Originate(originate::OriginateArgs),
     /// Prints the effective configuration (file, environment, defaults),
     /// where each value came from, secrets redacted.
     Config {
@@ -135,6 +139,7 @@ fn main() -> Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     match cli.command {
+        Command::Originate(args) => tokio::runtime::Runtime::new()?.block_on(originate::run(args)),
         Command::Check { config } => {
             let c = config::Config::load(config.as_deref(), &|k| std::env::var(k).ok())?;
             let rt = tokio::runtime::Runtime::new()?;

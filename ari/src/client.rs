@@ -331,6 +331,25 @@ impl AriClient {
         self.json(reqwest::Method::POST, "/channels", q, body).await
     }
 
+    /// Dials `endpoint`; when it answers, the channel runs
+    /// `context,extension,1` (e.g. `outbound-calls-ari`, which enters
+    /// `Stasis(aiagc)`). Returns the new channel's id.
+    pub async fn originate_call(
+        &self,
+        endpoint: &str,
+        context: &str,
+        extension: &str,
+    ) -> Result<String, AriError> {
+        let o = Originate {
+            endpoint: endpoint.to_owned(),
+            context: Some(context.to_owned()),
+            extension: Some(extension.to_owned()),
+            priority: Some(1),
+            ..Originate::default()
+        };
+        Ok(self.originate(&o).await?.id)
+    }
+
     /// `POST /channels/{id}/answer`.
     pub async fn answer(&self, id: &str) -> Result<(), AriError> {
         self.unit(
