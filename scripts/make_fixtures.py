@@ -85,7 +85,7 @@ def german() -> int:
                 for sr in (16000, 8000):
                     name = f"{uid}_v{vi}_r{rate}_{sr // 1000}k.wav"
                     # Trim silence at both ends so the speech regions are known.
-                    run("sox", str(tmp), "-r", str(sr), "-c", "1", "-b", "16", str(de / name),
+                    run("sox", "-R", str(tmp), "-r", str(sr), "-c", "1", "-b", "16", str(de / name),
                         "silence", "1", "0.005", "-45d", "reverse",
                         "silence", "1", "0.005", "-45d", "reverse")
                     lines.append(f"{name}\t{text}\t{voice}\t{rate}\t{sr}\t{intent}\t{slots}")
