@@ -128,13 +128,17 @@ enum ModelsAction {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AIAGC_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // One line per event; `AIAGC_LOG_FORMAT=json` for log shippers.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("AIAGC_LOG").unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("AIAGC_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     // A `.env` in the working directory, as deployments already use.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();

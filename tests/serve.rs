@@ -27,6 +27,7 @@ async fn serve_greets_then_drains_on_sigterm() {
         .env("ASTERISK_ARI_USERNAME", "aiagc")
         .env("ASTERISK_ARI_PASSWORD", "aiagc-secret")
         .env("AIAGC_LOG", "debug")
+        .env("AIAGC_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -84,6 +85,17 @@ async fn serve_greets_then_drains_on_sigterm() {
         .read_to_string(&mut logs)
         .unwrap();
     assert!(logs.contains("draining"), "{logs}");
+    // JSON lines, one event each, call ids as fields.
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["fields"].is_object() && v["level"].is_string(), "{line}");
+    }
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(&format!("\"call\":\"{caller}\""))),
+        "events carry the call id: {logs}"
+    );
     assert!(
         !logs.contains("aiagc-secret"),
         "the ARI password leaked into the logs"
