@@ -3,7 +3,7 @@
 //! check passes (warnings allowed).
 
 use crate::config::Config;
-use aiagc_ari::client::{AriClient, AriConfig, AriError};
+use aiagc_ari::client::{AriClient, AriError};
 use aiagc_ari::stream::{self, StreamEvent};
 use std::time::Duration;
 
@@ -35,13 +35,7 @@ fn pass(name: &'static str, detail: impl Into<String>) -> Outcome {
 
 /// Runs every check against the configured Asterisk and host.
 pub async fn run(config: &Config) -> Vec<Outcome> {
-    let ari = AriConfig::new(
-        &config.ari.host,
-        config.ari.port,
-        &config.ari.username,
-        &config.ari.password,
-        &config.ari.app,
-    );
+    let ari = config.ari_config();
     let mut out = Vec::new();
     let base = ari.base_url.clone();
     let client = match AriClient::new(ari.clone()) {

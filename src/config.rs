@@ -446,6 +446,17 @@ impl Config {
         }
     }
 
+    /// How to reach ARI.
+    pub fn ari_config(&self) -> aiagc_ari::client::AriConfig {
+        aiagc_ari::client::AriConfig::new(
+            &self.ari.host,
+            self.ari.port,
+            &self.ari.username,
+            &self.ari.password,
+            &self.ari.app,
+        )
+    }
+
     /// The models folder.
     pub fn models_dir(&self) -> PathBuf {
         if self.speech.models_dir.is_empty() {

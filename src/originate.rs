@@ -3,7 +3,7 @@
 //! any Asterisk and needs no event subscription.
 
 use crate::config::Config;
-use aiagc_ari::client::{AriClient, AriConfig, AriError, Originate};
+use aiagc_ari::client::{AriClient, AriError, Originate};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -42,13 +42,7 @@ pub struct OriginateArgs {
 
 pub async fn run(args: OriginateArgs) -> Result<()> {
     let config = Config::load(args.config.as_deref(), &|k| std::env::var(k).ok())?;
-    let client = AriClient::new(AriConfig::new(
-        &config.ari.host,
-        config.ari.port,
-        &config.ari.username,
-        &config.ari.password,
-        &config.ari.app,
-    ))?;
+    let client = AriClient::new(config.ari_config())?;
     let mut variables = BTreeMap::new();
     for v in &args.vars {
         let Some((k, val)) = v.split_once('=').filter(|(k, _)| !k.is_empty()) else {

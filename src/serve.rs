@@ -6,7 +6,7 @@ use crate::config::Config;
 use aiagc::runtime::app::App;
 use aiagc::runtime::media::{DialogueFactory, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
-use aiagc_ari::client::{AriClient, AriConfig};
+use aiagc_ari::client::AriClient;
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
 use aiagc_engine::Codec;
@@ -54,13 +54,7 @@ pub fn media_config(config: &Config) -> MediaConfig {
 }
 
 pub async fn run(config: Config) -> Result<()> {
-    let ari = AriConfig::new(
-        &config.ari.host,
-        config.ari.port,
-        &config.ari.username,
-        &config.ari.password,
-        &config.ari.app,
-    );
+    let ari = config.ari_config();
     tracing::info!(?config, "starting");
     match AriClient::new(ari.clone())?.info().await {
         Ok(info) => tracing::info!(

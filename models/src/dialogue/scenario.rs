@@ -454,17 +454,26 @@ impl ScenarioDialogue {
         let before = self.outcome.clone();
         let mut parts = Vec::new();
         let action = self.apply(&t, words, today, &mut parts, 0);
+        Some(self.reply(parts, action, before, say))
+    }
+
+    /// Says `parts` as one reply; its outcome is the one this input set.
+    fn reply(
+        &self,
+        parts: Vec<String>,
+        action: Option<Action>,
+        outcome_before: Option<String>,
+        say: &mut dyn FnMut(&str) -> bool,
+    ) -> Reply {
         let text = parts.join(" ");
         say(&text);
-        Some(Reply {
+        Reply {
             text,
             action,
-            outcome: if self.outcome != before {
-                self.outcome.clone()
-            } else {
-                None
-            },
-        })
+            outcome: (self.outcome != outcome_before)
+                .then(|| self.outcome.clone())
+                .flatten(),
+        }
     }
 
     fn current(&self) -> &State {
@@ -732,17 +741,7 @@ impl Dialogue for ScenarioDialogue {
         let mut parts = Vec::new();
         let before = self.outcome.clone();
         let action = self.step(input, today, &mut parts);
-        let text = parts.join(" ");
-        say(&text);
-        Reply {
-            text,
-            action,
-            outcome: if self.outcome != before {
-                self.outcome.clone()
-            } else {
-                None
-            },
-        }
+        self.reply(parts, action, before, say)
     }
 
     fn hint(&self, partial: &str) -> TurnHint {
