@@ -410,7 +410,7 @@ impl CallTask {
                 }
             }
             while let Some(event) = call.poll_event() {
-                self.on_event(event, &mut call, &shared, &mut t, now);
+                self.on_event(event, &shared, &mut t, now);
             }
         }
         shared.closed.store(true, Ordering::SeqCst);
@@ -421,14 +421,7 @@ impl CallTask {
         self.finish(t.summary);
     }
 
-    fn on_event(
-        &self,
-        event: CallEvent,
-        call: &mut Call,
-        shared: &Arc<CallShared>,
-        t: &mut Turns,
-        now: Instant,
-    ) {
+    fn on_event(&self, event: CallEvent, shared: &Arc<CallShared>, t: &mut Turns, now: Instant) {
         let id = &self.id;
         match event {
             CallEvent::SpeechStarted { .. } => t.silence_deadline = None,
@@ -471,6 +464,10 @@ impl CallTask {
                 t.pending_action = None;
                 let by_hint = u.pause.is_some_and(|p| t.ended_by_hint.contains(&p));
                 let by_model = u.pause.is_some_and(|p| t.ended_by_model.contains(&p));
+                // Decisions about earlier silences are done with.
+                t.ended_by_hint.clear();
+                t.ended_by_model.clear();
+                t.unfinished.clear();
                 let reuse = u.pause.and_then(|p| t.partials.remove(&p));
                 let waiting = u.pause.filter(|p| t.in_flight.contains(p));
                 t.partials.clear();
@@ -517,7 +514,6 @@ impl CallTask {
                 tracing::warn!(call = %id, ?kind, count, "RTP input rejected")
             }
         }
-        let _ = call;
     }
 
     /// Extra silence beyond the hangover up to the ceiling.
@@ -582,7 +578,7 @@ impl CallTask {
                     TurnHint::Unknown => {}
                 }
                 while let Some(event) = call.poll_event() {
-                    self.on_event(event, call, shared, t, now);
+                    self.on_event(event, shared, t, now);
                 }
             }
             SpeechOut::TurnScore {
@@ -602,7 +598,7 @@ impl CallTask {
                     call.extend_turn(pause, self.extension());
                 }
                 while let Some(event) = call.poll_event() {
-                    self.on_event(event, call, shared, t, now);
+                    self.on_event(event, shared, t, now);
                 }
             }
             SpeechOut::Audio(reply) => {
