@@ -51,6 +51,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Concurrent German callers against the embedded simulator and the
+    /// whole app: turn latency, RTP health, leaks, memory per call.
+    Loadtest(demo::load::LoadArgs),
     /// Places an outbound call through ARI and follows it until it is
     /// answered and hung up (`--detach`: print the channel id and return).
     Originate(originate::OriginateArgs),
@@ -143,6 +146,7 @@ fn main() -> Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     match cli.command {
+        Command::Loadtest(args) => demo::loadtest(&args),
         Command::Originate(args) => tokio::runtime::Runtime::new()?.block_on(originate::run(args)),
         Command::Check { config } => {
             let c = config::Config::load(config.as_deref(), &|k| std::env::var(k).ok())?;

@@ -135,3 +135,31 @@ fn live_demo_json_contract() {
     assert!(s["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
     assert!(s["latency_ms"]["p95"].as_f64().unwrap() >= s["latency_ms"]["p50"].as_f64().unwrap());
 }
+
+/// `aiagc loadtest --json`: concurrent callers through the whole app; the
+/// contract object, every call completed, nothing left behind.
+#[test]
+fn loadtest_json_contract_and_no_leaks() {
+    let out = aiagc(&["loadtest", "--calls", "2", "--concurrency", "2", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["calls"], 2);
+    assert_eq!(v["completed"], 2);
+    assert_eq!(v["failed"], 0);
+    for k in ["p50", "p95", "p99"] {
+        assert!(v["latency_ms"][k].as_f64().unwrap() > 0.0, "{v}");
+    }
+    for k in ["underruns", "pacing_jitter_p99_ms", "lost"] {
+        assert!(v["rtp"][k].is_number(), "{v}");
+    }
+    for k in ["channels", "bridges", "sockets", "tasks"] {
+        assert_eq!(v["leaks"][k], 0, "{k} left behind: {v}");
+    }
+    assert!(v["rss_mb_per_call"].is_number());
+    let bad = aiagc(&["loadtest", "--target", "ari"]);
+    assert!(!bad.status.success());
+}

@@ -337,6 +337,7 @@ fn stale_jobs_are_cancelled() {
         current: AtomicU64::new(5),
         closed: AtomicBool::new(false),
         latest_pause: AtomicU64::new(9),
+        latest_silence: AtomicU64::new(9),
         dialogue: Mutex::new(Box::new(Scenario::praxis().session())),
         out: tx,
     });

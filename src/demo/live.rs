@@ -79,14 +79,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-struct Fixture {
-    text: String,
-    pcm: Vec<i16>,
+pub(super) struct Fixture {
+    pub(super) text: String,
+    pub(super) pcm: Vec<i16>,
     /// Offset of the last voiced sample.
-    voiced_end: Duration,
+    pub(super) voiced_end: Duration,
 }
 
-fn load_fixture(
+pub(super) fn load_fixture(
     dir: &Path,
     id: &str,
     voice: usize,
@@ -111,7 +111,7 @@ fn load_fixture(
     })
 }
 
-fn utterance_texts() -> Result<HashMap<String, String>> {
+pub(super) fn utterance_texts() -> Result<HashMap<String, String>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/de/utterances.tsv");
     let tsv = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
     Ok(tsv
@@ -125,9 +125,9 @@ fn utterance_texts() -> Result<HashMap<String, String>> {
 }
 
 /// Whether a received packet carries reply audio (not the silence sent between replies).
-struct Ear {
-    decoder: Decoder,
-    pcm: Vec<i16>,
+pub(super) struct Ear {
+    pub(super) decoder: Decoder,
+    pub(super) pcm: Vec<i16>,
 }
 
 impl Ear {
@@ -140,7 +140,12 @@ impl Ear {
 }
 
 /// Packets received for the call so far, with audibility.
-fn heard(sim: &Simulator, caller: &str, ear: &mut Ear, seen: &mut Vec<(RtpRecord, bool)>) {
+pub(super) fn heard(
+    sim: &Simulator,
+    caller: &str,
+    ear: &mut Ear,
+    seen: &mut Vec<(RtpRecord, bool)>,
+) {
     let all = sim.received_for_caller(caller);
     for r in all.into_iter().skip(seen.len()) {
         let a = ear.audible(&r);
@@ -150,7 +155,7 @@ fn heard(sim: &Simulator, caller: &str, ear: &mut Ear, seen: &mut Vec<(RtpRecord
 
 /// Waits until the agent has said something after `since` and then been
 /// quiet for `quiet` (or, with `barge`, until it has talked for that long).
-async fn wait_for_agent(
+pub(super) async fn wait_for_agent(
     sim: &Simulator,
     caller: &str,
     ear: &mut Ear,

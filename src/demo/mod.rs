@@ -10,6 +10,7 @@
 //! to the arrival of the first reply packet.
 
 mod live;
+pub mod load;
 
 use aiagc_engine::impair::{Impairment, Network, RtpSender};
 use aiagc_engine::{packet, Call, CallConfig, CallEvent, Codec};
@@ -312,6 +313,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(live::run(args))
+}
+
+/// `aiagc loadtest`.
+pub fn loadtest(args: &load::LoadArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(load::run(args))
 }
 
 /// The engine alone in simulated time.

@@ -22,6 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// Longest wait for a pause's transcript once the turn has ended.
+const AWAIT_TRANSCRIPT: Duration = Duration::from_secs(3);
+
 /// Makes the dialogue of a new call.
 pub type DialogueFactory = Arc<dyn Fn() -> Box<dyn Dialogue> + Send + Sync>;
 
@@ -322,6 +325,7 @@ impl CallTask {
             current: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             latest_pause: AtomicU64::new(0),
+            latest_silence: AtomicU64::new(0),
             dialogue: Mutex::new(dialogue),
             out: out_tx,
         });
@@ -373,6 +377,15 @@ impl CallTask {
                         t.silence_deadline = None;
                         let turn = Self::next_turn(&shared);
                         self.submit(&shared, turn, Work::Silence, now);
+                    }
+                    // A pause transcript that never came (its job was
+                    // rejected or dropped): transcribe the utterance itself.
+                    if t.awaiting.as_ref().is_some_and(|a| now.saturating_duration_since(a.3) > AWAIT_TRANSCRIPT) {
+                        if let Some((pause, turn, audio, at, by_model)) = t.awaiting.take() {
+                            tracing::warn!(call = %id, pause, "pause transcript missing: transcribing the utterance");
+                            t.in_flight.retain(|p| *p != pause);
+                            self.submit_utterance(&shared, turn, audio, None, (false, by_model), at);
+                        }
                     }
                 }
                 Some(o) = out.recv() => self.on_speech(o, &mut call, &shared, &mut t),
@@ -427,6 +440,7 @@ impl CallTask {
             CallEvent::SpeechStarted { .. } => t.silence_deadline = None,
             CallEvent::SpeechPaused(p) => {
                 shared.latest_pause.store(p.id, Ordering::SeqCst);
+                shared.latest_silence.store(p.first, Ordering::SeqCst);
                 tracing::debug!(call = %id, pause = p.id, "pause");
                 let turn = shared.current.load(Ordering::SeqCst);
                 // The turn model hears the pause as it is so far.

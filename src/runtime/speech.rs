@@ -163,8 +163,11 @@ pub struct CallShared {
     pub current: AtomicU64,
     /// The media task is gone.
     pub closed: AtomicBool,
-    /// The newest pause offered (older pause jobs are superseded).
+    /// The newest pause offered (older turn checks are superseded).
     pub latest_pause: AtomicU64,
+    /// The first pause of the newest silence (transcripts of earlier
+    /// silences are superseded: the caller spoke again).
+    pub latest_silence: AtomicU64,
     /// The call's dialogue (locked by one worker at a time; never by media).
     pub dialogue: Mutex<Box<dyn Dialogue>>,
     /// Back to the media task.
@@ -191,9 +194,8 @@ impl Job {
         match self.work {
             // Pause transcripts outlive the turn bump at the utterance's
             // end (they are reused), but a newer pause supersedes them.
-            Work::Pause { id, .. } | Work::TurnCheck { id, .. } => {
-                id < self.call.latest_pause.load(Ordering::SeqCst)
-            }
+            Work::Pause { id, .. } => id < self.call.latest_silence.load(Ordering::SeqCst),
+            Work::TurnCheck { id, .. } => id < self.call.latest_pause.load(Ordering::SeqCst),
             _ => self.call.current.load(Ordering::SeqCst) != self.turn,
         }
     }
