@@ -190,6 +190,76 @@ pub(super) async fn wait_for_agent(
     }
 }
 
+/// Waits until the app has registered with the simulator.
+pub(super) async fn registered(sim: &Simulator) -> Result<()> {
+    let started = Instant::now();
+    while sim.connections() == 0 {
+        if started.elapsed() > Duration::from_secs(5) {
+            bail!("the app did not register with the simulator");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+/// Places an inbound call from `number` and waits up to `wait` for its
+/// media; a call whose media does not start is hung up.
+pub(super) async fn place(
+    sim: &Simulator,
+    codec: Codec,
+    number: &str,
+    wait: Duration,
+) -> Result<(String, Ear)> {
+    let id = sim
+        .place_call(
+            "aiagc",
+            CallerScript {
+                args: vec!["inbound".into()],
+                number: number.into(),
+                ..Default::default()
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+    let t = Instant::now();
+    while sim.media_started(&id).is_none() {
+        if t.elapsed() > wait {
+            sim.hangup(&id);
+            bail!("media of {id} did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ear = Ear {
+        decoder: Decoder::new(codec)?,
+        pcm: vec![0; 4096],
+    };
+    Ok((id, ear))
+}
+
+/// The caller says `pcm`: when its first frame was sent (waiting up to
+/// `wait`), or `None` when the call is gone.
+pub(super) async fn speak(
+    sim: &Simulator,
+    id: &str,
+    pcm: &[i16],
+    wait: Duration,
+) -> Result<Option<Instant>> {
+    let before = sim.spoken(id).len();
+    if !sim.say(id, pcm) {
+        return Ok(None);
+    }
+    let t = Instant::now();
+    loop {
+        if let Some(s) = sim.spoken(id).get(before) {
+            return Ok(Some(*s));
+        }
+        if t.elapsed() > wait {
+            bail!("the simulator did not send the caller's speech");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// One step as the caller did it.
 struct Done {
     reference: String,
@@ -253,14 +323,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         dialogues,
         Some(summaries_tx),
     )?;
-    let started = Instant::now();
-    while sim.connections() == 0 {
-        if started.elapsed() > Duration::from_secs(5) {
-            bail!("the app did not register with the simulator");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    registered(&sim).await?;
 
     if !args.json {
         println!(
@@ -275,28 +338,8 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let mut turns = Vec::new();
     let mut completed = 0;
     for (name, voice, plan, goal) in CALLS {
-        let caller = sim
-            .place_call(
-                "aiagc",
-                CallerScript {
-                    args: vec!["inbound".into()],
-                    number: "+4930123456".into(),
-                    ..Default::default()
-                },
-            )
-            .map_err(anyhow::Error::msg)?;
-        let mut ear = Ear {
-            decoder: Decoder::new(codec)?,
-            pcm: vec![0; 4096],
-        };
+        let (caller, mut ear) = place(&sim, codec, "+4930123456", Duration::from_secs(5)).await?;
         let mut seen = Vec::new();
-        let t = Instant::now();
-        while sim.media_started(&caller).is_none() {
-            if t.elapsed() > Duration::from_secs(5) {
-                bail!("media of {caller} did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         let mut since = Instant::now();
         let mut done: Vec<Done> = Vec::new();
         for step in plan.iter() {
@@ -327,24 +370,14 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                         f.voiced_end = first_len + pause + b.voiced_end;
                         f.text = format!("{} {}", f.text, b.text);
                     }
-                    let before = sim.spoken(&caller).len();
-                    if !sim.say(&caller, &f.pcm) {
+                    let Some(start) = speak(&sim, &caller, &f.pcm, Duration::from_secs(2)).await?
+                    else {
                         if !args.json {
                             println!(
                                 "{name}: the agent ended the call before the caller's next step"
                             );
                         }
                         break;
-                    }
-                    let t = Instant::now();
-                    let start = loop {
-                        if let Some(s) = sim.spoken(&caller).get(before) {
-                            break *s;
-                        }
-                        if t.elapsed() > Duration::from_secs(2) {
-                            bail!("the simulator did not send the caller's speech");
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
                     };
                     let end = start + f.voiced_end;
                     tokio::time::sleep_until(

@@ -4,15 +4,14 @@
 //! a time, and hangs up. Reports turn latency, RTP health, what was left
 //! behind, and memory per call.
 
-use super::live::{heard, load_fixture, utterance_texts, wait_for_agent, Ear};
+use super::live::{heard, load_fixture, place, registered, speak, utterance_texts, wait_for_agent};
 use super::percentile;
 use aiagc::runtime::app::App;
 use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
-use aiagc_ari::sim::{CallerScript, RtpRecord, SimConfig, Simulator};
-use aiagc_engine::codec::Decoder;
+use aiagc_ari::sim::{RtpRecord, SimConfig, Simulator};
 use aiagc_engine::Codec;
 use aiagc_models::dialogue::scenario::Scenario;
 use aiagc_models::stt::{SttConfig, WhisperModel};
@@ -111,47 +110,22 @@ async fn talk(
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let dir = super::fixtures_dir(&None);
     let texts = utterance_texts()?;
-    let id = sim
-        .place_call(
-            "aiagc",
-            CallerScript {
-                args: vec!["inbound".into()],
-                number: format!("+49301000{voice:03}"),
-                ..Default::default()
-            },
-        )
-        .map_err(anyhow::Error::msg)?;
+    let (id, mut ear) = place(
+        sim,
+        codec,
+        &format!("+49301000{voice:03}"),
+        Duration::from_secs(10),
+    )
+    .await?;
     *placed = Some(id.clone());
-    let mut ear = Ear {
-        decoder: Decoder::new(codec)?,
-        pcm: vec![0; 4096],
-    };
     let mut seen: Vec<(RtpRecord, bool)> = Vec::new();
-    let t = Instant::now();
-    while sim.media_started(&id).is_none() {
-        if t.elapsed() > Duration::from_secs(10) {
-            bail!("media of {id} did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let mut since = Instant::now();
     let mut latencies = Vec::new();
     for utterance in ["book_01", "book_02"] {
         wait_for_agent(sim, &id, &mut ear, &mut seen, since, None).await?;
         let f = load_fixture(&dir, utterance, voice, &texts)?;
-        let before = sim.spoken(&id).len();
-        if !sim.say(&id, &f.pcm) {
+        let Some(start) = speak(sim, &id, &f.pcm, Duration::from_secs(5)).await? else {
             bail!("call {id} ended early");
-        }
-        let t = Instant::now();
-        let start = loop {
-            if let Some(s) = sim.spoken(&id).get(before) {
-                break *s;
-            }
-            if t.elapsed() > Duration::from_secs(5) {
-                bail!("the simulator did not send the speech");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let end = start + f.voiced_end;
         since = end;
@@ -193,14 +167,10 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     let model = Arc::new(
         WhisperModel::load(&model_path).context("whisper model (run `bash scripts/setup.sh`)")?,
     );
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let workers = if args.workers > 0 {
-        args.workers
-    } else {
-        (cores / 2).max(1)
-    };
+    // One worker per two cores unless given, as `aiagc serve` sizes them.
+    let mut sizing = crate::config::Config::default();
+    sizing.speech.workers = args.workers;
+    let workers = sizing.workers();
     let pool = SpeechPool::start_with_turn_model(
         model,
         workers,
@@ -224,14 +194,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         dialogues,
         Some(tx),
     )?;
-    let t = Instant::now();
-    while sim.connections() == 0 {
-        if t.elapsed() > Duration::from_secs(5) {
-            bail!("the app did not register with the simulator");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    registered(&sim).await?;
     let (base_rss, _) = memory_kb();
     let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
     let mut tasks = Vec::new();
