@@ -179,6 +179,14 @@ pub async fn run(config: &Config) -> Vec<Outcome> {
     });
     // 7: models.
     out.push(models(config));
+    if config.speech.backend == "openai" {
+        let config = config.clone();
+        out.push(
+            tokio::task::spawn_blocking(move || stt_server(&config))
+                .await
+                .unwrap_or_else(|e| fail("STT server", e.to_string(), "report this as a bug")),
+        );
+    }
     out
 }
 
@@ -219,6 +227,42 @@ fn models(config: &Config) -> Outcome {
             "models",
             format!("whisper: {e}"),
             "run `aiagc models convert --force`",
+        ),
+    }
+}
+
+/// The transcription server answers a second of silence.
+fn stt_server(config: &Config) -> Outcome {
+    let remote = match config
+        .stt_remote()
+        .and_then(|c| Ok(aiagc_models::stt_remote::RemoteStt::new(c)?))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                "STT server",
+                e.to_string(),
+                "fix [speech.remote] in aiagc.toml",
+            )
+        }
+    };
+    let stt = aiagc_models::stt::SttConfig {
+        language: config.ari.language.clone(),
+        ..Default::default()
+    };
+    match remote.transcribe(&vec![0.0; 16000], &stt) {
+        Ok(t) => pass(
+            "STT server",
+            format!("{} answered in {} ms", remote.url(), t.elapsed.as_millis()),
+        ),
+        Err(e) => fail(
+            "STT server",
+            e.to_string(),
+            format!(
+                "check that {} serves the OpenAI transcription API with model `{}` (speech.remote.base_url, .model, AIAGC_STT_API_KEY)",
+                remote.url(),
+                config.speech.remote.model
+            ),
         ),
     }
 }

@@ -152,6 +152,11 @@ pub struct Speech {
     pub queue: usize,
     /// Model folder (empty: the default, see `aiagc models list`).
     pub models_dir: String,
+    /// Speech-to-text: `whisper` (local whisper.cpp) or `openai` (a server's
+    /// `/v1/audio/transcriptions`, see `[speech.remote]`).
+    pub backend: String,
+    /// `[speech.remote]`
+    pub remote: RemoteStt,
 }
 
 impl Default for Speech {
@@ -161,7 +166,53 @@ impl Default for Speech {
             threads: 2,
             queue: 32,
             models_dir: String::new(),
+            backend: "whisper".into(),
+            remote: RemoteStt::default(),
         }
+    }
+}
+
+/// `[speech.remote]`: an OpenAI-compatible transcription server.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteStt {
+    /// Base URL including `/v1`.
+    pub base_url: String,
+    /// Model name the server knows.
+    pub model: String,
+    /// Bearer token (prefer `AIAGC_STT_API_KEY`).
+    pub api_key: String,
+    /// Longest wait for a transcript, ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for RemoteStt {
+    fn default() -> Self {
+        let d = aiagc_models::stt_remote::RemoteSttConfig::default();
+        Self {
+            base_url: d.base_url,
+            model: d.model,
+            api_key: String::new(),
+            timeout_ms: d.timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl std::fmt::Debug for RemoteStt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteStt")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
     }
 }
 
@@ -325,7 +376,11 @@ impl Config {
     /// annotated with where it came from.
     pub fn explain(&self, sources: &Sources) -> String {
         let mut v = serde_json::to_value(self).unwrap_or_default();
-        for path in [["ari", "password", ""], ["dialogue", "llm", "api_key"]] {
+        for path in [
+            ["ari", "password", ""],
+            ["dialogue", "llm", "api_key"],
+            ["speech", "remote", "api_key"],
+        ] {
             let mut secret = &mut v;
             for p in path.iter().filter(|p| !p.is_empty()) {
                 secret = &mut secret[*p];
@@ -364,6 +419,10 @@ impl Config {
         set(&mut self.dialogue.llm.model, "AIAGC_LLM_MODEL");
         set(&mut self.dialogue.llm.api_key, "AIAGC_LLM_API_KEY");
         set(&mut self.metrics.bind, "AIAGC_METRICS_BIND");
+        set(&mut self.speech.backend, "AIAGC_STT");
+        set(&mut self.speech.remote.base_url, "AIAGC_STT_URL");
+        set(&mut self.speech.remote.model, "AIAGC_STT_MODEL");
+        set(&mut self.speech.remote.api_key, "AIAGC_STT_API_KEY");
         if let Some(p) = env("ASTERISK_ARI_PORT") {
             self.ari.port = p
                 .trim()
@@ -387,6 +446,15 @@ impl Config {
                 "dialogue.backend = {:?}: use \"scenario\" or \"llm\"",
                 self.dialogue.backend
             );
+        }
+        if !matches!(self.speech.backend.as_str(), "whisper" | "openai") {
+            bail!(
+                "speech.backend = {:?}: use \"whisper\" or \"openai\"",
+                self.speech.backend
+            );
+        }
+        if self.speech.backend == "openai" {
+            self.stt_remote()?;
         }
         if self.ari.app.is_empty() || self.ari.app.contains(['/', '?', '&', ' ']) {
             bail!(
@@ -466,7 +534,9 @@ impl Config {
         }
     }
 
-    /// Speech workers: configured, or one per two cores.
+    /// Speech workers: configured, or one per `threads` cores for local
+    /// whisper; with a remote STT server a worker mostly waits on the
+    /// network, so four per core.
     pub fn workers(&self) -> usize {
         if self.speech.workers > 0 {
             return self.speech.workers;
@@ -474,7 +544,30 @@ impl Config {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        if self.speech.backend == "openai" {
+            return cores * 4;
+        }
         (cores / self.speech.threads.max(1)).max(1)
+    }
+
+    /// The transcription server's settings (for `speech.backend = "openai"`).
+    pub fn stt_remote(&self) -> Result<aiagc_models::stt_remote::RemoteSttConfig> {
+        let r = &self.speech.remote;
+        if !r.base_url.starts_with("http://") && !r.base_url.starts_with("https://") {
+            bail!(
+                "speech.remote.base_url = {:?}: use http://host:port/v1",
+                r.base_url
+            );
+        }
+        if r.timeout_ms == 0 {
+            bail!("speech.remote.timeout_ms must be above 0");
+        }
+        Ok(aiagc_models::stt_remote::RemoteSttConfig {
+            base_url: r.base_url.clone(),
+            model: r.model.clone(),
+            api_key: (!r.api_key.is_empty()).then(|| r.api_key.clone()),
+            timeout: Duration::from_millis(r.timeout_ms),
+        })
     }
 
     /// The LLM client settings.
@@ -496,7 +589,11 @@ impl Config {
 }
 
 /// Keys the environment can set, and the variable.
-const ENV_KEYS: [(&str, &str); 15] = [
+const ENV_KEYS: [(&str, &str); 19] = [
+    ("speech.backend", "AIAGC_STT"),
+    ("speech.remote.base_url", "AIAGC_STT_URL"),
+    ("speech.remote.model", "AIAGC_STT_MODEL"),
+    ("speech.remote.api_key", "AIAGC_STT_API_KEY"),
     ("metrics.bind", "AIAGC_METRICS_BIND"),
     ("ari.host", "ASTERISK_ARI_HOST"),
     ("ari.port", "ASTERISK_ARI_PORT"),
@@ -599,6 +696,15 @@ mod tests {
             ("[ari]\napp = \"a b\"", "ari.app"),
             ("[media]\nhangover_ms = 10", "hangover_ms"),
             ("[serve]\ndrain_to = \"ctx\"", "serve.drain_to"),
+            ("[speech]\nbackend = \"vosk\"", "speech.backend"),
+            (
+                "[speech]\nbackend = \"openai\"\n[speech.remote]\nbase_url = \"gpu:8000\"",
+                "speech.remote.base_url",
+            ),
+            (
+                "[speech]\nbackend = \"openai\"\n[speech.remote]\ntimeout_ms = 0",
+                "speech.remote.timeout_ms",
+            ),
         ];
         for (text, needle) in cases {
             let err = Config::from_toml(text)
@@ -666,6 +772,31 @@ mod tests {
             "{text}"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn remote_stt_from_the_environment_with_the_key_hidden() {
+        let mut c = Config::default();
+        c.apply_env(&env(&[
+            ("AIAGC_STT", "openai"),
+            ("AIAGC_STT_URL", "http://gpu-pool:8000/v1"),
+            ("AIAGC_STT_MODEL", "Systran/faster-whisper-large-v3"),
+            ("AIAGC_STT_API_KEY", "sk-geheim"),
+        ]))
+        .unwrap();
+        c.validate().unwrap();
+        let r = c.stt_remote().unwrap();
+        assert_eq!(r.base_url, "http://gpu-pool:8000/v1");
+        assert_eq!(r.model, "Systran/faster-whisper-large-v3");
+        assert_eq!(r.api_key.as_deref(), Some("sk-geheim"));
+        // A remote backend waits on the network: more workers than cores.
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        assert_eq!(c.workers(), cores * 4);
+        let shown = format!("{c:?} {r:?} {}", c.explain(&Sources::default()));
+        assert!(!shown.contains("sk-geheim"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use aiagc_ari::ports::PortRange;
 use aiagc_engine::Codec;
 use aiagc_models::dialogue::llm::{LlmClient, LlmDialogue};
 use aiagc_models::dialogue::scenario::Scenario;
-use aiagc_models::stt::{SttConfig, WhisperModel};
+use aiagc_models::stt::{SttBackend, SttConfig, WhisperModel};
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +53,24 @@ pub fn media_config(config: &Config) -> MediaConfig {
     m
 }
 
+/// Local whisper (loaded once, shared) or the configured transcription
+/// server.
+pub fn stt_backend(config: &Config) -> Result<SttBackend> {
+    if config.speech.backend == "openai" {
+        let remote = aiagc_models::stt_remote::RemoteStt::new(config.stt_remote()?)?;
+        tracing::info!(url = %remote.url(), "speech-to-text on a server");
+        return Ok(SttBackend::Remote(remote));
+    }
+    let model_path = config.models_dir().join(aiagc_models::WHISPER_GGML);
+    let model = WhisperModel::load(&model_path).with_context(|| {
+        format!(
+            "whisper model {} (run `bash scripts/setup.sh`)",
+            model_path.display()
+        )
+    })?;
+    Ok(SttBackend::Whisper(Arc::new(model)))
+}
+
 pub async fn run(config: Config) -> Result<()> {
     let ari = config.ari_config();
     tracing::info!(?config, "starting");
@@ -65,13 +83,7 @@ pub async fn run(config: Config) -> Result<()> {
             tracing::warn!(error = %e, "Asterisk not reachable yet (retrying in the background); run `aiagc check`")
         }
     }
-    let model_path = config.models_dir().join(aiagc_models::WHISPER_GGML);
-    let model = Arc::new(WhisperModel::load(&model_path).with_context(|| {
-        format!(
-            "whisper model {} (run `bash scripts/setup.sh`)",
-            model_path.display()
-        )
-    })?);
+    let model = stt_backend(&config)?;
     let stt = SttConfig {
         language: config.ari.language.clone(),
         threads: config.speech.threads,

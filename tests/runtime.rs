@@ -250,6 +250,26 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
         m.contains_key("aiagc_speech_jobs{kind=\"answered\"}"),
         "{body}"
     );
+    // Queue wait and STT speed per job; ARI connected once, nothing failed.
+    assert!(m["aiagc_speech_queue_wait_seconds_count"] >= 2.0, "{body}");
+    assert!(m["aiagc_stt_real_time_factor_count"] >= 1.0, "{body}");
+    let rtf = m["aiagc_stt_real_time_factor_sum"] / m["aiagc_stt_real_time_factor_count"];
+    assert!(rtf > 0.0 && rtf < 5.0, "{rtf}");
+    assert_eq!(
+        m.get("aiagc_ari_connection_total{kind=\"connects\"}"),
+        Some(&1.0),
+        "{body}"
+    );
+    assert_eq!(
+        m.get("aiagc_errors_total{kind=\"stt\"}"),
+        Some(&0.0),
+        "{body}"
+    );
+    assert_eq!(
+        m.get("aiagc_errors_total{kind=\"call_setup\"}"),
+        Some(&0.0),
+        "{body}"
+    );
     // Nothing outlives the call.
     let t = Instant::now();
     while !(sim.alive() == Alive::default()

@@ -92,6 +92,12 @@ pub struct ControllerStats {
     pub adopted: AtomicU64,
     /// Orphans (bridges, externalMedia channels) removed by reconciliation.
     pub orphans_removed: AtomicU64,
+    /// Times the events WebSocket connected (the first plus reconnects).
+    pub connects: AtomicU64,
+    /// Times it was lost.
+    pub disconnects: AtomicU64,
+    /// Frames that were not a valid event (skipped).
+    pub malformed_events: AtomicU64,
 }
 
 struct Shared<M> {
@@ -208,13 +214,25 @@ impl<M: MediaHost> Controller<M> {
     pub fn handle(&self, item: StreamEvent) {
         match item {
             StreamEvent::Connected => {
+                self.shared.stats.connects.fetch_add(1, Ordering::Relaxed);
                 self.shared.connected.store(true, Ordering::SeqCst);
                 let me = self.clone();
                 self.spawn(async move { me.reconcile().await });
             }
             StreamEvent::Event(event) => self.on_event(*event),
-            StreamEvent::Disconnected(_) => self.shared.connected.store(false, Ordering::SeqCst),
-            StreamEvent::Malformed(_) => {}
+            StreamEvent::Disconnected(_) => {
+                self.shared
+                    .stats
+                    .disconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                self.shared.connected.store(false, Ordering::SeqCst)
+            }
+            StreamEvent::Malformed(_) => {
+                self.shared
+                    .stats
+                    .malformed_events
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -72,18 +72,36 @@ pub fn write_wav(path: &Path, samples: &[f32], rate: u32) -> Result<(), AudioErr
         path: path.display().to_string(),
         message: e.to_string(),
     };
+    let file = std::fs::File::create(path).map_err(|e| err(hound::Error::IoError(e)))?;
+    write_wav_to(std::io::BufWriter::new(file), samples, rate).map_err(err)
+}
+
+/// Mono `f32` audio as the bytes of a 16-bit WAV file (for uploads).
+pub fn wav_bytes(samples: &[f32], rate: u32) -> Result<Vec<u8>, AudioError> {
+    let mut out = std::io::Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
+    write_wav_to(&mut out, samples, rate).map_err(|e| AudioError::Wav {
+        path: "<memory>".into(),
+        message: e.to_string(),
+    })?;
+    Ok(out.into_inner())
+}
+
+fn write_wav_to<W: std::io::Write + std::io::Seek>(
+    writer: W,
+    samples: &[f32],
+    rate: u32,
+) -> Result<(), hound::Error> {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let mut w = hound::WavWriter::create(path, spec).map_err(err)?;
+    let mut w = hound::WavWriter::new(writer, spec)?;
     for &s in samples {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
-            .map_err(err)?;
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
     }
-    w.finalize().map_err(err)
+    w.finalize()
 }
 
 /// Passes audio through the telephone path: 16 kHz → 8 kHz → G.711 µ-law

@@ -14,6 +14,7 @@ pub mod onnx;
 pub mod silero;
 pub mod smart_turn;
 pub mod stt;
+pub mod stt_remote;
 pub mod tts;
 
 /// File name of the converted whisper base model in the models folder.

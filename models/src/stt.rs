@@ -28,6 +28,9 @@ pub enum SttError {
     /// Inference failed.
     #[error("whisper inference: {0}")]
     Inference(String),
+    /// The transcription server failed (transport, status, answer).
+    #[error("remote STT: {0}")]
+    Remote(String),
 }
 
 /// Decoding options.
@@ -279,6 +282,54 @@ impl SttWorker {
             audio: Duration::from_secs_f64(seconds),
             audio_ctx,
         })
+    }
+}
+
+/// Where utterances are transcribed: local whisper (shared model) or an
+/// OpenAI-compatible server.
+#[derive(Clone)]
+pub enum SttBackend {
+    /// whisper.cpp in this process.
+    Whisper(std::sync::Arc<WhisperModel>),
+    /// `/v1/audio/transcriptions` on a server.
+    Remote(crate::stt_remote::RemoteStt),
+}
+
+impl From<std::sync::Arc<WhisperModel>> for SttBackend {
+    fn from(model: std::sync::Arc<WhisperModel>) -> Self {
+        Self::Whisper(model)
+    }
+}
+
+impl SttBackend {
+    /// A transcriber for one worker thread.
+    pub fn transcriber(&self) -> Result<Transcriber, SttError> {
+        Ok(match self {
+            Self::Whisper(m) => Transcriber::Whisper(m.worker()?),
+            Self::Remote(r) => Transcriber::Remote(r.clone()),
+        })
+    }
+}
+
+/// One worker's speech-to-text, whichever the backend.
+pub enum Transcriber {
+    /// Its own whisper state.
+    Whisper(SttWorker),
+    /// A client of the shared connection pool.
+    Remote(crate::stt_remote::RemoteStt),
+}
+
+impl Transcriber {
+    /// Transcribes 16 kHz mono audio.
+    pub fn transcribe(
+        &mut self,
+        audio: &[f32],
+        config: &SttConfig,
+    ) -> Result<Transcript, SttError> {
+        match self {
+            Self::Whisper(w) => w.transcribe(audio, config),
+            Self::Remote(r) => r.transcribe(audio, config),
+        }
     }
 }
 

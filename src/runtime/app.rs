@@ -8,6 +8,7 @@ use aiagc_ari::client::{AriClient, AriConfig, AriError};
 use aiagc_ari::controller::{Controller, ControllerConfig};
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::stream;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -60,12 +61,25 @@ impl App {
             Some(client.clone()),
             summaries,
         );
-        if let Some(m) = metrics {
+        if let Some(m) = &metrics {
             m.watch_speech(pool.stats.clone());
-            engine = engine.with_metrics(m);
+            engine = engine.with_metrics(m.clone());
         }
         let media = Arc::new(engine);
         let controller = Controller::new(client, media.clone(), controller);
+        if let Some(m) = &metrics {
+            let c = controller.clone();
+            m.watch_ari(Arc::new(move || {
+                let s = c.stats();
+                let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                [
+                    get(&s.connects),
+                    get(&s.disconnects),
+                    get(&s.malformed_events),
+                    get(&s.setups_failed),
+                ]
+            }));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(stream::run(ari, tx, stop_rx));

@@ -47,6 +47,21 @@ pub struct Metrics {
     rtp: Family<Kind, Counter>,
     speech: Family<Kind, Gauge>,
     speech_stats: Mutex<Option<Arc<SpeechStats>>>,
+    errors: Family<Kind, Counter>,
+    ari_events: Family<Kind, Counter>,
+    ari_source: Mutex<Option<AriCounters>>,
+}
+
+/// Reads the ARI controller's counters at scrape time:
+/// (connects, disconnects, malformed events, setups failed).
+pub type AriCounters = Arc<dyn Fn() -> [u64; 4] + Send + Sync>;
+
+/// Raises `counter` to `value` (counts kept elsewhere, read at scrape).
+fn catch_up(counter: &Counter, value: u64) {
+    let now = counter.get();
+    if value > now {
+        counter.inc_by(value - now);
+    }
 }
 
 impl Default for Metrics {
@@ -61,6 +76,8 @@ impl Default for Metrics {
         );
         let rtp = Family::<Kind, Counter>::default();
         let speech = Family::<Kind, Gauge>::default();
+        let errors = Family::<Kind, Counter>::default();
+        let ari_events = Family::<Kind, Counter>::default();
         registry.register(
             "active_calls",
             "Calls with media running",
@@ -84,6 +101,16 @@ impl Default for Metrics {
             "Speech pool counters (rejected: queue full; stale: turn over; answered)",
             speech.clone(),
         );
+        registry.register(
+            "errors",
+            "Errors by kind (stt, tts, call_setup, ari_malformed_event)",
+            errors.clone(),
+        );
+        registry.register(
+            "ari_connection",
+            "ARI events WebSocket: connects (first + reconnects), disconnects",
+            ari_events.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             active_calls,
@@ -94,6 +121,9 @@ impl Default for Metrics {
             rtp,
             speech,
             speech_stats: Mutex::new(None),
+            errors,
+            ari_events,
+            ari_source: Mutex::new(None),
         }
     }
 }
@@ -101,8 +131,27 @@ impl Default for Metrics {
 impl Metrics {
     /// Reads the speech pool's counters at scrape time.
     pub fn watch_speech(&self, stats: Arc<SpeechStats>) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(
+                "speech_queue_wait_seconds",
+                "Time a speech job waited for a worker",
+                stats.queue_wait.clone(),
+            );
+            r.register(
+                "stt_real_time_factor",
+                "STT decode time over audio time, per transcription",
+                stats.stt_rtf.clone(),
+            );
+        }
         if let Ok(mut s) = self.speech_stats.lock() {
             *s = Some(stats);
+        }
+    }
+
+    /// Reads the ARI controller's counters at scrape time.
+    pub fn watch_ari(&self, counters: AriCounters) {
+        if let Ok(mut s) = self.ari_source.lock() {
+            *s = Some(counters);
         }
     }
 
@@ -158,6 +207,23 @@ impl Metrics {
                 self.speech
                     .get_or_create(&Kind { kind: kind.into() })
                     .set(v as i64);
+            }
+            for (kind, v) in [
+                ("stt", s.stt_errors.load(Ordering::Relaxed)),
+                ("tts", s.tts_errors.load(Ordering::Relaxed)),
+            ] {
+                catch_up(&self.errors.get_or_create(&Kind { kind: kind.into() }), v);
+            }
+        }
+        if let Some(ari) = self.ari_source.lock().ok().and_then(|s| s.clone()) {
+            let [connects, disconnects, malformed, setups_failed] = ari();
+            for (family, kind, v) in [
+                (&self.ari_events, "connects", connects),
+                (&self.ari_events, "disconnects", disconnects),
+                (&self.errors, "ari_malformed_event", malformed),
+                (&self.errors, "call_setup", setups_failed),
+            ] {
+                catch_up(&family.get_or_create(&Kind { kind: kind.into() }), v);
             }
         }
         let mut out = String::new();

@@ -9,8 +9,9 @@
 use aiagc_engine::handoff::{bounded, HandoffSender, Offer};
 use aiagc_models::dialogue::{Action, Dialogue, Input, TurnHint};
 use aiagc_models::smart_turn::{EndOfTurn, SmartTurn};
-use aiagc_models::stt::{SttConfig, SttWorker, WhisperModel};
+use aiagc_models::stt::{SttBackend, SttConfig, Transcriber};
 use aiagc_models::tts::{sentences, EspeakVoice, Tts};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -202,7 +203,7 @@ impl Job {
 }
 
 /// Counters of the pool.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SpeechStats {
     /// Jobs rejected because the queue was full.
     pub rejected: AtomicU64,
@@ -210,6 +211,30 @@ pub struct SpeechStats {
     pub stale: AtomicU64,
     /// Turns answered.
     pub answered: AtomicU64,
+    /// Transcriptions that failed (the turn goes on with no words).
+    pub stt_errors: AtomicU64,
+    /// Sentences TTS could not synthesize.
+    pub tts_errors: AtomicU64,
+    /// Seconds a job waited in the queue before a worker took it.
+    pub queue_wait: Histogram,
+    /// STT decode time over audio time.
+    pub stt_rtf: Histogram,
+}
+
+impl Default for SpeechStats {
+    fn default() -> Self {
+        Self {
+            rejected: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            stt_errors: AtomicU64::new(0),
+            tts_errors: AtomicU64::new(0),
+            // 0.5 ms … ~4 s
+            queue_wait: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            // 0.01 … ~10
+            stt_rtf: Histogram::new(exponential_buckets(0.01, 2.0, 11)),
+        }
+    }
 }
 
 /// Handle to the running pool.
@@ -225,7 +250,7 @@ impl SpeechPool {
     /// Starts `workers` threads sharing `model`, each with its own whisper
     /// state and German espeak-ng voice; `queue` bounds waiting jobs.
     pub fn start(
-        model: Arc<WhisperModel>,
+        model: impl Into<SttBackend>,
         workers: usize,
         queue: usize,
         stt: SttConfig,
@@ -237,7 +262,7 @@ impl SpeechPool {
     /// the models folder `turn_model` (a failure is logged; the pool then
     /// works without it).
     pub fn start_with_turn_model(
-        model: Arc<WhisperModel>,
+        model: impl Into<SttBackend>,
         workers: usize,
         queue: usize,
         stt: SttConfig,
@@ -247,8 +272,9 @@ impl SpeechPool {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SpeechStats::default());
         let mut threads = Vec::new();
+        let model: SttBackend = model.into();
         for i in 0..workers.max(1) {
-            let mut worker = model.worker()?;
+            let mut worker = model.transcriber()?;
             let (rx, stt, stop, stats) = (rx.clone(), stt.clone(), stop.clone(), stats.clone());
             let mut turn = match &turn_model {
                 Some(dir) => match SmartTurn::from_dir(dir) {
@@ -341,7 +367,13 @@ fn today() -> chrono::NaiveDate {
 }
 
 /// Transcribes with the dialogue's vocabulary as the decoder's prompt.
-fn transcribe(worker: &mut SttWorker, stt: &SttConfig, audio: &[f32], call: &CallShared) -> String {
+fn transcribe(
+    worker: &mut Transcriber,
+    stt: &SttConfig,
+    audio: &[f32],
+    call: &CallShared,
+    stats: &SpeechStats,
+) -> String {
     let vocabulary = call.dialogue.lock().ok().and_then(|d| d.vocabulary());
     let hinted;
     let stt = match vocabulary {
@@ -356,8 +388,12 @@ fn transcribe(worker: &mut SttWorker, stt: &SttConfig, audio: &[f32], call: &Cal
     };
     let call = &call.id;
     match worker.transcribe(audio, stt) {
-        Ok(t) => t.text.trim().to_owned(),
+        Ok(t) => {
+            stats.stt_rtf.observe(t.rtf());
+            t.text.trim().to_owned()
+        }
         Err(e) => {
+            stats.stt_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(call = %call, error = %e, "STT failed");
             String::new()
         }
@@ -380,7 +416,7 @@ fn score(turn: Option<&mut SmartTurn>, call: &CallShared, first: u64, pause: u64
 
 fn run(
     job: Job,
-    worker: &mut SttWorker,
+    worker: &mut Transcriber,
     turn: Option<&mut SmartTurn>,
     stt: &SttConfig,
     voice: &mut EspeakVoice,
@@ -388,6 +424,9 @@ fn run(
 ) {
     let call = job.call.clone();
     let t0 = Instant::now();
+    stats
+        .queue_wait
+        .observe(t0.saturating_duration_since(job.handed_over).as_secs_f64());
     let (input_kind, transcript, stt_time, early, by_hint, by_model) = match job.work {
         Work::TurnCheck { first, id, audio } => {
             score(turn, &call, first, id, &audio);
@@ -399,7 +438,7 @@ fn run(
             // what the dialogue expects. The turn model speaks only where
             // the words have no opinion.
             let t0 = Instant::now();
-            let transcript = transcribe(worker, stt, &audio, &call);
+            let transcript = transcribe(worker, stt, &audio, &call, stats);
             let stt_time = t0.elapsed();
             let hint = match call.dialogue.lock() {
                 Ok(d) => d.hint(&transcript),
@@ -429,7 +468,7 @@ fn run(
         } => match transcript {
             Some((t, stt)) => ("speech", t, stt, true, ended_by_hint, ended_by_model),
             None => {
-                let t = transcribe(worker, stt, &audio, &call);
+                let t = transcribe(worker, stt, &audio, &call, stats);
                 (
                     "speech",
                     t,
@@ -482,6 +521,7 @@ fn run(
                         }));
                     }
                     Err(e) => {
+                        stats.tts_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(call = %call.id, turn = job.turn, error = %e, "TTS failed")
                     }
                 }
