@@ -160,6 +160,6 @@ fn loadtest_json_contract_and_no_leaks() {
         assert_eq!(v["leaks"][k], 0, "{k} left behind: {v}");
     }
     assert!(v["rss_mb_per_call"].is_number());
-    let bad = aiagc(&["loadtest", "--target", "ari"]);
+    let bad = aiagc(&["loadtest", "--target", "pbx"]);
     assert!(!bad.status.success());
 }

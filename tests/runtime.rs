@@ -197,7 +197,15 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
         answer.reply,
         "Gerne. An welchem Tag und um wie viel Uhr möchten Sie kommen?"
     );
-    assert!(answer.to_first_packet.is_some());
+    // The server-side turn latency spans the wait for the turn's end too.
+    let (handover, speech_end) = (
+        answer.to_first_packet.expect("reply sent"),
+        answer.from_speech_end.expect("speech end dated"),
+    );
+    assert!(
+        speech_end > handover && speech_end < Duration::from_secs(3),
+        "{speech_end:?} {handover:?}"
+    );
     assert_eq!(summary.ended_by, "caller");
     // The JSON-lines record: one line per turn, then the call.
     let file = std::fs::read_to_string(records.join(format!("{caller}.jsonl"))).unwrap();

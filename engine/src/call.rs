@@ -549,6 +549,12 @@ impl Call {
         self.playout.last_frame()
     }
 
+    /// Media time played out of the jitter buffer so far (20 ms a frame):
+    /// the clock of [`MediaPosition::elapsed`].
+    pub fn media_time(&self) -> Duration {
+        FRAME * self.stats.frames_played as u32
+    }
+
     /// Ends the caller's turn now if they are still silent in pause `id`
     /// (a [`CallEvent::SpeechEnded`] follows); otherwise does nothing.
     pub fn end_turn(&mut self, id: u64) {

@@ -1,27 +1,38 @@
-//! `aiagc loadtest`: concurrent German callers against the embedded
-//! simulator and the whole app (whisper, the scenario, espeak-ng): each
-//! caller waits for the greeting, asks for an appointment, names a day and
-//! a time, and hangs up. Reports turn latency, RTP health, what was left
-//! behind, and memory per call.
+//! `aiagc loadtest`: concurrent German callers against the whole app
+//! (whisper, the scenario, espeak-ng). Each caller waits for the greeting,
+//! asks for an appointment, names a day and a time, and hangs up. Reports
+//! turn latency, RTP health, what was left behind, and memory per call.
+//!
+//! Targets: `sim`, the embedded simulator with reactive callers; `ari`, a
+//! real Asterisk, where this process registers its own app (default
+//! `<app>-loadtest`) and originates `Local/<exten>@<context>` into it: the
+//! other half of each Local channel runs the dialplan, which plays the
+//! caller's recordings (see `deploy/asterisk/extensions.conf` and
+//! `scripts/loadtest-sounds.sh`). There, latency is measured on our side,
+//! from the caller's speech end as our jitter buffer played it to the
+//! first reply packet sent.
 
 use super::live::{heard, load_fixture, place, registered, speak, utterance_texts, wait_for_agent};
 use super::percentile;
 use aiagc::runtime::app::App;
 use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
+use aiagc::runtime::speech::TurnRecord;
+use aiagc_ari::client::{AriClient, Originate};
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{RtpRecord, SimConfig, Simulator};
 use aiagc_engine::Codec;
 use aiagc_models::dialogue::scenario::Scenario;
-use aiagc_models::stt::{SttConfig, WhisperModel};
+use aiagc_models::stt::SttConfig;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Options of `aiagc loadtest`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct LoadArgs {
     /// Calls in total.
     #[arg(long, default_value_t = 8)]
@@ -29,9 +40,34 @@ pub struct LoadArgs {
     /// Calls at the same time.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// `sim` (the embedded simulator). A real Asterisk is not supported yet.
+    /// Keep placing calls for this long (`90s`, `30m`, `2h`) instead of
+    /// stopping after `--calls`; `--concurrency` calls at a time.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// `sim` (the embedded simulator) or `ari` (the Asterisk configured in
+    /// aiagc.toml / the environment).
     #[arg(long, default_value = "sim")]
     target: String,
+    /// Configuration file (for `--target ari`; default `./aiagc.toml`).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Stasis app this process registers for `--target ari` (default: the
+    /// configured app with `-loadtest`, so production calls stay untouched).
+    #[arg(long)]
+    app: Option<String>,
+    /// Dialplan context whose extension plays the caller (`--target ari`).
+    #[arg(long, default_value = "aiagc-loadtest")]
+    context: String,
+    /// Extension in `--context`.
+    #[arg(long, default_value = "s")]
+    extension: String,
+    /// A call that has not ended after this many seconds is hung up and
+    /// counted as failed (`--target ari`).
+    #[arg(long, default_value_t = 120)]
+    call_timeout_s: u64,
+    /// Draw the latency distribution and the per-stage breakdown as SVG.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
     /// externalMedia format.
     #[arg(long, default_value = "slin16")]
     codec: String,
@@ -53,7 +89,9 @@ struct Percentiles {
 #[derive(Serialize)]
 struct Rtp {
     underruns: u64,
-    pacing_jitter_p99_ms: f64,
+    /// Arrival jitter at the simulated caller; not measured on a real
+    /// Asterisk (null).
+    pacing_jitter_p99_ms: Option<f64>,
     lost: u64,
 }
 
@@ -71,10 +109,63 @@ struct LoadReport {
     completed: usize,
     failed: usize,
     concurrency: usize,
+    target: String,
+    seconds: f64,
     latency_ms: Percentiles,
+    /// The first and the last tenth of the calls (drift over a long run).
+    latency_first_tenth_ms: Percentiles,
+    latency_last_tenth_ms: Percentiles,
+    stages_ms: Vec<Stage>,
     rtp: Rtp,
     leaks: Leaks,
     rss_mb_per_call: f64,
+}
+
+#[derive(Serialize)]
+struct Stage {
+    stage: &'static str,
+    p50: f64,
+    p95: f64,
+}
+
+/// `90s`, `30m`, `2h`, `500ms` or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((t, "s"), |i| t.split_at(i));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: use e.g. 90s, 30m, 2h"))?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{text:?}: unit {unit:?} is not ms, s, m or h")),
+    };
+    if !(seconds > 0.0 && seconds < 7.0 * 86400.0) {
+        return Err(format!("{text:?}: use a duration above 0 and below a week"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn percentiles(values: &[f64]) -> Percentiles {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Percentiles {
+        p50: percentile(&v, 0.5),
+        p95: percentile(&v, 0.95),
+        p99: percentile(&v, 0.99),
+    }
+}
+
+/// What one call gave: turn latencies (ms), reply packet gaps (ms, the
+/// simulator only), and when it started.
+struct CallResult {
+    started: Instant,
+    latencies: Vec<f64>,
+    gaps: Vec<f64>,
 }
 
 /// Resident and peak memory of this process (kB).
@@ -93,13 +184,19 @@ fn memory_kb() -> (u64, u64) {
 
 /// One caller: (turn latencies in ms, packet arrival gaps in ms). The
 /// caller hangs up at the end, or when anything went wrong.
-async fn caller(sim: Arc<Simulator>, codec: Codec, voice: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+async fn caller(sim: Arc<Simulator>, codec: Codec, voice: usize) -> Result<CallResult> {
+    let started = Instant::now();
     let mut id = None;
     let r = talk(&sim, codec, voice, &mut id).await;
     if let Some(id) = id {
         sim.hangup(&id);
     }
-    r
+    let (latencies, gaps) = r?;
+    Ok(CallResult {
+        started,
+        latencies,
+        gaps,
+    })
 }
 
 async fn talk(
@@ -152,68 +249,243 @@ async fn talk(
     Ok((latencies, gaps))
 }
 
+/// A caller through a real Asterisk: originate `Local/exten@context` into
+/// our app and wait for the call's summary.
+async fn ari_caller(
+    client: &AriClient,
+    args: &LoadArgs,
+    app: &str,
+    id: String,
+    ended: &Mutex<Vec<CallSummary>>,
+) -> Result<CallResult> {
+    let started = Instant::now();
+    let originate = Originate {
+        endpoint: format!("Local/{}@{}", args.extension, args.context),
+        app: Some(app.to_owned()),
+        app_args: Some("loadtest".into()),
+        caller_id: Some(format!("\"aiagc loadtest\" <{}>", id.len())),
+        timeout: Some(30),
+        channel_id: Some(id.clone()),
+        ..Originate::default()
+    };
+    client
+        .originate(&originate)
+        .await
+        .with_context(|| format!("originate {}", originate.endpoint))?;
+    let deadline = started + Duration::from_secs(args.call_timeout_s);
+    loop {
+        let summary = ended
+            .lock()
+            .map_err(|_| anyhow::anyhow!("summaries poisoned"))?
+            .iter()
+            .find(|s| s.call == id)
+            .map(|s| s.turns.clone());
+        if let Some(turns) = summary {
+            let latencies: Vec<f64> = turns
+                .iter()
+                .filter(|t| t.input == "speech")
+                .filter_map(|t| t.from_speech_end)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect();
+            if latencies.is_empty() {
+                bail!("call {id}: no spoken turn was answered");
+            }
+            return Ok(CallResult {
+                started,
+                latencies,
+                gaps: Vec::new(),
+            });
+        }
+        if Instant::now() > deadline {
+            let _ = client.hangup(&id, "normal").await;
+            bail!("call {id} still running after {} s", args.call_timeout_s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Per-stage p50/p95 over the spoken turns of `ended`.
+fn stages(ended: &[CallSummary]) -> Vec<Stage> {
+    let turns: Vec<_> = ended
+        .iter()
+        .flat_map(|s| &s.turns)
+        .filter(|t| t.input == "speech")
+        .collect();
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1000.0
+    }
+    type Pick = fn(&TurnRecord) -> Option<f64>;
+    let pick: [(&'static str, Pick); 5] = [
+        ("turn end wait", |t| {
+            Some(ms(t.from_speech_end?.checked_sub(t.to_first_packet?)?))
+        }),
+        ("stt", |t| Some(ms(t.stt))),
+        ("dialogue", |t| Some(ms(t.dialogue))),
+        ("tts first audio", |t| Some(ms(t.tts_first_audio))),
+        ("hand-over to packet", |t| t.to_first_packet.map(ms)),
+    ];
+    pick.iter()
+        .map(|(name, f)| {
+            let p = percentiles(&turns.iter().filter_map(|t| f(t)).collect::<Vec<_>>());
+            Stage {
+                stage: name,
+                p50: p.p50,
+                p95: p.p95,
+            }
+        })
+        .collect()
+}
+
 pub(super) async fn run(args: &LoadArgs) -> Result<()> {
-    if args.target != "sim" {
-        bail!(
-            "--target {:?}: only `sim` (the embedded simulator) is supported",
-            args.target
-        );
+    if !matches!(args.target.as_str(), "sim" | "ari") {
+        bail!("--target {:?}: use `sim` or `ari`", args.target);
     }
     if args.calls == 0 || args.concurrency == 0 {
         bail!("--calls and --concurrency must be at least 1");
     }
-    let codec = Codec::from_asterisk_format(&args.codec)?;
-    let model_path = aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML);
-    let model = Arc::new(
-        WhisperModel::load(&model_path).context("whisper model (run `bash scripts/setup.sh`)")?,
-    );
-    // One worker per two cores unless given, as `aiagc serve` sizes them.
-    let mut sizing = crate::config::Config::default();
-    sizing.speech.workers = args.workers;
+    let ari_target = args.target == "ari";
+    let config = if ari_target {
+        crate::config::Config::load(args.config.as_deref(), &|k| std::env::var(k).ok())?
+    } else {
+        crate::config::Config::default()
+    };
+    let codec = if ari_target {
+        Codec::from_asterisk_format(&config.media.format)?
+    } else {
+        Codec::from_asterisk_format(&args.codec)?
+    };
+    let backend = crate::serve::stt_backend(&config)?;
+    // As `aiagc serve` sizes them unless given.
+    let mut sizing = config.clone();
+    if args.workers > 0 {
+        sizing.speech.workers = args.workers;
+    }
     let workers = sizing.workers();
+    let stt = SttConfig {
+        language: config.ari.language.clone(),
+        threads: config.speech.threads,
+        ..SttConfig::default()
+    };
     let pool = SpeechPool::start_with_turn_model(
-        model,
+        backend,
         workers,
-        64,
-        SttConfig::default(),
-        Some(aiagc_models::manifest::default_dir()),
+        config.speech.queue.max(64),
+        stt,
+        config.media.turn_model.then(|| config.models_dir()),
     )?;
-    let scenario = Scenario::praxis();
-    let dialogues: DialogueFactory = Arc::new(move || Box::new(scenario.session()));
-    let sim = Arc::new(Simulator::start(SimConfig::default()).await?);
+    let (sim, ari, ports, app_name) = if ari_target {
+        let app = args
+            .app
+            .clone()
+            .unwrap_or_else(|| format!("{}-loadtest", config.ari.app));
+        let mut c = config.clone();
+        c.ari.app = app.clone();
+        let ports = PortRange::new(config.media.bind.parse()?, config.port_range()?);
+        (None, c.ari_config(), ports, app)
+    } else {
+        let sim = Arc::new(Simulator::start(SimConfig::default()).await?);
+        let ari = sim.client_config("aiagc");
+        let ports = PortRange::new("127.0.0.1".parse()?, 35000..=36999);
+        (Some(sim), ari, ports, "aiagc".to_owned())
+    };
+    let client_base = ari.base_url.clone();
+    let client = AriClient::new(ari.clone())?;
     let (tx, summaries) = crossbeam_channel::unbounded::<CallSummary>();
+    let dialogues = if ari_target {
+        crate::serve::dialogues(&config)?
+    } else {
+        let scenario = Scenario::praxis();
+        let d: DialogueFactory = Arc::new(move || Box::new(scenario.session()));
+        d
+    };
+    let media = if ari_target {
+        crate::serve::media_config(&config)
+    } else {
+        MediaConfig::default()
+    };
     let app = App::start(
-        sim.client_config("aiagc"),
-        PortRange::new("127.0.0.1".parse()?, 35000..=36999),
-        MediaConfig::default(),
+        ari,
+        ports,
+        media,
         ControllerConfig {
             format: codec,
+            hangup_on_setup_failure: true,
             ..ControllerConfig::default()
         },
         pool,
         dialogues,
         Some(tx),
     )?;
-    registered(&sim).await?;
+    // Every ended call's summary, for the callers and the report.
+    let ended = Arc::new(Mutex::new(Vec::<CallSummary>::new()));
+    let collector = {
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            for s in summaries {
+                if let Ok(mut e) = ended.lock() {
+                    e.push(s);
+                }
+            }
+        })
+    };
+    match &sim {
+        Some(sim) => registered(sim).await?,
+        None => {
+            let t = Instant::now();
+            while !app.controller.is_connected() {
+                if t.elapsed() > Duration::from_secs(10) {
+                    bail!(
+                        "app {app_name:?} did not register with Asterisk at {} within 10 s (run `aiagc check`)",
+                        client_base
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
     let (base_rss, _) = memory_kb();
     let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let args_shared = Arc::new(args.clone());
+    let run_id = std::process::id();
+    let started = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..args.calls {
+    for i in 0.. {
+        let more = match args.duration {
+            Some(d) => started.elapsed() < d,
+            None => i < args.calls,
+        };
+        if !more {
+            break;
+        }
         let permit = permits.clone().acquire_owned().await?;
-        let sim = sim.clone();
+        if args.duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+        let (sim, client, ended, args, app_name) = (
+            sim.clone(),
+            client.clone(),
+            ended.clone(),
+            args_shared.clone(),
+            app_name.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let r = caller(sim, codec, i).await;
+            let r = match sim {
+                Some(sim) => caller(sim, codec, i).await,
+                None => {
+                    let id = format!("aiagc-load-{run_id}-{i}");
+                    ari_caller(&client, &args, &app_name, id, &ended).await
+                }
+            };
             drop(permit);
             r
         }));
+        // Finished calls report as they go (a long run holds no handles).
     }
-    let (mut latencies, mut gaps, mut failed) = (Vec::new(), Vec::new(), 0);
+    let total = tasks.len();
+    let (mut results, mut failed) = (Vec::new(), 0);
     for (done, task) in tasks.into_iter().enumerate() {
         match task.await {
-            Ok(Ok((l, g))) => {
-                latencies.extend(l);
-                gaps.extend(g);
-            }
+            Ok(Ok(r)) => results.push(r),
             Ok(Err(e)) => {
                 failed += 1;
                 tracing::warn!(error = %e, "load call failed");
@@ -224,19 +496,20 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
             }
         }
         if !args.json {
-            let filled = (done + 1) * 30 / args.calls;
+            let filled = (done + 1) * 30 / total.max(1);
             eprint!(
                 "\r[{}{}] {}/{} calls",
                 "#".repeat(filled),
                 " ".repeat(30 - filled),
                 done + 1,
-                args.calls
+                total
             );
         }
     }
     if !args.json {
         eprintln!();
     }
+    let seconds = started.elapsed().as_secs_f64();
     // Let teardown finish, then count what is left.
     let t = Instant::now();
     while (app.controller.active_calls() > 0 || app.media.sockets() > 0)
@@ -246,62 +519,146 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, peak) = memory_kb();
-    let alive = sim.alive();
+    let (channels, bridges) = match &sim {
+        Some(sim) => {
+            let alive = sim.alive();
+            (alive.channels, alive.bridges)
+        }
+        None => match client.application().await {
+            Ok(a) => (a.channel_ids.len(), a.bridge_ids.len()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count what is left in Asterisk");
+                (usize::MAX, usize::MAX)
+            }
+        },
+    };
     let leaks = Leaks {
-        channels: alive.channels,
-        bridges: alive.bridges,
+        channels,
+        bridges,
         sockets: app.media.sockets(),
         tasks: app.controller.tasks(),
     };
-    let ended: Vec<CallSummary> = summaries.try_iter().collect();
+    app.drain(Duration::from_secs(2)).await;
+    let _ = collector.join();
+    let ended = std::mem::take(&mut *ended.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     let underruns = ended.iter().map(|s| s.rtp.underruns).sum();
     let lost = ended.iter().map(|s| s.rtp.lost).sum();
-    app.drain(Duration::from_secs(2)).await;
-    latencies.sort_by(f64::total_cmp);
-    let mut jitter: Vec<f64> = gaps.iter().map(|g| (g - 20.0).abs()).collect();
+    results.sort_by_key(|r| r.started);
+    let latencies: Vec<f64> = results.iter().flat_map(|r| r.latencies.clone()).collect();
+    let tenth = results.len().div_ceil(10);
+    let first: Vec<f64> = results[..tenth]
+        .iter()
+        .flat_map(|r| r.latencies.clone())
+        .collect();
+    let last: Vec<f64> = results[results.len() - tenth..]
+        .iter()
+        .flat_map(|r| r.latencies.clone())
+        .collect();
+    let mut jitter: Vec<f64> = results
+        .iter()
+        .flat_map(|r| &r.gaps)
+        .map(|g| (g - 20.0).abs())
+        .collect();
     jitter.sort_by(f64::total_cmp);
     let report = LoadReport {
-        calls: args.calls,
-        completed: args.calls - failed,
+        calls: total,
+        completed: total - failed,
         failed,
         concurrency: args.concurrency,
-        latency_ms: Percentiles {
-            p50: percentile(&latencies, 0.5),
-            p95: percentile(&latencies, 0.95),
-            p99: percentile(&latencies, 0.99),
-        },
+        target: args.target.clone(),
+        seconds,
+        latency_ms: percentiles(&latencies),
+        latency_first_tenth_ms: percentiles(&first),
+        latency_last_tenth_ms: percentiles(&last),
+        stages_ms: stages(&ended),
         rtp: Rtp {
             underruns,
-            pacing_jitter_p99_ms: percentile(&jitter, 0.99),
+            pacing_jitter_p99_ms: sim.is_some().then(|| percentile(&jitter, 0.99)),
             lost,
         },
         leaks,
         rss_mb_per_call: peak.saturating_sub(base_rss) as f64 / 1024.0 / args.concurrency as f64,
     };
+    if let Some(path) = &args.plot {
+        let shown: Vec<super::plot::StageTimes> = report
+            .stages_ms
+            .iter()
+            .map(|s| super::plot::StageTimes {
+                name: s.stage,
+                p50: s.p50,
+                p95: s.p95,
+            })
+            .collect();
+        super::plot::draw(
+            path,
+            &format!(
+                "aiagc loadtest --target {}: {} calls, {} at a time, {} speech workers",
+                args.target, total, args.concurrency, workers
+            ),
+            &latencies,
+            &shown,
+        )?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        let r = &report;
-        println!(
-            "calls {} (concurrency {}, {} speech workers): {} completed, {} failed",
-            r.calls, r.concurrency, workers, r.completed, r.failed
-        );
-        println!(
-            "turn latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
-            r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99
-        );
-        println!("RTP: underruns {}, lost {}, arrival jitter p99 {:.1} ms (at the caller, network impairment off)", r.rtp.underruns, r.rtp.lost, r.rtp.pacing_jitter_p99_ms);
-        println!(
-            "left behind: {} channels, {} bridges, {} sockets, {} tasks",
-            r.leaks.channels, r.leaks.bridges, r.leaks.sockets, r.leaks.tasks
-        );
-        println!(
-            "memory: {:.1} MB per concurrent call (peak RSS over the baseline)",
-            r.rss_mb_per_call
-        );
+        print_table(&report, workers);
     }
     if failed > 0 {
         bail!("{failed} call(s) failed");
     }
     Ok(())
+}
+
+fn print_table(r: &LoadReport, workers: usize) {
+    println!(
+        "calls {} against {} in {:.0} s (concurrency {}, {} speech workers): {} completed, {} failed",
+        r.calls, r.target, r.seconds, r.concurrency, workers, r.completed, r.failed
+    );
+    let p = |p: &Percentiles| {
+        format!(
+            "p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
+            p.p50, p.p95, p.p99
+        )
+    };
+    println!("turn latency          {}", p(&r.latency_ms));
+    println!("  first tenth of calls {}", p(&r.latency_first_tenth_ms));
+    println!("  last tenth of calls  {}", p(&r.latency_last_tenth_ms));
+    println!("{:<22} {:>8} {:>8}", "stage", "p50 ms", "p95 ms");
+    for s in &r.stages_ms {
+        println!("{:<22} {:>8.1} {:>8.1}", s.stage, s.p50, s.p95);
+    }
+    match r.rtp.pacing_jitter_p99_ms {
+        Some(j) => println!(
+            "RTP: underruns {}, lost {}, arrival jitter p99 {j:.1} ms (at the caller, network impairment off)",
+            r.rtp.underruns, r.rtp.lost
+        ),
+        None => println!("RTP: underruns {}, lost {}", r.rtp.underruns, r.rtp.lost),
+    }
+    println!(
+        "left behind: {} channels, {} bridges, {} sockets, {} tasks",
+        r.leaks.channels, r.leaks.bridges, r.leaks.sockets, r.leaks.tasks
+    );
+    println!(
+        "memory: {:.1} MB per concurrent call (peak RSS over the baseline)",
+        r.rss_mb_per_call
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        for bad in ["", "m", "10x", "-5s", "0s", "9999h", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

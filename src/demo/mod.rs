@@ -11,6 +11,7 @@
 
 mod live;
 pub mod load;
+pub mod plot;
 
 use aiagc_engine::impair::{Impairment, Network, RtpSender};
 use aiagc_engine::{packet, Call, CallConfig, CallEvent, Codec};

@@ -272,6 +272,8 @@ struct Turns {
     playing: Option<u64>,
     /// When the first packet of a turn's reply was sent.
     first_packet: Option<(u64, Instant)>,
+    /// When the caller's speech of a turn ended (as played out).
+    speech_end: Option<(u64, Instant)>,
     silence_deadline: Option<Instant>,
     summary: CallSummary,
 }
@@ -339,6 +341,7 @@ impl CallTask {
             pending_action: None,
             playing: None,
             first_packet: None,
+            speech_end: None,
             silence_deadline: None,
             summary: CallSummary {
                 call: id.clone(),
@@ -423,7 +426,7 @@ impl CallTask {
                 }
             }
             while let Some(event) = call.poll_event() {
-                self.on_event(event, &shared, &mut t, now);
+                self.on_event(event, call.media_time(), &shared, &mut t, now);
             }
         }
         shared.closed.store(true, Ordering::SeqCst);
@@ -434,7 +437,15 @@ impl CallTask {
         self.finish(t.summary);
     }
 
-    fn on_event(&self, event: CallEvent, shared: &Arc<CallShared>, t: &mut Turns, now: Instant) {
+    /// `played`: the call's media time now (to date the caller's speech end).
+    fn on_event(
+        &self,
+        event: CallEvent,
+        played: Duration,
+        shared: &Arc<CallShared>,
+        t: &mut Turns,
+        now: Instant,
+    ) {
         let id = &self.id;
         match event {
             CallEvent::SpeechStarted { .. } => t.silence_deadline = None,
@@ -475,6 +486,9 @@ impl CallTask {
             CallEvent::SpeechEnded(u) => {
                 tracing::debug!(call = %id, pause = ?u.pause, "speech ended");
                 let turn = Self::next_turn(shared);
+                // The caller stopped speaking this much media time ago.
+                let silence = played.saturating_sub(u.end.elapsed);
+                t.speech_end = Some((turn, now.checked_sub(silence).unwrap_or(now)));
                 t.pending_action = None;
                 let by_hint = u.pause.is_some_and(|p| t.ended_by_hint.contains(&p));
                 let by_model = u.pause.is_some_and(|p| t.ended_by_model.contains(&p));
@@ -592,7 +606,7 @@ impl CallTask {
                     TurnHint::Unknown => {}
                 }
                 while let Some(event) = call.poll_event() {
-                    self.on_event(event, shared, t, now);
+                    self.on_event(event, call.media_time(), shared, t, now);
                 }
             }
             SpeechOut::TurnScore {
@@ -612,7 +626,7 @@ impl CallTask {
                     call.extend_turn(pause, self.extension());
                 }
                 while let Some(event) = call.poll_event() {
-                    self.on_event(event, shared, t, now);
+                    self.on_event(event, call.media_time(), shared, t, now);
                 }
             }
             SpeechOut::Audio(reply) => {
@@ -633,6 +647,9 @@ impl CallTask {
                     if turn == record.turn {
                         record.to_first_packet =
                             Some(at.saturating_duration_since(record.handed_over));
+                        if let Some((_, end)) = t.speech_end.filter(|(s, _)| *s == turn) {
+                            record.from_speech_end = Some(at.saturating_duration_since(end));
+                        }
                     }
                 }
                 t.summary.turns.push(record);

@@ -88,7 +88,7 @@ impl Default for Metrics {
         registry.register("barge_ins", "Caller speech over a reply", barge_ins.clone());
         registry.register(
             "turn_stage_seconds",
-            "Time per turn stage (endpoint_to_first_packet, stt, dialogue, tts_first_audio)",
+            "Time per turn stage (speech_end_to_first_packet: the turn latency; stt, dialogue, tts_first_audio, handover_to_first_packet)",
             stage_seconds.clone(),
         );
         registry.register(
@@ -180,6 +180,9 @@ impl Metrics {
             observe("tts_first_audio", t.tts_first_audio);
             if let Some(d) = t.to_first_packet {
                 observe("handover_to_first_packet", d);
+            }
+            if let Some(d) = t.from_speech_end {
+                observe("speech_end_to_first_packet", d);
             }
         }
         let r = &summary.rtp;

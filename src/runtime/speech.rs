@@ -72,6 +72,11 @@ pub struct TurnRecord {
     /// From the hand-over to the first reply packet sent (media side).
     #[serde(serialize_with = "as_ms_opt")]
     pub to_first_packet: Option<Duration>,
+    /// From the caller's speech end (as our jitter buffer played it out)
+    /// to the first reply packet sent: the turn latency measured at the
+    /// server, less the network and Asterisk's own buffering.
+    #[serde(serialize_with = "as_ms_opt")]
+    pub from_speech_end: Option<Duration>,
 }
 
 fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -551,6 +556,7 @@ fn run(
         ended_by_model: by_model,
         interrupted: false,
         to_first_packet: None,
+        from_speech_end: None,
     };
     let _ = call
         .out

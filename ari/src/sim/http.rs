@@ -69,7 +69,13 @@ async fn events(
     // Asterisk registers the application during the handshake: by the time
     // the client sees the upgrade, `GET /applications/{app}` knows it.
     let rx = inner.register(&app);
-    ws.on_upgrade(move |socket| serve_events(socket, rx))
+    let inner = inner.clone();
+    ws.on_upgrade(move |socket| async move {
+        serve_events(socket, rx).await;
+        // Its last connection gone, the app is no longer registered:
+        // Stasis() into it fails, as on Asterisk.
+        inner.unregister_closed(&app);
+    })
 }
 
 async fn serve_events(
@@ -290,13 +296,20 @@ fn application(inner: &Inner, app: &str) -> Response {
     if !st.registered.iter().any(|a| a == app) {
         return message(404, "Application not found");
     }
+    // Channels and bridges of this app; those of no known app count for
+    // every app (the single-app simulator's behaviour).
+    let mine = |owner: Option<&String>| owner.is_none_or(|a| a == app);
     let channel_ids: Vec<&String> = st
         .channels
         .iter()
-        .filter(|(_, c)| c.in_stasis)
+        .filter(|(id, c)| c.in_stasis && mine(st.channel_apps.get(*id)))
         .map(|(id, _)| id)
         .collect();
-    let bridge_ids: Vec<&String> = st.bridges.keys().collect();
+    let bridge_ids: Vec<&String> = st
+        .bridges
+        .keys()
+        .filter(|id| mine(st.bridge_apps.get(*id)))
+        .collect();
     reply(
         200,
         json!({"name": app, "channel_ids": channel_ids, "bridge_ids": bridge_ids, "endpoint_ids": [], "device_names": [], "events_allowed": [], "events_disallowed": []}),
@@ -344,6 +357,16 @@ async fn originate(inner: &Arc<Inner>, params: &Params, body: Option<Value>) -> 
         }
     }
     let id = channel.id.clone();
+    if let Some(app) = &app {
+        inner.lock().channel_apps.insert(id.clone(), app.clone());
+    }
+    // A Local channel's other half runs the dialplan: its script is what the
+    // app's half hears.
+    let script = endpoint
+        .strip_prefix("Local/")
+        .map(|target| target.split('/').next().unwrap_or_default())
+        .and_then(|target| inner.config.dialplan.get(target))
+        .cloned();
     inner.lock().channels.insert(
         id.clone(),
         SimChannel {
@@ -351,7 +374,7 @@ async fn originate(inner: &Arc<Inner>, params: &Params, body: Option<Value>) -> 
             in_stasis: false,
             bridge: None,
             external: None,
-            script: None,
+            script,
         },
     );
     // Ringing, then the callee answers and the channel enters the app.
@@ -457,6 +480,9 @@ async fn external_media(inner: &Arc<Inner>, params: &Params) -> Response {
         return message(409, "Channel with given unique ID already exists");
     }
     // The externalMedia channel enters the app too (observed), with no args.
+    if let Some(app) = params.get("app") {
+        st.channel_apps.insert(channel.id.clone(), app.clone());
+    }
     let mut announced = channel.clone();
     announced.channelvars = None;
     inner.emit(

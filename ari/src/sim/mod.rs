@@ -42,6 +42,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// Time from originate to answer.
     pub answer_delay: Duration,
+    /// Dialplan of `Local/` channels: `exten@context` → what its other half
+    /// plays into the call (as `Playback()`s and `Wait()`s would), then when
+    /// it hangs up. Originating `Local/exten@context` into an app gives the
+    /// app a caller that speaks this script.
+    pub dialplan: std::collections::HashMap<String, CallerScript>,
 }
 
 impl Default for SimConfig {
@@ -53,6 +58,7 @@ impl Default for SimConfig {
             impairment: Impairment::default(),
             seed: 1,
             answer_delay: Duration::from_millis(200),
+            dialplan: Default::default(),
         }
     }
 }

@@ -98,7 +98,13 @@ pub(super) struct State {
     pub channels: HashMap<String, SimChannel>,
     pub bridges: HashMap<String, Bridge>,
     pub registered: Vec<String>,
-    pub sockets: Vec<mpsc::UnboundedSender<Option<String>>>,
+    /// Events WebSockets and the app each registered.
+    pub sockets: Vec<(String, mpsc::UnboundedSender<Option<String>>)>,
+    /// The Stasis app of each channel (events go to that app's sockets
+    /// only, as Asterisk sends them to the subscribed app).
+    pub channel_apps: HashMap<String, String>,
+    /// The app of each bridge (of the channels put into it).
+    pub bridge_apps: HashMap<String, String>,
     pub faults: Vec<Fault>,
     pub media: HashMap<String, MediaHandle>,
     pub events: Vec<Value>,
@@ -212,16 +218,66 @@ impl Inner {
         self.rng.lock().unwrap_or_else(|p| p.into_inner()).random()
     }
 
-    /// Sends an event to every connected WebSocket of the app.
+    /// Sends an event to the WebSockets of the app its channel (or bridge)
+    /// belongs to; events of no known app go to every socket.
     pub fn emit(&self, state: &mut State, mut event: Value) {
+        let id = |kind: &str| {
+            event
+                .get(kind)
+                .and_then(|c| c.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (channel, bridge) = (id("channel"), id("bridge"));
+        let app = channel
+            .as_ref()
+            .and_then(|c| state.channel_apps.get(c))
+            .or_else(|| bridge.as_ref().and_then(|b| state.bridge_apps.get(b)))
+            .cloned();
+        if let (Some(a), Some(b)) = (&app, &bridge) {
+            state
+                .bridge_apps
+                .entry(b.clone())
+                .or_insert_with(|| a.clone());
+        }
+        let label = app
+            .clone()
+            .or_else(|| state.registered.first().cloned())
+            .unwrap_or_else(|| "aiagc".into());
         if let Some(obj) = event.as_object_mut() {
             obj.insert("timestamp".into(), json!(now_text()));
             obj.insert("asterisk_id".into(), json!("02:fc:00:00:00:01"));
-            obj.insert("application".into(), json!("aiagc"));
+            obj.insert("application".into(), json!(label));
+        }
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match (kind, &channel, &bridge) {
+            ("ChannelDestroyed", Some(c), _) => {
+                state.channel_apps.remove(c);
+            }
+            ("BridgeDestroyed", _, Some(b)) => {
+                state.bridge_apps.remove(b);
+            }
+            _ => {}
         }
         let text = event.to_string();
         state.events.push(event);
-        state.sockets.retain(|s| s.send(Some(text.clone())).is_ok());
+        state.sockets.retain(|(a, s)| match &app {
+            Some(target) if target != a => true,
+            _ => s.send(Some(text.clone())).is_ok(),
+        });
+    }
+
+    /// Forgets closed connections; `app` stays registered while one of its
+    /// connections is open.
+    pub fn unregister_closed(&self, app: &str) {
+        let mut st = self.lock();
+        st.sockets.retain(|(_, s)| !s.is_closed());
+        if !st.sockets.iter().any(|(a, _)| a == app) {
+            st.registered.retain(|a| a != app);
+        }
     }
 
     pub fn register(&self, app: &str) -> mpsc::UnboundedReceiver<Option<String>> {
@@ -231,7 +287,7 @@ impl Inner {
         if !st.registered.iter().any(|a| a == app) {
             st.registered.push(app.to_owned());
         }
-        st.sockets.push(tx);
+        st.sockets.push((app.to_owned(), tx));
         rx
     }
 
@@ -283,6 +339,7 @@ impl Inner {
             &args.join(","),
         );
         let id = channel.id.clone();
+        st.channel_apps.insert(id.clone(), app.to_owned());
         self.emit(
             &mut st,
             json!({"type": "StasisStart", "args": script.args, "channel": channel}),
@@ -432,7 +489,8 @@ impl Inner {
 
     pub fn raw_frame(&self, text: &str) {
         let mut st = self.lock();
-        st.sockets.retain(|s| s.send(Some(text.to_owned())).is_ok());
+        st.sockets
+            .retain(|(_, s)| s.send(Some(text.to_owned())).is_ok());
     }
 
     pub fn alive(&self) -> Alive {
@@ -485,14 +543,14 @@ impl Inner {
 
     pub fn close_websockets(&self) {
         let mut st = self.lock();
-        for s in st.sockets.drain(..) {
+        for (_, s) in st.sockets.drain(..) {
             let _ = s.send(None);
         }
     }
 
     pub fn restart(&self) {
         let mut st = self.lock();
-        for s in st.sockets.drain(..) {
+        for (_, s) in st.sockets.drain(..) {
             let _ = s.send(None);
         }
         for (_, m) in st.media.drain() {
@@ -500,6 +558,8 @@ impl Inner {
         }
         st.channels.clear();
         st.bridges.clear();
+        st.channel_apps.clear();
+        st.bridge_apps.clear();
         st.registered.clear();
         st.playbacks.clear();
         st.variables.clear();
