@@ -11,7 +11,10 @@ fn read(path: &str) -> String {
 fn contexts(conf: &str) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     let mut current = None;
-    for line in conf.lines().map(|l| l.split(';').next().unwrap_or("").trim()) {
+    for line in conf
+        .lines()
+        .map(|l| l.split(';').next().unwrap_or("").trim())
+    {
         if line.is_empty() {
             continue;
         }
@@ -46,9 +49,15 @@ fn the_dialplan_has_every_context_and_enters_our_apps() {
     }
     for (name, lines) in &ctx {
         // Every extension starts at priority 1 and continues with `same`.
-        assert!(lines[0].starts_with("exten =>") && lines[0].contains(",1,"), "[{name}] {lines:?}");
+        assert!(
+            lines[0].starts_with("exten =>") && lines[0].contains(",1,"),
+            "[{name}] {lines:?}"
+        );
         for l in lines {
-            assert!(l.starts_with("exten =>") || l.starts_with("same =>"), "[{name}] {l}");
+            assert!(
+                l.starts_with("exten =>") || l.starts_with("same =>"),
+                "[{name}] {l}"
+            );
             if let Some(args) = l.split("Stasis(").nth(1) {
                 let app = args.split([',', ')']).next().unwrap();
                 assert!(
@@ -75,7 +84,10 @@ fn the_loadtest_context_plays_what_the_sounds_script_installs() {
         .collect();
     assert_eq!(plays, ["book_01", "book_02"]);
     for p in &plays {
-        assert!(script.contains(p), "loadtest-sounds.sh does not install {p}");
+        assert!(
+            script.contains(p),
+            "loadtest-sounds.sh does not install {p}"
+        );
     }
     assert!(script.contains("sounds/de/aiagc"));
 }

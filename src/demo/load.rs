@@ -48,7 +48,8 @@ pub struct LoadArgs {
     /// aiagc.toml / the environment).
     #[arg(long, default_value = "sim")]
     target: String,
-    /// Configuration file (for `--target ari`; default `./aiagc.toml`).
+    /// Configuration file (default `./aiagc.toml`): ARI for `--target ari`,
+    /// the speech settings for both.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
     /// Stasis app this process registers for `--target ari` (default: the
@@ -74,6 +75,9 @@ pub struct LoadArgs {
     /// Speech worker threads (0: one per two cores).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// CPU threads per whisper decode (0: as configured, 2 by default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -344,11 +348,10 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         bail!("--calls and --concurrency must be at least 1");
     }
     let ari_target = args.target == "ari";
-    let config = if ari_target {
-        crate::config::Config::load(args.config.as_deref(), &|k| std::env::var(k).ok())?
-    } else {
-        crate::config::Config::default()
-    };
+    // The configuration (file, environment) sizes the speech side for both
+    // targets (e.g. `speech.backend = "openai"` to measure a media host
+    // whose STT runs on a server); the simulator target keeps its own ARI.
+    let config = crate::config::Config::load(args.config.as_deref(), &|k| std::env::var(k).ok())?;
     let codec = if ari_target {
         Codec::from_asterisk_format(&config.media.format)?
     } else {
@@ -360,10 +363,13 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     if args.workers > 0 {
         sizing.speech.workers = args.workers;
     }
+    if args.threads > 0 {
+        sizing.speech.threads = args.threads;
+    }
     let workers = sizing.workers();
     let stt = SttConfig {
         language: config.ari.language.clone(),
-        threads: config.speech.threads,
+        threads: sizing.speech.threads,
         ..SttConfig::default()
     };
     let pool = SpeechPool::start_with_turn_model(

@@ -528,6 +528,10 @@ impl CallTask {
                 if let Some(turn) = t.playing {
                     if t.first_packet.is_none_or(|(f, _)| f != turn) {
                         t.first_packet = Some((turn, at));
+                        let end = t.speech_end.filter(|(s, _)| *s == turn);
+                        if let Some(r) = t.summary.turns.iter_mut().rev().find(|r| r.turn == turn) {
+                            date_reply(r, at, end);
+                        }
                     }
                 }
             }
@@ -643,14 +647,10 @@ impl CallTask {
                     t.summary.outcome = Some(o.clone());
                 }
                 let mut record = *record;
-                if let Some((turn, at)) = t.first_packet {
-                    if turn == record.turn {
-                        record.to_first_packet =
-                            Some(at.saturating_duration_since(record.handed_over));
-                        if let Some((_, end)) = t.speech_end.filter(|(s, _)| *s == turn) {
-                            record.from_speech_end = Some(at.saturating_duration_since(end));
-                        }
-                    }
+                // The reply may already be on the wire, or start on the next
+                // tick (then `ReplyStarted` dates it).
+                if let Some((turn, at)) = t.first_packet.filter(|(f, _)| *f == record.turn) {
+                    date_reply(&mut record, at, t.speech_end.filter(|(s, _)| *s == turn));
                 }
                 t.summary.turns.push(record);
                 if let (Some(action), true) = (action, current) {
@@ -772,6 +772,15 @@ fn file_name(call: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Dates a turn's first reply packet (`at`) from its hand-over and from the
+/// caller's speech end.
+fn date_reply(record: &mut TurnRecord, at: Instant, speech_end: Option<(u64, Instant)>) {
+    record.to_first_packet = Some(at.saturating_duration_since(record.handed_over));
+    if let Some((_, end)) = speech_end {
+        record.from_speech_end = Some(at.saturating_duration_since(end));
+    }
 }
 
 /// `DIR/<call>.jsonl`: one line per turn, then one for the call.
