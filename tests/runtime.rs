@@ -278,6 +278,17 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
         Some(&0.0),
         "{body}"
     );
+    assert_eq!(
+        m.get("aiagc_rtp_jitter_seconds_count"),
+        Some(&1.0),
+        "{body}"
+    );
+    assert_eq!(m.get("aiagc_speech_queue_depth"), Some(&0.0), "{body}");
+    assert_eq!(
+        m.get("aiagc_rtp_packets_total{kind=\"rejected_source\"}"),
+        Some(&0.0),
+        "{body}"
+    );
     // Nothing outlives the call.
     let t = Instant::now();
     while !(sim.alive() == Alive::default()

@@ -63,6 +63,8 @@ impl App {
         );
         if let Some(m) = &metrics {
             m.watch_speech(pool.stats.clone());
+            let submitter = pool.submitter();
+            m.watch_queue(Arc::new(move || submitter.queued()));
             engine = engine.with_metrics(m.clone());
         }
         let media = Arc::new(engine);

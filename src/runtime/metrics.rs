@@ -49,6 +49,9 @@ pub struct Metrics {
     speech_stats: Mutex<Option<Arc<SpeechStats>>>,
     errors: Family<Kind, Counter>,
     ari_events: Family<Kind, Counter>,
+    rtp_jitter: Histogram,
+    queue_depth: Gauge,
+    queue_source: Mutex<Option<Arc<dyn Fn() -> usize + Send + Sync>>>,
     ari_source: Mutex<Option<AriCounters>>,
 }
 
@@ -78,6 +81,19 @@ impl Default for Metrics {
         let speech = Family::<Kind, Gauge>::default();
         let errors = Family::<Kind, Counter>::default();
         let ari_events = Family::<Kind, Counter>::default();
+        // 1 ms … ~1 s
+        let rtp_jitter = Histogram::new(exponential_buckets(0.001, 2.0, 11));
+        let queue_depth = Gauge::default();
+        registry.register(
+            "rtp_jitter_seconds",
+            "Interarrival jitter (RFC 3550) of each call's inbound RTP at its end",
+            rtp_jitter.clone(),
+        );
+        registry.register(
+            "speech_queue_depth",
+            "Speech jobs waiting for a worker",
+            queue_depth.clone(),
+        );
         registry.register(
             "active_calls",
             "Calls with media running",
@@ -93,7 +109,7 @@ impl Default for Metrics {
         );
         registry.register(
             "rtp_packets",
-            "RTP packets by kind (received, lost, late, concealed, sent)",
+            "RTP by kind (packets received/lost/late/sent, frames concealed/underrun, datagrams rejected by cause)",
             rtp.clone(),
         );
         registry.register(
@@ -123,6 +139,9 @@ impl Default for Metrics {
             speech_stats: Mutex::new(None),
             errors,
             ari_events,
+            rtp_jitter,
+            queue_depth,
+            queue_source: Mutex::new(None),
             ari_source: Mutex::new(None),
         }
     }
@@ -145,6 +164,13 @@ impl Metrics {
         }
         if let Ok(mut s) = self.speech_stats.lock() {
             *s = Some(stats);
+        }
+    }
+
+    /// Reads the speech queue's length at scrape time.
+    pub fn watch_queue(&self, depth: Arc<dyn Fn() -> usize + Send + Sync>) {
+        if let Ok(mut s) = self.queue_source.lock() {
+            *s = Some(depth);
         }
     }
 
@@ -186,12 +212,18 @@ impl Metrics {
             }
         }
         let r = &summary.rtp;
+        self.rtp_jitter.observe(r.jitter.as_secs_f64());
         for (kind, n) in [
             ("received", r.received),
             ("lost", r.lost),
             ("late", r.late),
             ("concealed", r.concealed_frames),
             ("sent", r.sent),
+            ("underrun", r.underruns),
+            ("rejected_source", r.source_violations),
+            ("rejected_malformed", r.malformed),
+            ("rejected_payload_type", r.payload_type_violations),
+            ("rejected_foreign_ssrc", r.foreign_ssrc),
         ] {
             self.rtp
                 .get_or_create(&Kind { kind: kind.into() })
@@ -217,6 +249,9 @@ impl Metrics {
             ] {
                 catch_up(&self.errors.get_or_create(&Kind { kind: kind.into() }), v);
             }
+        }
+        if let Some(depth) = self.queue_source.lock().ok().and_then(|s| s.clone()) {
+            self.queue_depth.set(depth() as i64);
         }
         if let Some(ari) = self.ari_source.lock().ok().and_then(|s| s.clone()) {
             let [connects, disconnects, malformed, setups_failed] = ari();

@@ -365,6 +365,11 @@ impl Submitter {
     pub fn stats(&self) -> &SpeechStats {
         &self.stats
     }
+
+    /// Jobs waiting for a worker now.
+    pub fn queued(&self) -> usize {
+        self.jobs.len()
+    }
 }
 
 fn today() -> chrono::NaiveDate {
