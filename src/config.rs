@@ -121,11 +121,16 @@ pub struct Media {
     pub records_dir: String,
     /// Also record both directions as WAV files in `records_dir`.
     pub record_audio: bool,
+    /// RTP accepted from: `strict` (the address and port Asterisk
+    /// reported), `address` (its address, any port), `latch` (the first
+    /// source; NAT between Asterisk and aiagc).
+    pub rtp_source: String,
 }
 
 impl Default for Media {
     fn default() -> Self {
         Self {
+            rtp_source: "strict".into(),
             bind: "127.0.0.1".into(),
             ports: "20000-20999".into(),
             format: "slin16".into(),
@@ -437,6 +442,15 @@ impl Config {
         self.port_range()?;
         aiagc_engine::Codec::from_asterisk_format(&self.media.format)
             .with_context(|| format!("media.format = {:?}", self.media.format))?;
+        if !matches!(
+            self.media.rtp_source.as_str(),
+            "strict" | "address" | "latch"
+        ) {
+            bail!(
+                "media.rtp_source = {:?}: use \"strict\", \"address\" or \"latch\"",
+                self.media.rtp_source
+            );
+        }
         self.media
             .bind
             .parse::<std::net::IpAddr>()
@@ -697,6 +711,7 @@ mod tests {
             ("[media]\nhangover_ms = 10", "hangover_ms"),
             ("[serve]\ndrain_to = \"ctx\"", "serve.drain_to"),
             ("[speech]\nbackend = \"vosk\"", "speech.backend"),
+            ("[media]\nrtp_source = \"any\"", "media.rtp_source"),
             (
                 "[speech]\nbackend = \"openai\"\n[speech.remote]\nbase_url = \"gpu:8000\"",
                 "speech.remote.base_url",

@@ -46,6 +46,8 @@ pub fn media_config(config: &Config) -> MediaConfig {
     m.turn_model = config.media.turn_model;
     m.turn_ceiling = Duration::from_millis(config.media.turn_ceiling_ms);
     m.no_input = Duration::from_secs(config.media.no_input_s);
+    // Validated with the configuration.
+    m.rtp_source = config.media.rtp_source.parse().unwrap_or_default();
     if !config.media.records_dir.is_empty() {
         m.records_dir = Some(config.media.records_dir.clone().into());
         m.record_audio = config.media.record_audio;

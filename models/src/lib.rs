@@ -8,6 +8,7 @@
 pub mod audio;
 pub mod convert;
 pub mod dialogue;
+pub mod http;
 pub mod manifest;
 pub mod mel;
 pub mod onnx;

@@ -73,11 +73,10 @@ impl RemoteStt {
                 config.base_url
             )));
         }
-        let http = reqwest::blocking::Client::builder()
+        let builder = reqwest::blocking::Client::builder()
             .connect_timeout(config.timeout)
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| SttError::Remote(e.to_string()))?;
+            .timeout(config.timeout);
+        let http = crate::http::build_blocking(builder).map_err(SttError::Remote)?;
         Ok(Self {
             http,
             config: Arc::new(config),

@@ -497,3 +497,20 @@ fn llm_status_errors_carry_the_body() {
         "api key redacted"
     );
 }
+
+#[test]
+fn an_endless_stream_is_cut_at_its_bound() {
+    // A well-formed answer of 2 MiB: read up to the bound, then an error
+    // (the turn falls back to the scenario), not 2 MiB buffered and spoken.
+    let line = format!(
+        "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\ndata: [DONE]\n\n",
+        "a".repeat(2 << 20)
+    );
+    let (url, _r) = server(vec![(200, line, Duration::ZERO)]);
+    let err = client(&url).stream(&[], &mut |_| true).unwrap_err();
+    assert!(
+        matches!(err, LlmError::Stream(_) | LlmError::Transport(_)),
+        "{err}"
+    );
+    assert!(aiagc_models::dialogue::llm::MAX_STREAM_BYTES < 2 << 20);
+}

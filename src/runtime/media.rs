@@ -49,6 +49,38 @@ pub struct MediaConfig {
     /// Also write `<call>.in.wav` (caller, 16 kHz) and `<call>.out.wav`
     /// (agent, codec rate) there.
     pub record_audio: bool,
+    /// Which RTP sources a call accepts.
+    pub rtp_source: RtpSource,
+}
+
+/// Which RTP sources a call accepts (everything else is dropped and
+/// counted as a source violation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtpSource {
+    /// Only the address and port Asterisk reported for the externalMedia
+    /// channel (`UNICASTRTP_LOCAL_ADDRESS`/`_PORT`). The default.
+    #[default]
+    Strict,
+    /// Only the reported address, any port (a NAT that rewrites ports).
+    Address,
+    /// The first source that sends, wherever it is (Asterisk behind a NAT
+    /// that rewrites addresses); replies go there. A stranger who sends
+    /// first would win: use only on networks you trust.
+    Latch,
+}
+
+impl std::str::FromStr for RtpSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(Self::Strict),
+            "address" => Ok(Self::Address),
+            "latch" => Ok(Self::Latch),
+            other => Err(format!(
+                "{other:?}: use \"strict\", \"address\" or \"latch\""
+            )),
+        }
+    }
 }
 
 impl Default for MediaConfig {
@@ -62,6 +94,7 @@ impl Default for MediaConfig {
             no_input: Duration::from_secs(8),
             records_dir: None,
             record_audio: false,
+            rtp_source: RtpSource::Strict,
         }
     }
 }
@@ -181,7 +214,14 @@ impl MediaHost for EngineMedia {
             self.seed
                 .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
         );
-        config.peer = Some(peer);
+        match self.config.rtp_source {
+            RtpSource::Strict => config.peer = Some(peer),
+            RtpSource::Address => {
+                config.peer = Some(peer);
+                config.source_policy = aiagc_engine::SourcePolicy::AddressOnly;
+            }
+            RtpSource::Latch => config.peer = None,
+        }
         config.endpoint = self.config.endpoint;
         if !self.config.semantic_endpointing {
             config.endpoint.pause = None;

@@ -47,6 +47,11 @@ pub struct SimConfig {
     /// it hangs up. Originating `Local/exten@context` into an app gives the
     /// app a caller that speaks this script.
     pub dialplan: std::collections::HashMap<String, CallerScript>,
+    /// Keep what ended calls leave (every event, each caller's speech
+    /// times and variables) for inspection after the fact; off for long
+    /// runs, which then keep the last 512 events and forget a caller when
+    /// it hangs up.
+    pub retain_history: bool,
 }
 
 impl Default for SimConfig {
@@ -59,6 +64,7 @@ impl Default for SimConfig {
             seed: 1,
             answer_delay: Duration::from_millis(200),
             dialplan: Default::default(),
+            retain_history: true,
         }
     }
 }

@@ -264,6 +264,10 @@ impl Inner {
         }
         let text = event.to_string();
         state.events.push(event);
+        if !self.config.retain_history && state.events.len() > 1024 {
+            let excess = state.events.len() - 512;
+            state.events.drain(..excess);
+        }
         state.sockets.retain(|(a, s)| match &app {
             Some(target) if target != a => true,
             _ => s.send(Some(text.clone())).is_ok(),
@@ -368,6 +372,11 @@ impl Inner {
         let Some(ch) = st.channels.remove(id) else {
             return false;
         };
+        if !self.config.retain_history {
+            st.mouths.remove(id);
+            st.media_started.remove(id);
+            st.variables.retain(|(c, _), _| c != id);
+        }
         let channel = json!(ch.model);
         self.emit(
             st,

@@ -13,6 +13,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most bytes read of one streamed answer.
+pub const MAX_STREAM_BYTES: u64 = 1 << 20;
+
 /// Where and how to ask the model.
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
@@ -134,9 +137,8 @@ impl LlmClient {
             .connect_timeout(config.first_token_timeout)
             // The blocking client applies this to the headers and to each
             // read of the body: the wait for the first and every next chunk.
-            .timeout(config.first_token_timeout)
-            .build()
-            .map_err(|e| LlmError::Transport(e.to_string()))?;
+            .timeout(config.first_token_timeout);
+        let http = crate::http::build_blocking(http).map_err(LlmError::Transport)?;
         Ok(Self {
             http,
             config: Arc::new(config),
@@ -180,7 +182,10 @@ impl LlmClient {
         }
         let deadline = std::time::Instant::now() + self.config.total_timeout;
         let mut timed_out = false;
-        let answer = read_events(BufReader::new(response), &mut |text| {
+        // A spoken answer is a few hundred bytes; a stream past the bound
+        // is cut (and then fails for want of its end) instead of buffered.
+        let bounded = response.take(MAX_STREAM_BYTES);
+        let answer = read_events(BufReader::new(bounded), &mut |text| {
             timed_out = std::time::Instant::now() > deadline;
             !timed_out && on_text(text)
         });
