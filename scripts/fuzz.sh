@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target in fuzz/ for a while (default 30 s each; CI
+# does this so a regression shows), after replaying the seed corpus and the
+# kept crash inputs (fuzz/regressions/<target>/). Long runs for the numbers
+# in docs/reliability.md:
+#   bash scripts/fuzz.sh 1800            # 30 minutes each
+#   RUNS=10000000 bash scripts/fuzz.sh   # 10 million executions each
+# cargo-fuzz comes from crates.io; the stable toolchain builds the targets
+# (RUSTC_BOOTSTRAP for libFuzzer's flags), without a sanitizer: the targets
+# look for panics and broken invariants, and Rust code needs no ASan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-30}"
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "==> installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi
+export RUSTC_BOOTSTRAP=1
+echo "==> building fuzz targets"
+cargo fuzz build -s none -O
+for target in $(cargo fuzz list); do
+  corpus="target/fuzz-corpus/$target"
+  mkdir -p "$corpus"
+  seeds=()
+  [ -d "fuzz/seeds/$target" ] && seeds+=("fuzz/seeds/$target")
+  [ -d "fuzz/regressions/$target" ] && seeds+=("fuzz/regressions/$target")
+  limit=(-max_total_time="$seconds")
+  [ -n "${RUNS:-}" ] && limit=(-runs="$RUNS")
+  echo "==> fuzz $target (${RUNS:+$RUNS runs}${RUNS:-$seconds s})"
+  cargo fuzz run -s none -O "$target" "$corpus" "${seeds[@]}" -- \
+    "${limit[@]}" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
+    | grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|Done|==[0-9]+== ERROR|thread .* panicked|SUMMARY)" || true
+  if [ "${PIPESTATUS[0]}" != 0 ]; then
+    echo "fuzz target $target failed: the crashing input is in fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+done
