@@ -514,3 +514,36 @@ fn an_endless_stream_is_cut_at_its_bound() {
     );
     assert!(aiagc_models::dialogue::llm::MAX_STREAM_BYTES < 2 << 20);
 }
+
+/// Found by the `slot_parsers` fuzz target (kept in
+/// fuzz/regressions/slot_parsers/): a date in the year 7777 was booked.
+#[test]
+fn implausible_years_and_distances_are_no_date() {
+    use aiagc_models::dialogue::text::tokens;
+    use aiagc_models::dialogue::when::parse_date;
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+    let crash = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/regressions/slot_parsers/crash-a50af00a18cd9f6d80959f0d56bac6dc79660dcd"
+    ))
+    .unwrap();
+    let crash = String::from_utf8_lossy(&crash);
+    assert_eq!(parse_date(&tokens(&crash), today), None, "{crash:?}");
+    for text in [
+        "am 7.7.7777",
+        "am 1.1.1800",
+        "in neunhundert Wochen",
+        "in tausend Tagen",
+    ] {
+        assert_eq!(parse_date(&tokens(text), today), None, "{text}");
+    }
+    for (text, want) in [
+        ("am 15.01.2027", (2027, 1, 15)),
+        ("geboren am 3.4.1961", (1961, 4, 3)),
+        ("in zwei Wochen", (2026, 12, 8)),
+        ("in hundert Tagen", (2027, 3, 4)),
+    ] {
+        let d = chrono::NaiveDate::from_ymd_opt(want.0, want.1, want.2).unwrap();
+        assert_eq!(parse_date(&tokens(text), today), Some(d), "{text}");
+    }
+}

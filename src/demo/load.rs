@@ -123,6 +123,10 @@ struct LoadReport {
     rtp: Rtp,
     leaks: Leaks,
     rss_mb_per_call: f64,
+    /// Resident memory when a tenth of the run had passed, and at its end
+    /// (drift over a long run).
+    rss_mb_first_tenth: f64,
+    rss_mb_end: f64,
 }
 
 #[derive(Serialize)]
@@ -450,6 +454,19 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         }
     }
     let (base_rss, _) = memory_kb();
+    // Resident memory every second, for the drift over the run.
+    let rss_samples = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
+    let sampler = {
+        let samples = rss_samples.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(mut s) = samples.lock() {
+                    s.push((Instant::now(), memory_kb().0));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
     let args_shared = Arc::new(args.clone());
     let run_id = std::process::id();
@@ -516,6 +533,15 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         eprintln!();
     }
     let seconds = started.elapsed().as_secs_f64();
+    sampler.abort();
+    let (rss_first_tenth, rss_end) = {
+        let s = rss_samples
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let tenth = started + Duration::from_secs_f64(seconds / 10.0);
+        let kb = |v: Option<&(Instant, u64)>| v.map_or(0.0, |(_, k)| *k as f64 / 1024.0);
+        (kb(s.iter().find(|(t, _)| *t >= tenth)), kb(s.last()))
+    };
     // Let teardown finish, then count what is left.
     let t = Instant::now();
     while (app.controller.active_calls() > 0 || app.media.sockets() > 0)
@@ -584,6 +610,8 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         },
         leaks,
         rss_mb_per_call: peak.saturating_sub(base_rss) as f64 / 1024.0 / args.concurrency as f64,
+        rss_mb_first_tenth: rss_first_tenth,
+        rss_mb_end: rss_end,
     };
     if let Some(path) = &args.plot {
         let shown: Vec<super::plot::StageTimes> = report
@@ -646,8 +674,8 @@ fn print_table(r: &LoadReport, workers: usize) {
         r.leaks.channels, r.leaks.bridges, r.leaks.sockets, r.leaks.tasks
     );
     println!(
-        "memory: {:.1} MB per concurrent call (peak RSS over the baseline)",
-        r.rss_mb_per_call
+        "memory: {:.1} MB per concurrent call (peak RSS over the baseline); RSS {:.0} MB after a tenth of the run, {:.0} MB at the end",
+        r.rss_mb_per_call, r.rss_mb_first_tenth, r.rss_mb_end
     );
 }
 

@@ -143,7 +143,12 @@ pub fn parse_date(words: &[String], today: NaiveDate) -> Option<NaiveDate> {
         let after_am = matches!(prev, Some("am" | "den" | "zum" | "ab"));
         if let Some((day, month, year)) = numeric_date(w, after_am) {
             return match year {
-                Some(y) => NaiveDate::from_ymd_opt(y, month, day),
+                // A year a caller can mean: a birth date, or an
+                // appointment within the next ten years ("7.7.7777" is not).
+                Some(y) if (today.year() - 120..=today.year() + 10).contains(&y) => {
+                    NaiveDate::from_ymd_opt(y, month, day)
+                }
+                Some(_) => None,
                 None => upcoming(today, day, month),
             };
         }
@@ -206,7 +211,8 @@ pub fn parse_date(words: &[String], today: NaiveDate) -> Option<NaiveDate> {
                     "woche" | "wochen" => 7 * n as i64,
                     _ => continue,
                 };
-                return Some(today + Duration::days(days));
+                // Within two years, or not a date anyone books.
+                return (days <= 730).then(|| today + Duration::days(days));
             }
         }
     }
