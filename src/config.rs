@@ -82,14 +82,7 @@ impl std::fmt::Debug for Ari {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("username", &self.username)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("password", &redacted(&self.password))
             .field("app", &self.app)
             .field("language", &self.language)
             .finish()
@@ -208,14 +201,7 @@ impl std::fmt::Debug for RemoteStt {
         f.debug_struct("RemoteStt")
             .field("base_url", &self.base_url)
             .field("model", &self.model)
-            .field(
-                "api_key",
-                &if self.api_key.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("api_key", &redacted(&self.api_key))
             .field("timeout_ms", &self.timeout_ms)
             .finish()
     }
@@ -283,14 +269,7 @@ impl std::fmt::Debug for Llm {
         f.debug_struct("Llm")
             .field("base_url", &self.base_url)
             .field("model", &self.model)
-            .field(
-                "api_key",
-                &if self.api_key.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("api_key", &redacted(&self.api_key))
             .field("context", &self.context)
             .finish()
     }
@@ -599,6 +578,15 @@ impl Config {
             c.system_prompt = l.system_prompt.clone();
         }
         c
+    }
+}
+
+/// How a secret shows in `Debug` output: empty, or redacted.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        "<redacted>"
     }
 }
 

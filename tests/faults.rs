@@ -5,28 +5,21 @@
 //! thousand calls with random hangups and setup failures that must leave
 //! nothing behind.
 
+mod common;
+use common::*;
+
 use aiagc::runtime::app::App;
-use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
+use aiagc::runtime::media::{CallSummary, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{Alive, CallerScript, Fault, SimConfig, Simulator};
-use aiagc_models::dialogue::scenario::Scenario;
 use aiagc_models::stt::{SttBackend, SttConfig};
 use aiagc_models::stt_remote::{RemoteStt, RemoteSttConfig};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn wav16(name: &str) -> Vec<i16> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/generated/de")
-        .join(name);
-    let mut r = hound::WavReader::open(&path).expect("fixtures (run scripts/setup.sh)");
-    r.samples::<i16>().map(|s| s.unwrap()).collect()
-}
 
 /// A transcription server on loopback: every request is answered with
 /// `text` after `delay`, one thread per connection.
@@ -76,11 +69,6 @@ fn remote(url: &str) -> SttBackend {
         })
         .unwrap(),
     )
-}
-
-fn praxis() -> DialogueFactory {
-    let scenario = Scenario::praxis();
-    Arc::new(move || Box::new(scenario.session()))
 }
 
 struct Rig {
@@ -135,22 +123,6 @@ async fn media_port(sim: &Simulator, caller: &str) -> SocketAddr {
             "no media for {caller}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn summary_of(rx: &crossbeam_channel::Receiver<CallSummary>, caller: &str) -> CallSummary {
-    let t = Instant::now();
-    loop {
-        while let Ok(s) = rx.try_recv() {
-            if s.call == caller {
-                return s;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "no summary for {caller}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -258,7 +230,7 @@ async fn a_strangers_rtp_is_ignored_and_counted() {
     assert!(answered);
     tokio::time::sleep(Duration::from_secs(2)).await;
     rig.sim.hangup(&caller);
-    let s = summary_of(&rig.summaries, &caller).await;
+    let s = summary_of(&rig.summaries, &mut Vec::new(), &caller).await;
     assert_eq!(s.rtp.source_violations, 305, "{:?}", s.rtp);
     assert!(s.rtp.received > 100, "the caller's own stream was taken");
     let speech = s
@@ -326,7 +298,7 @@ async fn an_rtp_flood_at_one_call_leaves_the_others_paced() {
     for c in [&flooded, &other] {
         rig.sim.hangup(c);
     }
-    let s = summary_of(&rig.summaries, &flooded).await;
+    let s = summary_of(&rig.summaries, &mut Vec::new(), &flooded).await;
     assert!(
         s.rtp.source_violations as f64 > sent as f64 * 0.5,
         "{} of {sent} counted",

@@ -3,8 +3,11 @@
 //! TTS; what the caller hears, what the call leaves behind, DTMF,
 //! transfer, draining, and the cancellation of stale speech jobs.
 
+mod common;
+use common::*;
+
 use aiagc::runtime::app::App;
-use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
+use aiagc::runtime::media::{CallSummary, MediaConfig};
 use aiagc::runtime::metrics::Metrics;
 use aiagc::runtime::speech::{CallShared, Job, SpeechOut, SpeechPool, Work};
 use aiagc_ari::controller::ControllerConfig;
@@ -16,25 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn wav16(name: &str) -> Vec<i16> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/generated/de")
-        .join(name);
-    let mut r = hound::WavReader::open(&path).expect("fixtures (run scripts/setup.sh)");
-    r.samples::<i16>().map(|s| s.unwrap()).collect()
-}
-
 fn pool() -> SpeechPool {
     let model = Arc::new(
         WhisperModel::load(&aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML))
             .expect("model (run scripts/setup.sh)"),
     );
     SpeechPool::start(model, 1, 8, SttConfig::default()).unwrap()
-}
-
-fn praxis() -> DialogueFactory {
-    let scenario = Scenario::praxis();
-    Arc::new(move || Box::new(scenario.session()))
 }
 
 async fn start(
@@ -101,12 +91,6 @@ fn samples(text: &str) -> std::collections::HashMap<String, f64> {
         .collect()
 }
 
-fn loud(payload: &[u8]) -> bool {
-    payload
-        .chunks_exact(2)
-        .any(|s| i16::from_be_bytes([s[0], s[1]]).unsigned_abs() > 1000)
-}
-
 /// Waits until the agent has spoken after `since` and been quiet for 600 ms;
 /// returns when its speech started.
 async fn agent_spoke(sim: &Simulator, caller: &str, since: Instant) -> Instant {
@@ -126,22 +110,6 @@ async fn agent_spoke(sim: &Simulator, caller: &str, since: Instant) -> Instant {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "the agent did not speak"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn summary_of(rx: &crossbeam_channel::Receiver<CallSummary>, caller: &str) -> CallSummary {
-    let t = Instant::now();
-    loop {
-        if let Ok(s) = rx.try_recv() {
-            if s.call == caller {
-                return s;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "no summary for {caller}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -176,7 +144,7 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
     let said = Instant::now();
     agent_spoke(&sim, &caller, said + Duration::from_millis(500)).await;
     sim.hangup(&caller);
-    let summary = summary_of(&summaries, &caller).await;
+    let summary = summary_of(&summaries, &mut Vec::new(), &caller).await;
     let turns: Vec<_> = summary
         .turns
         .iter()
@@ -321,7 +289,7 @@ async fn a_key_transfers_to_a_person_and_a_draining_app_turns_callers_away() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(sim.send_dtmf(&caller, '0'));
-    let summary = summary_of(&summaries, &caller).await;
+    let summary = summary_of(&summaries, &mut Vec::new(), &caller).await;
     assert_eq!(summary.dtmf, vec!["0".to_owned()]);
     assert_eq!(summary.outcome.as_deref(), Some("transferred"));
     assert_eq!(summary.ended_by, "transfer");

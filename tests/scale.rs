@@ -3,17 +3,12 @@
 //! whose dialplan half plays the caller, and several `aiagc serve`
 //! processes sharing one Asterisk, each with its own app name.
 
+mod common;
+use common::*;
+
 use aiagc_ari::sim::{CallerScript, SimConfig, Simulator};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn wav16(name: &str) -> Vec<i16> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/generated/de")
-        .join(name);
-    let mut r = hound::WavReader::open(&path).expect("fixtures (run scripts/setup.sh)");
-    r.samples::<i16>().map(|s| s.unwrap()).collect()
-}
 
 fn silence(ms: usize) -> Vec<i16> {
     vec![0; ms * 16]
@@ -34,12 +29,6 @@ fn aiagc(sim: &Simulator, dir: &std::path::Path, args: &[&str]) -> Command {
         .env("ASTERISK_ARI_USERNAME", "aiagc")
         .env("ASTERISK_ARI_PASSWORD", "aiagc-secret");
     c
-}
-
-fn loud(payload: &[u8]) -> bool {
-    payload
-        .chunks_exact(2)
-        .any(|s| i16::from_be_bytes([s[0], s[1]]).unsigned_abs() > 1000)
 }
 
 /// The dialplan plays the caller into Local channels that `loadtest`

@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests (each test binary uses some).
+#![allow(dead_code)]
+
+use aiagc::runtime::media::{CallSummary, DialogueFactory};
+use aiagc_models::dialogue::scenario::Scenario;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A generated 16 kHz fixture as samples.
+pub fn wav16(name: &str) -> Vec<i16> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/generated/de")
+        .join(name);
+    let mut r = hound::WavReader::open(&path).expect("fixtures (run scripts/setup.sh)");
+    r.samples::<i16>().map(|s| s.unwrap()).collect()
+}
+
+/// Whether a slin16 payload (big-endian) carries speech-level audio.
+pub fn loud(payload: &[u8]) -> bool {
+    payload
+        .chunks_exact(2)
+        .any(|s| i16::from_be_bytes([s[0], s[1]]).unsigned_abs() > 1000)
+}
+
+/// The practice scenario as the dialogue of every call.
+pub fn praxis() -> DialogueFactory {
+    let scenario = Scenario::praxis();
+    Arc::new(move || Box::new(scenario.session()))
+}
+
+/// Waits for the summary of `caller`; summaries of other calls that
+/// arrive meanwhile are kept in `seen` for later lookups.
+pub async fn summary_of(
+    rx: &crossbeam_channel::Receiver<CallSummary>,
+    seen: &mut Vec<CallSummary>,
+    caller: &str,
+) -> CallSummary {
+    let t = Instant::now();
+    loop {
+        seen.extend(rx.try_iter());
+        if let Some(i) = seen.iter().position(|s| s.call == caller) {
+            return seen.remove(i);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no summary for {caller}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
