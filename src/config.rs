@@ -118,12 +118,19 @@ pub struct Media {
     /// reported), `address` (its address, any port), `latch` (the first
     /// source; NAT between Asterisk and aiagc).
     pub rtp_source: String,
+    /// Play `filler_text` when a reply has not started this long after the
+    /// caller's turn ended, ms (0: never).
+    pub filler_after_ms: u64,
+    /// The filler.
+    pub filler_text: String,
 }
 
 impl Default for Media {
     fn default() -> Self {
         Self {
             rtp_source: "strict".into(),
+            filler_after_ms: 1000,
+            filler_text: "Einen Moment bitte.".into(),
             bind: "127.0.0.1".into(),
             ports: "20000-20999".into(),
             format: "slin16".into(),
@@ -150,6 +157,8 @@ pub struct Speech {
     pub queue: usize,
     /// Model folder (empty: the default, see `aiagc models list`).
     pub models_dir: String,
+    /// Loudness of the replies, LUFS (peaks stay below −1 dBFS).
+    pub tts_level_lufs: f64,
     /// Speech-to-text: `whisper` (local whisper.cpp) or `openai` (a server's
     /// `/v1/audio/transcriptions`, see `[speech.remote]`).
     pub backend: String,
@@ -164,6 +173,7 @@ impl Default for Speech {
             threads: 2,
             queue: 32,
             models_dir: String::new(),
+            tts_level_lufs: aiagc_models::level::TARGET_LUFS,
             backend: "whisper".into(),
             remote: RemoteStt::default(),
         }
@@ -440,6 +450,12 @@ impl Config {
                 self.dialogue.backend
             );
         }
+        if !(-30.0..=-10.0).contains(&self.speech.tts_level_lufs) {
+            bail!(
+                "speech.tts_level_lufs = {}: use −30 to −10 (−18 suits G.711)",
+                self.speech.tts_level_lufs
+            );
+        }
         if !matches!(self.speech.backend.as_str(), "whisper" | "openai") {
             bail!(
                 "speech.backend = {:?}: use \"whisper\" or \"openai\"",
@@ -700,6 +716,7 @@ mod tests {
             ("[serve]\ndrain_to = \"ctx\"", "serve.drain_to"),
             ("[speech]\nbackend = \"vosk\"", "speech.backend"),
             ("[media]\nrtp_source = \"any\"", "media.rtp_source"),
+            ("[speech]\ntts_level_lufs = 0.0", "speech.tts_level_lufs"),
             (
                 "[speech]\nbackend = \"openai\"\n[speech.remote]\nbase_url = \"gpu:8000\"",
                 "speech.remote.base_url",

@@ -46,6 +46,9 @@ pub fn media_config(config: &Config) -> MediaConfig {
     m.turn_model = config.media.turn_model;
     m.turn_ceiling = Duration::from_millis(config.media.turn_ceiling_ms);
     m.no_input = Duration::from_secs(config.media.no_input_s);
+    m.filler_after = (config.media.filler_after_ms > 0)
+        .then(|| Duration::from_millis(config.media.filler_after_ms));
+    m.filler_text = config.media.filler_text.clone();
     // Validated with the configuration.
     m.rtp_source = config.media.rtp_source.parse().unwrap_or_default();
     if !config.media.records_dir.is_empty() {
@@ -95,6 +98,7 @@ pub async fn run(config: Config) -> Result<()> {
     let turn_model = config.media.turn_model.then(|| config.models_dir());
     let pool =
         SpeechPool::start_with_turn_model(model, workers, config.speech.queue, stt, turn_model)?;
+    pool.set_tts_level(config.speech.tts_level_lufs);
     let bind: std::net::IpAddr = config.media.bind.parse()?;
     let metrics = Arc::new(aiagc::runtime::metrics::Metrics::default());
     let app = App::start_with_metrics(

@@ -397,6 +397,52 @@ async fn settle(sim: &Simulator, app: &App) {
     }
 }
 
+/// A reply that is late (the transcription server takes 2.5 s) is
+/// bridged by the filler: the caller hears something within 1.5 s of the
+/// end of their speech, then the reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_is_bridged_by_the_filler() {
+    let url = stt_server(
+        "Ich möchte einen Termin vereinbaren.",
+        Duration::from_millis(2500),
+    );
+    let rig = start(
+        36000..=36099,
+        SpeechPool::start(remote(&url), 2, 8, SttConfig::default()).unwrap(),
+    )
+    .await;
+    let caller = rig
+        .sim
+        .place_call("aiagc", CallerScript::default())
+        .unwrap();
+    agent_spoke(&rig.sim, &caller, Instant::now()).await;
+    let speech = wav16("book_01_v1_r150_16k.wav");
+    let voiced = speech.iter().rposition(|s| s.unsigned_abs() > 600).unwrap();
+    assert!(rig.sim.say(&caller, &speech));
+    let said = loop {
+        if let Some(t) = rig.sim.spoken(&caller).last() {
+            break *t;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let speech_end = said + Duration::from_secs_f64(voiced as f64 / 16000.0);
+    let heard = agent_spoke(&rig.sim, &caller, speech_end).await;
+    let wait = heard.saturating_duration_since(speech_end);
+    assert!(
+        wait < Duration::from_millis(1700),
+        "{wait:?} of silence before the filler"
+    );
+    // Then the reply itself.
+    agent_spoke(&rig.sim, &caller, heard + Duration::from_millis(1200)).await;
+    rig.sim.hangup(&caller);
+    let s = summary_of(&rig.summaries, &mut Vec::new(), &caller).await;
+    assert_eq!(s.fillers, 1);
+    let turn = s.turns.iter().find(|t| t.input == "speech").unwrap();
+    assert!(turn.reply.contains("Tag"), "{}", turn.reply);
+    eprintln!("filler after {wait:?} of silence");
+    rig.app.drain(Duration::from_secs(1)).await;
+}
+
 /// A thousand calls, 25 at a time, each hung up after a random 0–400 ms
 /// (some during setup), with setup requests failing now and then and the
 /// events WebSocket closed once: nothing is left in Asterisk or here, and

@@ -91,30 +91,6 @@ fn samples(text: &str) -> std::collections::HashMap<String, f64> {
         .collect()
 }
 
-/// Waits until the agent has spoken after `since` and been quiet for 600 ms;
-/// returns when its speech started.
-async fn agent_spoke(sim: &Simulator, caller: &str, since: Instant) -> Instant {
-    let t = Instant::now();
-    loop {
-        let rec = sim.received_for_caller(caller);
-        let audible: Vec<Instant> = rec
-            .iter()
-            .filter(|r| r.at > since && loud(&r.payload))
-            .map(|r| r.at)
-            .collect();
-        if let (Some(first), Some(last)) = (audible.first(), audible.last()) {
-            if last.elapsed() > Duration::from_millis(600) {
-                return *first;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "the agent did not speak"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_is_greeted_understood_answered_and_recorded() {
     let records = std::env::temp_dir().join(format!("aiagc-records-{}", std::process::id()));
@@ -205,6 +181,22 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
     assert!(
         in_loud > 0.3 && out_loud > 1.0,
         "speech in both: {in_loud} s in, {out_loud} s out"
+    );
+    // What the caller heard is at telephone level and never at full scale.
+    let mut r = hound::WavReader::open(records.join(format!("{caller}.out.wav"))).unwrap();
+    let rate = r.spec().sample_rate;
+    let heard: Vec<f32> = r
+        .samples::<i16>()
+        .map(|s| s.unwrap() as f32 / 32768.0)
+        .collect();
+    let lufs = aiagc_models::level::loudness(&heard, rate).unwrap();
+    assert!(
+        (lufs - aiagc_models::level::TARGET_LUFS).abs() <= 2.0,
+        "replies at {lufs:.1} LUFS"
+    );
+    assert!(
+        heard.iter().all(|s| s.abs() < 0.95),
+        "a sample near full scale"
     );
     // Scraped and parsed: the call, its turns and its RTP are counted.
     let (status, body) = http_get(web, "/metrics").await;

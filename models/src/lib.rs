@@ -9,6 +9,7 @@ pub mod audio;
 pub mod convert;
 pub mod dialogue;
 pub mod http;
+pub mod level;
 pub mod manifest;
 pub mod mel;
 pub mod onnx;

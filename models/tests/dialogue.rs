@@ -146,7 +146,10 @@ fn global_intents_reprompts_and_fallback() {
     assert!(r.text.starts_with("Sagen Sie zum Beispiel"));
     let r = say(&mut d, Input::Silence);
     assert!(r.text.starts_with("Sind Sie noch da?"));
+    // Silence is not a misunderstanding: two more of those lead on.
     let r = say(&mut d, Input::Speech("Wetter"));
+    assert!(r.action.is_none(), "{}", r.text);
+    let r = say(&mut d, Input::Speech("Regen"));
     assert_eq!(r.outcome.as_deref(), Some("transferred"));
     assert_eq!(
         r.action,
@@ -546,4 +549,29 @@ fn implausible_years_and_distances_are_no_date() {
         let d = chrono::NaiveDate::from_ymd_opt(want.0, want.1, want.2).unwrap();
         assert_eq!(parse_date(&tokens(text), today), Some(d), "{text}");
     }
+}
+
+/// A caller who stays silent is asked twice, then the call ends politely;
+/// speaking in between starts the count again.
+#[test]
+fn a_silent_caller_is_asked_twice_then_the_call_ends() {
+    let mut d = Scenario::praxis().session();
+    say(&mut d, Input::Start);
+    for _ in 0..2 {
+        let r = say(&mut d, Input::Silence);
+        assert!(r.text.starts_with("Sind Sie noch da?"), "{}", r.text);
+        assert!(r.action.is_none());
+    }
+    let r = say(
+        &mut d,
+        Input::Speech("Ich möchte einen Termin vereinbaren."),
+    );
+    assert!(r.action.is_none());
+    for _ in 0..2 {
+        assert!(say(&mut d, Input::Silence).action.is_none());
+    }
+    let r = say(&mut d, Input::Silence);
+    assert_eq!(r.action, Some(Action::Hangup));
+    assert_eq!(r.outcome.as_deref(), Some("no_input"));
+    assert!(r.text.contains("Auf Wiederhören"), "{}", r.text);
 }

@@ -112,3 +112,42 @@ const ESPEAK_ROUND_TRIP_WER_MAX: f64 = 0.80;
 /// Measured 0.000 on the two sentences (noise off; with Piper's default noise
 /// single runs varied from 0.0 to 0.8 per sentence).
 const PIPER_ROUND_TRIP_WER_MAX: f64 = 0.15;
+
+/// Every reply of the practice scenario, synthesized and brought to the
+/// telephone level: within ±2 dB of the target, and no µ-law code at the
+/// top of its range (no clipping on a G.711 trunk).
+#[test]
+fn replies_are_at_telephone_level_and_never_clip_on_g711() {
+    use aiagc_engine::codec::g711::{ulaw_decode, ulaw_encode};
+    use aiagc_models::level::{loudness, normalize, TARGET_LUFS};
+    let _guard = serial();
+    let mut voice = EspeakVoice::german();
+    let replies = [
+        "Praxis Doktor Sommer, guten Tag. Wie kann ich Ihnen helfen?",
+        "Gerne. An welchem Tag und um wie viel Uhr möchten Sie kommen?",
+        "Ich trage Sie ein für Dienstag, den 1. Dezember, um 14:30 Uhr. Ist das richtig?",
+        "Einen Moment bitte, ich verbinde Sie mit dem Praxisteam.",
+        "Ja.",
+        "Auf Wiederhören!",
+    ];
+    for text in replies {
+        let mut a = voice.synthesize(text).unwrap();
+        let before = loudness(&a.samples, a.sample_rate).unwrap();
+        normalize(&mut a.samples, a.sample_rate, TARGET_LUFS);
+        let after = loudness(&a.samples, a.sample_rate).unwrap();
+        assert!(
+            (after - TARGET_LUFS).abs() <= 2.0,
+            "{text:?}: {before:.1} → {after:.1} LUFS"
+        );
+        let narrow = resample(&a.samples, a.sample_rate, 8000).unwrap();
+        let top = narrow
+            .iter()
+            .map(|&s| {
+                ulaw_decode(ulaw_encode((s.clamp(-1.0, 1.0) * 32767.0) as i16)).unsigned_abs()
+            })
+            .max()
+            .unwrap();
+        // The top µ-law codes (32124, 31100) are never used: headroom left.
+        assert!(top < 31100, "{text:?}: µ-law reaches {top}");
+    }
+}

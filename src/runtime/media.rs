@@ -51,6 +51,11 @@ pub struct MediaConfig {
     pub record_audio: bool,
     /// Which RTP sources a call accepts.
     pub rtp_source: RtpSource,
+    /// Play the filler when a reply has not started this long after the
+    /// caller's turn ended (`None`: never).
+    pub filler_after: Option<Duration>,
+    /// What the filler says.
+    pub filler_text: String,
 }
 
 /// Which RTP sources a call accepts (everything else is dropped and
@@ -95,6 +100,8 @@ impl Default for MediaConfig {
             records_dir: None,
             record_audio: false,
             rtp_source: RtpSource::Strict,
+            filler_after: Some(Duration::from_millis(1000)),
+            filler_text: "Einen Moment bitte.".into(),
         }
     }
 }
@@ -118,6 +125,8 @@ pub struct CallSummary {
     /// RTP statistics.
     #[serde(skip)]
     pub rtp: aiagc_engine::CallStats,
+    /// Fillers played because a reply was late.
+    pub fillers: u32,
 }
 
 enum Command {
@@ -142,6 +151,8 @@ pub struct EngineMedia {
     running: Arc<Mutex<HashMap<String, Running>>>,
     seed: AtomicU64,
     metrics: Option<Arc<super::metrics::Metrics>>,
+    /// The filler, synthesized once at telephone level (samples, rate).
+    filler: Option<Arc<(Vec<f32>, u32)>>,
 }
 
 impl EngineMedia {
@@ -166,6 +177,23 @@ impl EngineMedia {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
+        let filler = config.filler_after.and_then(|_| {
+            use aiagc_models::tts::Tts;
+            match aiagc_models::tts::EspeakVoice::german().synthesize(&config.filler_text) {
+                Ok(mut a) => {
+                    aiagc_models::level::normalize(
+                        &mut a.samples,
+                        a.sample_rate,
+                        aiagc_models::level::TARGET_LUFS,
+                    );
+                    Some(Arc::new((a.samples, a.sample_rate)))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "filler not synthesized: none will play");
+                    None
+                }
+            }
+        });
         Self {
             ports,
             config,
@@ -177,6 +205,7 @@ impl EngineMedia {
             running: Arc::default(),
             seed: AtomicU64::new(seed),
             metrics: None,
+            filler,
         }
     }
 
@@ -235,6 +264,7 @@ impl MediaHost for EngineMedia {
             summaries: self.summaries.clone(),
             running: self.running.clone(),
             metrics: self.metrics.clone(),
+            filler: self.filler.clone(),
         };
         if let Some(m) = &self.metrics {
             m.call_started();
@@ -289,6 +319,7 @@ struct CallTask {
     summaries: Option<crossbeam_channel::Sender<CallSummary>>,
     running: Arc<Mutex<HashMap<String, Running>>>,
     metrics: Option<Arc<super::metrics::Metrics>>,
+    filler: Option<Arc<(Vec<f32>, u32)>>,
 }
 
 /// Per-call turn-taking state.
@@ -314,6 +345,8 @@ struct Turns {
     first_packet: Option<(u64, Instant)>,
     /// When the caller's speech of a turn ended (as played out).
     speech_end: Option<(u64, Instant)>,
+    /// The reply due, for the filler.
+    watch: super::deadair::ReplyWatch,
     silence_deadline: Option<Instant>,
     summary: CallSummary,
 }
@@ -382,6 +415,12 @@ impl CallTask {
             playing: None,
             first_packet: None,
             speech_end: None,
+            watch: super::deadair::ReplyWatch::new(
+                // No filler: a deadline that never comes in a call's life.
+                self.config
+                    .filler_after
+                    .unwrap_or(Duration::from_secs(365 * 86400)),
+            ),
             silence_deadline: None,
             summary: CallSummary {
                 call: id.clone(),
@@ -391,6 +430,7 @@ impl CallTask {
                 outcome: None,
                 ended_by: "caller".into(),
                 rtp: Default::default(),
+                fillers: 0,
             },
         };
         let mut recorder = match (&self.config.records_dir, self.config.record_audio) {
@@ -408,6 +448,9 @@ impl CallTask {
             if let Some(s) = t.silence_deadline {
                 deadline = deadline.min(s);
             }
+            if let Some(f) = t.watch.deadline() {
+                deadline = deadline.min(f);
+            }
             tokio::select! {
                 r = socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => call.receive(from, &buf[..n], Instant::now()),
@@ -420,6 +463,9 @@ impl CallTask {
                         t.silence_deadline = None;
                         let turn = Self::next_turn(&shared);
                         self.submit(&shared, turn, Work::Silence, now);
+                    }
+                    if let Some(turn) = t.watch.poll(now) {
+                        self.fill(&mut call, &shared, &mut t, turn);
                     }
                     // A pause transcript that never came (its job was
                     // rejected or dropped): transcribe the utterance itself.
@@ -444,6 +490,7 @@ impl CallTask {
                         t.summary.dtmf.push(d.clone());
                         tracing::info!(call = %id, digit = %d, "DTMF");
                         let turn = Self::next_turn(&shared);
+                        t.watch.handed_over(turn, Instant::now());
                         self.submit(&shared, turn, Work::Dtmf(d), Instant::now());
                     }
                     Some(Command::Stop) | None => break,
@@ -529,6 +576,7 @@ impl CallTask {
                 // The caller stopped speaking this much media time ago.
                 let silence = played.saturating_sub(u.end.elapsed);
                 t.speech_end = Some((turn, now.checked_sub(silence).unwrap_or(now)));
+                t.watch.handed_over(turn, now);
                 t.pending_action = None;
                 let by_hint = u.pause.is_some_and(|p| t.ended_by_hint.contains(&p));
                 let by_model = u.pause.is_some_and(|p| t.ended_by_model.contains(&p));
@@ -561,6 +609,7 @@ impl CallTask {
                 Self::next_turn(shared);
                 t.pending_action = None;
                 t.summary.barge_ins.push(now);
+                t.watch.cancel();
                 t.interrupt();
                 tracing::info!(call = %id, "barge-in");
             }
@@ -674,6 +723,7 @@ impl CallTask {
                 }
             }
             SpeechOut::Audio(reply) => {
+                t.watch.replied(reply.turn);
                 if reply.turn == shared.current.load(Ordering::SeqCst) {
                     match call.speak(&reply.samples, reply.sample_rate) {
                         Ok(()) => t.playing = Some(reply.turn),
@@ -701,6 +751,22 @@ impl CallTask {
                     }
                 }
             }
+        }
+    }
+
+    /// Plays the filler for `turn` if it is still the current turn and
+    /// nothing is playing.
+    fn fill(&self, call: &mut Call, shared: &CallShared, t: &mut Turns, turn: u64) {
+        let Some(filler) = &self.filler else { return };
+        if turn != shared.current.load(Ordering::SeqCst) || call.is_speaking() {
+            return;
+        }
+        match call.speak(&filler.0, filler.1) {
+            Ok(()) => {
+                t.summary.fillers += 1;
+                tracing::info!(call = %self.id, turn, "reply late: filler played");
+            }
+            Err(e) => tracing::warn!(call = %self.id, error = %e, "filler not queued"),
         }
     }
 

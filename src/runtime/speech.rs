@@ -246,6 +246,8 @@ impl Default for SpeechStats {
 pub struct SpeechPool {
     jobs: HandoffSender<Job>,
     stop: Arc<AtomicBool>,
+    /// Loudness target of the replies, LUFS (`f64` bits).
+    level: Arc<AtomicU64>,
     /// Counters.
     pub stats: Arc<SpeechStats>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -277,10 +279,12 @@ impl SpeechPool {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SpeechStats::default());
         let mut threads = Vec::new();
+        let level = Arc::new(AtomicU64::new(aiagc_models::level::TARGET_LUFS.to_bits()));
         let model: SttBackend = model.into();
         for i in 0..workers.max(1) {
             let mut worker = model.transcriber()?;
             let (rx, stt, stop, stats) = (rx.clone(), stt.clone(), stop.clone(), stats.clone());
+            let level = level.clone();
             let mut turn = match &turn_model {
                 Some(dir) => match SmartTurn::from_dir(dir) {
                     Ok(m) => Some(m),
@@ -303,7 +307,12 @@ impl SpeechPool {
                                     stats.stale.fetch_add(1, Ordering::Relaxed);
                                 }
                                 Ok(job) => {
-                                    run(job, &mut worker, turn.as_mut(), &stt, &mut voice, &stats)
+                                    let lufs = f64::from_bits(level.load(Ordering::Relaxed));
+                                    let tts = Speaker {
+                                        voice: &mut voice,
+                                        lufs,
+                                    };
+                                    run(job, &mut worker, turn.as_mut(), &stt, tts, &stats)
                                 }
                                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -316,9 +325,16 @@ impl SpeechPool {
         Ok(Self {
             jobs: tx,
             stop,
+            level,
             stats,
             threads,
         })
+    }
+
+    /// Sets the loudness every reply sentence is normalized to (LUFS;
+    /// peaks stay below −1 dBFS).
+    pub fn set_tts_level(&self, lufs: f64) {
+        self.level.store(lufs.to_bits(), Ordering::Relaxed);
     }
 
     /// A sender for media tasks.
@@ -424,14 +440,21 @@ fn score(turn: Option<&mut SmartTurn>, call: &CallShared, first: u64, pause: u64
     }
 }
 
+/// A worker's voice and the level its sentences are brought to.
+struct Speaker<'a> {
+    voice: &'a mut EspeakVoice,
+    lufs: f64,
+}
+
 fn run(
     job: Job,
     worker: &mut Transcriber,
     turn: Option<&mut SmartTurn>,
     stt: &SttConfig,
-    voice: &mut EspeakVoice,
+    tts: Speaker<'_>,
     stats: &SpeechStats,
 ) {
+    let Speaker { voice, lufs } = tts;
     let call = job.call.clone();
     let t0 = Instant::now();
     stats
@@ -522,7 +545,8 @@ fn run(
                 }
                 let t2 = Instant::now();
                 match voice.synthesize(sentence) {
-                    Ok(audio) => {
+                    Ok(mut audio) => {
+                        aiagc_models::level::normalize(&mut audio.samples, audio.sample_rate, lufs);
                         first_audio.get_or_insert(t2.elapsed());
                         let _ = call.out.send(SpeechOut::Audio(ReplyAudio {
                             turn: job.turn,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use aiagc::runtime::media::{CallSummary, DialogueFactory};
+use aiagc_ari::sim::Simulator;
 use aiagc_models::dialogue::scenario::Scenario;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,30 @@ pub async fn summary_of(
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "no summary for {caller}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the agent has spoken after `since` and been quiet for
+/// 600 ms; returns when its speech started.
+pub async fn agent_spoke(sim: &Simulator, caller: &str, since: Instant) -> Instant {
+    let t = Instant::now();
+    loop {
+        let rec = sim.received_for_caller(caller);
+        let audible: Vec<Instant> = rec
+            .iter()
+            .filter(|r| r.at > since && loud(&r.payload))
+            .map(|r| r.at)
+            .collect();
+        if let (Some(first), Some(last)) = (audible.first(), audible.last()) {
+            if last.elapsed() > Duration::from_millis(600) {
+                return *first;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the agent did not speak"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

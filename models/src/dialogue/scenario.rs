@@ -125,6 +125,14 @@ pub struct Spec {
     pub max_reprompts: u32,
     /// Said when the caller is silent (then the prompt).
     pub no_input: Option<String>,
+    /// Silences in a row the agent asks again after; one more ends the
+    /// call with `no_input_end`.
+    #[serde(default = "two")]
+    pub max_no_input: u32,
+    /// What ends a call whose caller stays silent (default: a polite
+    /// goodbye and hang up).
+    #[serde(default = "silent_end")]
+    pub no_input_end: Transition,
     /// What happens after too many reprompts.
     pub fallback: Transition,
     /// Said when a requested time is outside the opening hours.
@@ -288,6 +296,7 @@ impl Scenario {
             state: self.spec.start.clone(),
             slots: Slots::default(),
             reprompts: 0,
+            silences: 0,
             outcome: None,
         }
     }
@@ -394,6 +403,18 @@ pub fn yes_no(words: &[String]) -> Option<bool> {
     None
 }
 
+fn silent_end() -> Transition {
+    Transition {
+        say: Some(
+            "Ich höre Sie leider nicht. Bitte rufen Sie uns noch einmal an. Auf Wiederhören."
+                .into(),
+        ),
+        action: Some("hangup".into()),
+        outcome: Some("no_input".into()),
+        ..Transition::default()
+    }
+}
+
 /// One call's run through a scenario.
 #[derive(Debug)]
 pub struct ScenarioDialogue {
@@ -401,6 +422,8 @@ pub struct ScenarioDialogue {
     state: String,
     slots: Slots,
     reprompts: u32,
+    /// Silences in a row.
+    silences: u32,
     outcome: Option<String>,
 }
 
@@ -667,6 +690,9 @@ impl ScenarioDialogue {
         today: NaiveDate,
         reply: &mut Vec<String>,
     ) -> Option<Action> {
+        if !matches!(input, Input::Silence) {
+            self.silences = 0;
+        }
         match input {
             Input::Start => {
                 reply.push(self.render(&self.scenario.spec.greeting.clone()));
@@ -674,8 +700,18 @@ impl ScenarioDialogue {
                 None
             }
             Input::Silence => {
-                let lead = self.scenario.spec.no_input.clone();
-                self.reprompt(reply, lead.as_deref())
+                self.silences += 1;
+                if self.silences > self.scenario.spec.max_no_input {
+                    let end = self.scenario.spec.no_input_end.clone();
+                    return self.apply(&end, &[], NaiveDate::MIN, reply, 0);
+                }
+                // Silence is not a misunderstanding: it has its own count
+                // and never leads to the fallback.
+                if let Some(lead) = self.scenario.spec.no_input.clone() {
+                    reply.push(lead);
+                }
+                reply.push(self.reprompt_text());
+                None
             }
             Input::Dtmf(keys) => {
                 let state = self.current().clone();
