@@ -257,6 +257,8 @@ pub struct Llm {
     pub first_token_timeout_ms: u64,
     /// Longest answer, ms.
     pub total_timeout_ms: u64,
+    /// Conversation messages sent with each request (the oldest go first).
+    pub max_history: usize,
 }
 
 impl Default for Llm {
@@ -270,6 +272,7 @@ impl Default for Llm {
             context: String::new(),
             first_token_timeout_ms: d.first_token_timeout.as_millis() as u64,
             total_timeout_ms: d.total_timeout.as_millis() as u64,
+            max_history: d.max_history,
         }
     }
 }
@@ -588,6 +591,7 @@ impl Config {
             api_key: (!l.api_key.is_empty()).then(|| l.api_key.clone()),
             first_token_timeout: Duration::from_millis(l.first_token_timeout_ms),
             total_timeout: Duration::from_millis(l.total_timeout_ms),
+            max_history: l.max_history.max(1),
             ..Default::default()
         };
         if !l.system_prompt.is_empty() {

@@ -575,3 +575,38 @@ fn a_silent_caller_is_asked_twice_then_the_call_ends() {
     assert_eq!(r.outcome.as_deref(), Some("no_input"));
     assert!(r.text.contains("Auf Wiederhören"), "{}", r.text);
 }
+
+/// A long call's requests stop growing: the system prompt plus the latest
+/// exchanges, oldest first out, always starting with the caller.
+#[test]
+fn llm_history_is_bounded_over_a_long_call() {
+    let answers = (0..12)
+        .map(|i| (200, sse(&[&format!("Antwort {i}.")]), Duration::ZERO))
+        .collect();
+    let (url, requests) = server(answers);
+    let client = LlmClient::new(LlmConfig {
+        base_url: url,
+        model: "test-model".into(),
+        first_token_timeout: Duration::from_millis(500),
+        total_timeout: Duration::from_secs(3),
+        max_history: 4,
+        ..LlmConfig::default()
+    })
+    .unwrap();
+    let scenario = Scenario::praxis();
+    let mut d = LlmDialogue::new(client, &scenario, "");
+    for i in 0..12 {
+        let r = say(&mut d, Input::Speech(&format!("Frage Nummer {i}")));
+        assert_eq!(r.text, format!("Antwort {i}."));
+        let request = requests.recv_timeout(Duration::from_secs(2)).unwrap();
+        let messages = request["messages"].as_array().unwrap();
+        assert!(messages.len() <= 1 + 4 + 1, "{} messages", messages.len());
+        assert_eq!(messages[0]["role"], "system");
+        assert_eq!(messages[1]["role"], "user");
+        assert!(messages.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Frage Nummer {i}")));
+    }
+    assert!(d.history().len() <= 1 + 4 + 2);
+}

@@ -35,6 +35,10 @@ pub struct LlmConfig {
     pub max_tokens: u32,
     /// Sampling temperature.
     pub temperature: f32,
+    /// Messages of the conversation sent with each request, besides the
+    /// system prompt: the oldest go first, so a long call's requests (and
+    /// their latency) stop growing.
+    pub max_history: usize,
 }
 
 impl Default for LlmConfig {
@@ -48,6 +52,7 @@ impl Default for LlmConfig {
             total_timeout: Duration::from_secs(15),
             max_tokens: 120,
             temperature: 0.3,
+            max_history: 16,
         }
     }
 }
@@ -363,6 +368,15 @@ impl LlmDialogue {
     }
 
     fn ask(&mut self, user: String, today: NaiveDate, say: &mut dyn FnMut(&str) -> bool) -> Reply {
+        // Bounded: the system prompt plus the latest exchanges, starting
+        // with a user message.
+        let keep = self.client.config().max_history.max(1);
+        while self.history.len() > keep {
+            self.history.remove(1);
+            while self.history.get(1).is_some_and(|m| m.role != "user") {
+                self.history.remove(1);
+            }
+        }
         self.history.push(Message {
             role: "user",
             content: format!("{user}\n(Heute ist {}.)", super::when::speak_date(today)),
