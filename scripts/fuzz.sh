@@ -19,19 +19,22 @@ export RUSTC_BOOTSTRAP=1
 echo "==> building fuzz targets"
 cargo fuzz build -s none -O
 for target in $(cargo fuzz list); do
-  corpus="target/fuzz-corpus/$target"
+  corpus="$PWD/target/fuzz-corpus/$target"
   mkdir -p "$corpus"
   seeds=()
-  [ -d "fuzz/seeds/$target" ] && seeds+=("fuzz/seeds/$target")
-  [ -d "fuzz/regressions/$target" ] && seeds+=("fuzz/regressions/$target")
+  [ -d "fuzz/seeds/$target" ] && seeds+=("$PWD/fuzz/seeds/$target")
+  [ -d "fuzz/regressions/$target" ] && seeds+=("$PWD/fuzz/regressions/$target")
   limit=(-max_total_time="$seconds")
   [ -n "${RUNS:-}" ] && limit=(-runs="$RUNS")
   echo "==> fuzz $target (${RUNS:+$RUNS runs}${RUNS:-$seconds s})"
+  log="$PWD/target/fuzz-$target.log"
+  rc=0
   cargo fuzz run -s none -O "$target" "$corpus" "${seeds[@]}" -- \
-    "${limit[@]}" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
-    | grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|Done|==[0-9]+== ERROR|thread .* panicked|SUMMARY)" || true
-  if [ "${PIPESTATUS[0]}" != 0 ]; then
-    echo "fuzz target $target failed: the crashing input is in fuzz/artifacts/$target/" >&2
+    "${limit[@]}" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || rc=$?
+  grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec|Done)" "$log" || true
+  if [ "$rc" != 0 ]; then
+    grep -E "panicked|ERROR|SUMMARY" -A 3 "$log" | head -20 >&2 || true
+    echo "fuzz target $target failed (log $log): the crashing input is in fuzz/artifacts/$target/" >&2
     exit 1
   fi
 done
