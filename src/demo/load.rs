@@ -122,6 +122,9 @@ struct LoadReport {
     stages_ms: Vec<Stage>,
     rtp: Rtp,
     leaks: Leaks,
+    /// Fillers played ("Einen Moment bitte.") because a reply was late;
+    /// a turn with a filler is measured to the filler's first packet.
+    fillers: u32,
     rss_mb_per_call: f64,
     /// Resident memory when a tenth of the run had passed, and at its end
     /// (drift over a long run).
@@ -609,6 +612,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
             lost,
         },
         leaks,
+        fillers: ended.iter().map(|s| s.fillers).sum(),
         rss_mb_per_call: peak.saturating_sub(base_rss) as f64 / 1024.0 / args.concurrency as f64,
         rss_mb_first_tenth: rss_first_tenth,
         rss_mb_end: rss_end,
@@ -668,6 +672,12 @@ fn print_table(r: &LoadReport, workers: usize) {
             r.rtp.underruns, r.rtp.lost
         ),
         None => println!("RTP: underruns {}, lost {}", r.rtp.underruns, r.rtp.lost),
+    }
+    if r.fillers > 0 {
+        println!(
+            "fillers played for late replies: {} (those turns measured to the filler)",
+            r.fillers
+        );
     }
     println!(
         "left behind: {} channels, {} bridges, {} sockets, {} tasks",
