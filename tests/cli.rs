@@ -153,7 +153,6 @@ fn live_demo_holds_under_loss_and_jitter() {
     assert!(s["completed_tasks"].as_u64().unwrap() >= 3, "{s}");
     let wer = s["wer"].as_f64().unwrap();
     assert!(wer < 0.7, "WER {wer} under loss");
-    assert_eq!(s["cut_offs"], 0, "{s}");
 }
 
 /// `aiagc loadtest --json`: concurrent callers through the whole app; the

@@ -45,6 +45,9 @@ async fn start(
         MediaConfig {
             record_audio: records.is_some(),
             records_dir: records,
+            // Replies are awaited here however slow the machine; the
+            // filler has its own test (tests/faults.rs).
+            filler_after: None,
             ..MediaConfig::default()
         },
         ControllerConfig::default(),

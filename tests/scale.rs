@@ -56,6 +56,9 @@ async fn loadtest_drives_asterisk_through_local_channels() {
     );
     let sim = Simulator::start(config).await.unwrap();
     let dir = temp_dir("load-ari");
+    // The dialplan caller speaks on a fixed schedule: a filler on a slow
+    // machine would be talked over; replies are what is measured here.
+    std::fs::write(dir.join("aiagc.toml"), "[media]\nfiller_after_ms = 0\n").unwrap();
     let plot = dir.join("latency.svg");
     let child = aiagc(
         &sim,
@@ -131,15 +134,40 @@ async fn loadtest_drives_asterisk_through_local_channels() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn serve(sim: &Simulator, dir: &std::path::Path, app: &str, ports: &str) -> Child {
-    aiagc(sim, dir, &["serve"])
-        .env("AIAGC_APP", app)
-        .env("AIAGC_MEDIA_PORTS", ports)
-        .env("AIAGC_METRICS_BIND", "")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A child process that is killed when the test ends, also on a panic.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn serve(sim: &Simulator, dir: &std::path::Path, app: &str, ports: &str) -> Running {
+    Running(
+        aiagc(sim, dir, &["serve"])
+            .env("AIAGC_APP", app)
+            .env("AIAGC_MEDIA_PORTS", ports)
+            .env("AIAGC_METRICS_BIND", "")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn greeted(sim: &Simulator, caller: &str) {

@@ -271,6 +271,14 @@ impl Call {
         self.playout.is_speaking()
     }
 
+    /// Reply audio still queued, as play time: audio queued now starts
+    /// this much later (one 20 ms frame per tick).
+    pub fn queued_audio(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.playout.queued_samples() as f64 / self.config.codec.pcm_rate() as f64,
+        )
+    }
+
     fn reject(&mut self, kind: Rejection) {
         let count = match kind {
             Rejection::Malformed => &mut self.stats.malformed,

@@ -414,7 +414,12 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     let media = if ari_target {
         crate::serve::media_config(&config)
     } else {
-        MediaConfig::default()
+        // The simulated callers hear the first reply packet as the answer:
+        // no filler, so a late reply is measured as late.
+        MediaConfig {
+            filler_after: None,
+            ..MediaConfig::default()
+        }
     };
     let app = App::start(
         ari,

@@ -725,8 +725,27 @@ impl CallTask {
             SpeechOut::Audio(reply) => {
                 t.watch.replied(reply.turn);
                 if reply.turn == shared.current.load(Ordering::SeqCst) {
+                    // Behind the filler, the reply's first packet leaves
+                    // when the filler's queued audio has played.
+                    let behind_filler = t.playing.is_none() && call.is_speaking();
+                    let starts = Instant::now() + call.queued_audio();
                     match call.speak(&reply.samples, reply.sample_rate) {
-                        Ok(()) => t.playing = Some(reply.turn),
+                        Ok(()) => {
+                            t.playing = Some(reply.turn);
+                            if behind_filler {
+                                t.first_packet = Some((reply.turn, starts));
+                                let end = t.speech_end.filter(|(s, _)| *s == reply.turn);
+                                if let Some(r) = t
+                                    .summary
+                                    .turns
+                                    .iter_mut()
+                                    .rev()
+                                    .find(|r| r.turn == reply.turn)
+                                {
+                                    date_reply(r, starts, end);
+                                }
+                            }
+                        }
                         Err(e) => tracing::warn!(call = %self.id, error = %e, "reply not queued"),
                     }
                 }
