@@ -434,15 +434,10 @@ impl Config {
         self.port_range()?;
         aiagc_engine::Codec::from_asterisk_format(&self.media.format)
             .with_context(|| format!("media.format = {:?}", self.media.format))?;
-        if !matches!(
-            self.media.rtp_source.as_str(),
-            "strict" | "address" | "latch"
-        ) {
-            bail!(
-                "media.rtp_source = {:?}: use \"strict\", \"address\" or \"latch\"",
-                self.media.rtp_source
-            );
-        }
+        self.media
+            .rtp_source
+            .parse::<aiagc_engine::SourcePolicy>()
+            .map_err(|e| anyhow::anyhow!("media.rtp_source = {e}"))?;
         self.media
             .bind
             .parse::<std::net::IpAddr>()

@@ -76,6 +76,25 @@ pub fn stt_backend(config: &Config) -> Result<SttBackend> {
     Ok(SttBackend::Whisper(Arc::new(model)))
 }
 
+/// The speech workers as `[speech]` and `[media]` configure them: the STT
+/// backend, worker and thread counts, queue, turn model and reply level.
+pub fn speech_pool(config: &Config) -> Result<SpeechPool> {
+    let stt = SttConfig {
+        language: config.ari.language.clone(),
+        threads: config.speech.threads,
+        ..SttConfig::default()
+    };
+    let pool = SpeechPool::start_with_turn_model(
+        stt_backend(config)?,
+        config.workers(),
+        config.speech.queue,
+        stt,
+        config.media.turn_model.then(|| config.models_dir()),
+    )?;
+    pool.set_tts_level(config.speech.tts_level_lufs);
+    Ok(pool)
+}
+
 pub async fn run(config: Config) -> Result<()> {
     let ari = config.ari_config();
     tracing::info!(?config, "starting");
@@ -88,17 +107,7 @@ pub async fn run(config: Config) -> Result<()> {
             tracing::warn!(error = %e, "Asterisk not reachable yet (retrying in the background); run `aiagc check`")
         }
     }
-    let model = stt_backend(&config)?;
-    let stt = SttConfig {
-        language: config.ari.language.clone(),
-        threads: config.speech.threads,
-        ..SttConfig::default()
-    };
-    let workers = config.workers();
-    let turn_model = config.media.turn_model.then(|| config.models_dir());
-    let pool =
-        SpeechPool::start_with_turn_model(model, workers, config.speech.queue, stt, turn_model)?;
-    pool.set_tts_level(config.speech.tts_level_lufs);
+    let pool = speech_pool(&config)?;
     let bind: std::net::IpAddr = config.media.bind.parse()?;
     let metrics = Arc::new(aiagc::runtime::metrics::Metrics::default());
     let app = App::start_with_metrics(
@@ -126,7 +135,7 @@ pub async fn run(config: Config) -> Result<()> {
         .with_context(|| format!("metrics server on {}", config.metrics.bind))?;
         tracing::info!(%addr, "metrics and health");
     }
-    tracing::info!(app = %config.ari.app, workers, "serving");
+    tracing::info!(app = %config.ari.app, workers = config.workers(), "serving");
     shutdown_signal().await;
     let grace = Duration::from_secs(config.serve.drain_grace_s);
     tracing::info!(

@@ -30,6 +30,25 @@ pub enum SourcePolicy {
     Strict,
     /// Only the address must match (NAT that rewrites ports).
     AddressOnly,
+    /// The first source that sends is the peer, wherever it is (NAT that
+    /// rewrites addresses); replies go there. A stranger who sends first
+    /// would win: only for trusted networks.
+    Latch,
+}
+
+impl std::str::FromStr for SourcePolicy {
+    type Err = String;
+    /// The configuration's names: `strict`, `address`, `latch`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(Self::Strict),
+            "address" => Ok(Self::AddressOnly),
+            "latch" => Ok(Self::Latch),
+            other => Err(format!(
+                "{other:?}: use \"strict\", \"address\" or \"latch\""
+            )),
+        }
+    }
 }
 
 /// Configuration of one call's media.
@@ -204,7 +223,10 @@ impl Call {
         let n = codec.frame_samples();
         Ok(Self {
             payload_type,
-            peer: config.peer,
+            // Latching ignores the reported address until the first packet.
+            peer: config
+                .peer
+                .filter(|_| config.source_policy != SourcePolicy::Latch),
             jitter: JitterBuffer::new(config.jitter, codec.clock_rate()),
             decoder: Decoder::new(codec)?,
             decode_buf: vec![0; MAX_DECODED_SAMPLES],
@@ -302,7 +324,7 @@ impl Call {
                 true
             }
             Some(peer) => match self.config.source_policy {
-                SourcePolicy::Strict => peer == from,
+                SourcePolicy::Strict | SourcePolicy::Latch => peer == from,
                 SourcePolicy::AddressOnly => peer.ip() == from.ip(),
             },
         }
@@ -470,7 +492,7 @@ impl Call {
         self.fifo.copy_within(take..self.fifo_len, 0);
         self.fifo_len -= take;
         let position = MediaPosition {
-            elapsed: FRAME * self.stats.frames_played as u32,
+            elapsed: self.media_time(),
             rtp_timestamp: self.fifo_ts,
         };
         self.fifo_ts = self.fifo_ts.wrapping_add(take as u32 * ticks);
@@ -567,7 +589,7 @@ impl Call {
     /// (a [`CallEvent::SpeechEnded`] follows); otherwise does nothing.
     pub fn end_turn(&mut self, id: u64) {
         let at = MediaPosition {
-            elapsed: FRAME * self.stats.frames_played as u32,
+            elapsed: self.media_time(),
             rtp_timestamp: self.fifo_ts,
         };
         if let Some(Endpoint::Ended(u)) = self.endpointer.end_now(id, at) {

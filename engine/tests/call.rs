@@ -266,6 +266,27 @@ fn malformed_and_foreign_input_is_counted_not_fatal() {
     let mut nat = Call::new(cfg, t0).unwrap();
     nat.receive(stranger, &good, t0);
     assert_eq!(nat.stats().received, 1);
+
+    // Latching takes the first sender, wherever it is, and then only it.
+    let mut cfg = config(Codec::Ulaw);
+    cfg.source_policy = "latch".parse().unwrap();
+    let mut latched = Call::new(cfg, t0).unwrap();
+    let elsewhere = "10.1.2.3:5000".parse().unwrap();
+    latched.receive(elsewhere, &good, t0);
+    latched.receive(peer(), &good, t0);
+    assert_eq!(latched.peer(), Some(elsewhere));
+    assert_eq!(
+        (latched.stats().received, latched.stats().source_violations),
+        (1, 1)
+    );
+    for (name, policy) in [
+        ("strict", SourcePolicy::Strict),
+        ("address", SourcePolicy::AddressOnly),
+        ("latch", SourcePolicy::Latch),
+    ] {
+        assert_eq!(name.parse::<SourcePolicy>(), Ok(policy));
+    }
+    assert!("any".parse::<SourcePolicy>().unwrap_err().contains("latch"));
 }
 
 /// A short last packet (Asterisk ends a playback with one) and an SSRC

@@ -16,7 +16,6 @@ use super::live::{heard, load_fixture, place, registered, speak, utterance_texts
 use super::percentile;
 use aiagc::runtime::app::App;
 use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
-use aiagc::runtime::speech::SpeechPool;
 use aiagc::runtime::speech::TurnRecord;
 use aiagc_ari::client::{AriClient, Originate};
 use aiagc_ari::controller::ControllerConfig;
@@ -24,7 +23,6 @@ use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{RtpRecord, SimConfig, Simulator};
 use aiagc_engine::Codec;
 use aiagc_models::dialogue::scenario::Scenario;
-use aiagc_models::stt::SttConfig;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::sync::Arc;
@@ -364,7 +362,6 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     } else {
         Codec::from_asterisk_format(&args.codec)?
     };
-    let backend = crate::serve::stt_backend(&config)?;
     // As `aiagc serve` sizes them unless given.
     let mut sizing = config.clone();
     if args.workers > 0 {
@@ -373,19 +370,9 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     if args.threads > 0 {
         sizing.speech.threads = args.threads;
     }
+    sizing.speech.queue = sizing.speech.queue.max(64);
     let workers = sizing.workers();
-    let stt = SttConfig {
-        language: config.ari.language.clone(),
-        threads: sizing.speech.threads,
-        ..SttConfig::default()
-    };
-    let pool = SpeechPool::start_with_turn_model(
-        backend,
-        workers,
-        config.speech.queue.max(64),
-        stt,
-        config.media.turn_model.then(|| config.models_dir()),
-    )?;
+    let pool = crate::serve::speech_pool(&sizing)?;
     let (sim, ari, ports, app_name) = if ari_target {
         let app = args
             .app

@@ -49,43 +49,14 @@ pub struct MediaConfig {
     /// Also write `<call>.in.wav` (caller, 16 kHz) and `<call>.out.wav`
     /// (agent, codec rate) there.
     pub record_audio: bool,
-    /// Which RTP sources a call accepts.
-    pub rtp_source: RtpSource,
+    /// Which RTP sources a call accepts (everything else is dropped and
+    /// counted as a source violation).
+    pub rtp_source: aiagc_engine::SourcePolicy,
     /// Play the filler when a reply has not started this long after the
     /// caller's turn ended (`None`: never).
     pub filler_after: Option<Duration>,
     /// What the filler says.
     pub filler_text: String,
-}
-
-/// Which RTP sources a call accepts (everything else is dropped and
-/// counted as a source violation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RtpSource {
-    /// Only the address and port Asterisk reported for the externalMedia
-    /// channel (`UNICASTRTP_LOCAL_ADDRESS`/`_PORT`). The default.
-    #[default]
-    Strict,
-    /// Only the reported address, any port (a NAT that rewrites ports).
-    Address,
-    /// The first source that sends, wherever it is (Asterisk behind a NAT
-    /// that rewrites addresses); replies go there. A stranger who sends
-    /// first would win: use only on networks you trust.
-    Latch,
-}
-
-impl std::str::FromStr for RtpSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "strict" => Ok(Self::Strict),
-            "address" => Ok(Self::Address),
-            "latch" => Ok(Self::Latch),
-            other => Err(format!(
-                "{other:?}: use \"strict\", \"address\" or \"latch\""
-            )),
-        }
-    }
 }
 
 impl Default for MediaConfig {
@@ -99,7 +70,7 @@ impl Default for MediaConfig {
             no_input: Duration::from_secs(8),
             records_dir: None,
             record_audio: false,
-            rtp_source: RtpSource::Strict,
+            rtp_source: aiagc_engine::SourcePolicy::Strict,
             filler_after: Some(Duration::from_millis(1000)),
             filler_text: "Einen Moment bitte.".into(),
         }
@@ -151,7 +122,7 @@ pub struct EngineMedia {
     running: Arc<Mutex<HashMap<String, Running>>>,
     seed: AtomicU64,
     metrics: Option<Arc<super::metrics::Metrics>>,
-    /// The filler, synthesized once at telephone level (samples, rate).
+    /// The filler, synthesized once at the replies' level (samples, rate).
     filler: Option<Arc<(Vec<f32>, u32)>>,
 }
 
@@ -181,10 +152,11 @@ impl EngineMedia {
             use aiagc_models::tts::Tts;
             match aiagc_models::tts::EspeakVoice::german().synthesize(&config.filler_text) {
                 Ok(mut a) => {
+                    // As loud as the replies.
                     aiagc_models::level::normalize(
                         &mut a.samples,
                         a.sample_rate,
-                        aiagc_models::level::TARGET_LUFS,
+                        speech.tts_level(),
                     );
                     Some(Arc::new((a.samples, a.sample_rate)))
                 }
@@ -243,14 +215,8 @@ impl MediaHost for EngineMedia {
             self.seed
                 .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
         );
-        match self.config.rtp_source {
-            RtpSource::Strict => config.peer = Some(peer),
-            RtpSource::Address => {
-                config.peer = Some(peer);
-                config.source_policy = aiagc_engine::SourcePolicy::AddressOnly;
-            }
-            RtpSource::Latch => config.peer = None,
-        }
+        config.peer = Some(peer);
+        config.source_policy = self.config.rtp_source;
         config.endpoint = self.config.endpoint;
         if !self.config.semantic_endpointing {
             config.endpoint.pause = None;

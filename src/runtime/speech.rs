@@ -342,6 +342,7 @@ impl SpeechPool {
         Submitter {
             jobs: self.jobs.clone(),
             stats: self.stats.clone(),
+            level: self.level.clone(),
         }
     }
 
@@ -360,6 +361,7 @@ impl SpeechPool {
 pub struct Submitter {
     jobs: HandoffSender<Job>,
     stats: Arc<SpeechStats>,
+    level: Arc<AtomicU64>,
 }
 
 impl Submitter {
@@ -380,6 +382,12 @@ impl Submitter {
     /// The pool's counters.
     pub fn stats(&self) -> &SpeechStats {
         &self.stats
+    }
+
+    /// The loudness replies are brought to (LUFS), for audio the media
+    /// side makes itself (the filler).
+    pub fn tts_level(&self) -> f64 {
+        f64::from_bits(self.level.load(Ordering::Relaxed))
     }
 
     /// Jobs waiting for a worker now.
