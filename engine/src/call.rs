@@ -193,6 +193,9 @@ pub struct Call {
     endpointer: Endpointer,
     playout: Playout,
     tx: Vec<u8>,
+    /// A reply's first packet fell into a skipped slot: the next audio
+    /// packet carries the marker, so the far end still sees the talkspurt.
+    marker_owed: bool,
     fec: Vec<u8>,
     events: VecDeque<CallEvent>,
     stats: CallStats,
@@ -249,6 +252,7 @@ impl Call {
                 config.max_reply,
             )?,
             tx: vec![0; MAX_PAYLOAD + 64],
+            marker_owed: false,
             fec: vec![0; MAX_PAYLOAD],
             events: VecDeque::with_capacity(64),
             stats: CallStats::default(),
@@ -548,8 +552,13 @@ impl Call {
             }
             if now.saturating_duration_since(due) > MAX_SEND_LATENESS {
                 self.stats.send_ticks_skipped += 1;
+                self.marker_owed = (self.marker_owed || sent.first_of_reply) && !sent.finished;
                 continue;
             }
+            if self.marker_owed && sent.audio {
+                packet::set_marker(&mut self.tx);
+            }
+            self.marker_owed = false;
             self.stats.sent += 1;
             if sent.audio {
                 self.stats.sent_audio += 1;

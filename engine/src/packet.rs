@@ -113,6 +113,13 @@ pub fn parse(datagram: &[u8]) -> Result<RtpView<'_>, PacketError> {
     })
 }
 
+/// Sets the marker bit of a packet that [`write`] produced.
+pub fn set_marker(packet: &mut [u8]) {
+    if let Some(b) = packet.get_mut(1) {
+        *b |= 0x80;
+    }
+}
+
 /// Writes one RTP packet (header by the `rtp` crate, then the payload that
 /// `fill` writes) into `buf`, returning its total length.
 pub fn write(

@@ -216,6 +216,35 @@ fn outbound_is_paced_and_continuous() {
     assert!(call.stats().send_ticks_skipped >= 7);
 }
 
+/// A driver that wakes up too late for a reply's first slot: that slot is
+/// skipped, and the first packet actually sent carries the marker instead,
+/// so the far end still sees where the reply starts.
+#[test]
+fn marker_survives_a_skipped_first_slot() {
+    let t0 = Instant::now();
+    let mut call = Call::new(config(Codec::Ulaw), t0).unwrap();
+    // 200 ms of silence packets, in time.
+    let mut now = t0;
+    for step in 0..10u64 {
+        now = t0 + Duration::from_millis(20 * step);
+        while call.poll_transmit(now).is_some() {}
+    }
+    call.speak(&vec![0.2f32; 8000], 8000).unwrap(); // 1 s
+                                                    // The next wake-up is 150 ms late: the reply's first slots go unsent.
+    now += Duration::from_millis(170);
+    let mut marked = Vec::new();
+    for step in 0..30u64 {
+        let at = now + Duration::from_millis(20 * step);
+        while let Some(t) = call.poll_transmit(at) {
+            let v = parse(t.data).unwrap();
+            marked.push(v.marker);
+        }
+    }
+    assert!(call.stats().send_ticks_skipped >= 5);
+    assert!(marked[0], "the first packet sent after the stall is marked");
+    assert_eq!(marked.iter().filter(|m| **m).count(), 1);
+}
+
 /// Bad input of every kind is counted and reported, never fatal.
 #[test]
 fn malformed_and_foreign_input_is_counted_not_fatal() {
