@@ -134,6 +134,15 @@ fn live_demo_json_contract() {
     assert!(s["completed_tasks"].as_u64().unwrap() <= 4);
     assert!(s["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
     assert!(s["latency_ms"]["p95"].as_f64().unwrap() >= s["latency_ms"]["p50"].as_f64().unwrap());
+    // The calls' RTP counters are the app's own, not a placeholder: both
+    // directions flowed, and the 1 % loss showed.
+    let rtp = &s["rtp"];
+    assert!(rtp["received"].as_u64().unwrap() > 1000, "{rtp}");
+    assert!(rtp["sent"].as_u64().unwrap() > 1000, "{rtp}");
+    assert!(
+        rtp["lost"].as_u64().unwrap() < rtp["received"].as_u64().unwrap() / 10,
+        "{rtp}"
+    );
 }
 
 /// The whole demo over a bad network (20 % loss, 60 ms jitter, which

@@ -337,6 +337,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     }
     let mut turns = Vec::new();
     let mut completed = 0;
+    let mut rtp = RtpSummary::default();
     for (name, voice, plan, goal) in CALLS {
         let (caller, mut ear) = place(&sim, codec, "+4930123456", Duration::from_secs(5)).await?;
         let mut seen = Vec::new();
@@ -428,6 +429,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 }
             }
         };
+        rtp.add(&summary.rtp);
         if matches!(
             summary.outcome.as_deref(),
             Some("booked" | "moved" | "cancelled" | "transferred")
@@ -536,7 +538,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                     .count(),
             ),
             latency_ms: latency_percentiles(&turns),
-            rtp: RtpSummary::default(),
+            rtp,
         },
         turns,
     };

@@ -113,6 +113,18 @@ pub(crate) struct RtpSummary {
     sent: u64,
 }
 
+impl RtpSummary {
+    /// Adds one call's inbound and outbound counters.
+    pub(crate) fn add(&mut self, s: &aiagc_engine::CallStats) {
+        self.received += s.received;
+        self.lost += s.lost;
+        self.concealed_frames += s.concealed_frames;
+        self.late += s.late;
+        self.sent += s.sent;
+        self.jitter_ms_max = self.jitter_ms_max.max(s.jitter.as_secs_f64() * 1000.0);
+    }
+}
+
 #[derive(Serialize)]
 pub(crate) struct Report {
     codec: String,
@@ -294,13 +306,7 @@ fn run_call(
         }
         now = next.max(now + Duration::from_micros(1));
     }
-    let s = call.stats();
-    rtp.received += s.received;
-    rtp.lost += s.lost;
-    rtp.concealed_frames += s.concealed_frames;
-    rtp.late += s.late;
-    rtp.sent += s.sent;
-    rtp.jitter_ms_max = rtp.jitter_ms_max.max(s.jitter.as_secs_f64() * 1000.0);
+    rtp.add(&call.stats());
     Ok(turns)
 }
 

@@ -18,9 +18,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+/// How long past the hangover a pause waits for the turn model's score
+/// once the words had no opinion (a run takes ~20 ms; the margin covers a
+/// busy pool).
+const TURN_SCORE_WAIT: Duration = Duration::from_millis(200);
 
 /// Longest wait for a pause's transcript once the turn has ended.
 const AWAIT_TRANSCRIPT: Duration = Duration::from_secs(3);
@@ -314,6 +320,8 @@ struct Turns {
     /// The reply due, for the filler.
     watch: super::deadair::ReplyWatch,
     silence_deadline: Option<Instant>,
+    /// A pause to hold open while its words are transcribed.
+    hold: Option<u64>,
     summary: CallSummary,
 }
 
@@ -388,6 +396,7 @@ impl CallTask {
                     .unwrap_or(Duration::from_secs(365 * 86400)),
             ),
             silence_deadline: None,
+            hold: None,
             summary: CallSummary {
                 call: id.clone(),
                 turns: Vec::new(),
@@ -478,9 +487,7 @@ impl CallTask {
                     }
                 }
             }
-            while let Some(event) = call.poll_event() {
-                self.on_event(event, call.media_time(), &shared, &mut t, now);
-            }
+            self.events(&mut call, &shared, &mut t, now);
         }
         shared.closed.store(true, Ordering::SeqCst);
         if let Some(Err(e)) = recorder.map(Recorder::finish) {
@@ -491,6 +498,17 @@ impl CallTask {
     }
 
     /// `played`: the call's media time now (to date the caller's speech end).
+    /// Handles the call's pending events; a pause whose words are being
+    /// transcribed holds the turn open until they are known.
+    fn events(&self, call: &mut Call, shared: &Arc<CallShared>, t: &mut Turns, now: Instant) {
+        while let Some(event) = call.poll_event() {
+            self.on_event(event, call.media_time(), shared, t, now);
+        }
+        if let Some(pause) = t.hold.take() {
+            call.extend_turn(pause, self.extension());
+        }
+    }
+
     fn on_event(
         &self,
         event: CallEvent,
@@ -521,6 +539,11 @@ impl CallTask {
                     };
                     if self.submit(shared, turn, work, now) {
                         t.in_flight.push(p.id);
+                        // The reply waits for these words anyway, and they
+                        // may say the caller is not done: the hangover does
+                        // not end the turn before they are in (a slow worker
+                        // otherwise cuts "am … Dienstag" at "am").
+                        t.hold = Some(p.id);
                     }
                 } else if self.config.turn_model
                     && !t.unfinished.contains(&p.first)
@@ -662,11 +685,18 @@ impl CallTask {
                         t.unfinished.push(pause);
                         call.extend_turn(pause, self.extension());
                     }
-                    TurnHint::Unknown => {}
+                    // No opinion: back to the plain hangover, or briefly
+                    // beyond it for the turn model's score that follows.
+                    TurnHint::Unknown => call.extend_turn(
+                        pause,
+                        if self.config.turn_model {
+                            TURN_SCORE_WAIT
+                        } else {
+                            Duration::ZERO
+                        },
+                    ),
                 }
-                while let Some(event) = call.poll_event() {
-                    self.on_event(event, call.media_time(), shared, t, now);
-                }
+                self.events(call, shared, t, now);
             }
             SpeechOut::TurnScore {
                 first,
@@ -684,9 +714,7 @@ impl CallTask {
                 } else {
                     call.extend_turn(pause, self.extension());
                 }
-                while let Some(event) = call.poll_event() {
-                    self.on_event(event, call.media_time(), shared, t, now);
-                }
+                self.events(call, shared, t, now);
             }
             SpeechOut::Audio(reply) => {
                 t.watch.replied(reply.turn);
