@@ -123,6 +123,9 @@ pub struct Media {
     pub filler_after_ms: u64,
     /// The filler.
     pub filler_text: String,
+    /// Cancel our own echo in the caller's audio and keep it from counting
+    /// as the caller (barge-in, turn start).
+    pub echo_cancel: bool,
 }
 
 impl Default for Media {
@@ -131,6 +134,7 @@ impl Default for Media {
             rtp_source: "strict".into(),
             filler_after_ms: 1000,
             filler_text: "Einen Moment bitte.".into(),
+            echo_cancel: true,
             bind: "127.0.0.1".into(),
             ports: "20000-20999".into(),
             format: "slin16".into(),

@@ -49,6 +49,7 @@ pub fn media_config(config: &Config) -> MediaConfig {
     m.filler_after = (config.media.filler_after_ms > 0)
         .then(|| Duration::from_millis(config.media.filler_after_ms));
     m.filler_text = config.media.filler_text.clone();
+    m.echo.enabled = config.media.echo_cancel;
     // Validated with the configuration.
     m.rtp_source = config.media.rtp_source.parse().unwrap_or_default();
     if !config.media.records_dir.is_empty() {

@@ -2,6 +2,7 @@
 //! the driving loop).
 
 use crate::codec::{Codec, CodecError, Decoder, MAX_DECODED_SAMPLES};
+use crate::echo::{EchoCanceller, EchoConfig, EchoVerdict};
 use crate::endpoint::{Endpoint, EndpointConfig, Endpointer, MediaPosition, Pause, Utterance};
 use crate::jitter::{JitterBuffer, JitterConfig, Pop, Push};
 use crate::packet::{self, MAX_PAYLOAD};
@@ -75,6 +76,9 @@ pub struct CallConfig {
     pub max_reply: Duration,
     /// Seed for the random initial sequence number, timestamp and SSRC.
     pub seed: u64,
+    /// Our own echo in the caller's audio: cancelled and kept from
+    /// counting as the caller.
+    pub echo: EchoConfig,
 }
 
 impl CallConfig {
@@ -91,6 +95,7 @@ impl CallConfig {
             barge_in_stops_playout: true,
             max_reply: Duration::from_secs(60),
             seed,
+            echo: EchoConfig::default(),
         }
     }
 }
@@ -201,6 +206,12 @@ pub struct Call {
     stats: CallStats,
     next_tick: Option<Instant>,
     next_send: Instant,
+    /// Start of the send grid: inbound frames are placed on it for the
+    /// echo canceller.
+    send_origin: Instant,
+    echo: EchoCanceller,
+    /// Last inbound timestamp and its place on the send timeline.
+    echo_anchor: Option<(u32, u64)>,
 }
 
 impl Call {
@@ -258,6 +269,9 @@ impl Call {
             stats: CallStats::default(),
             next_tick: None,
             next_send: now,
+            send_origin: now,
+            echo: EchoCanceller::new(config.echo, codec.pcm_rate(), n),
+            echo_anchor: None,
             config,
         })
     }
@@ -387,7 +401,7 @@ impl Call {
                 self.next_tick = Some(now + FRAME);
                 break;
             }
-            self.inbound_tick();
+            self.inbound_tick(t);
             self.next_tick = Some(t + FRAME);
             ticks += 1;
         }
@@ -436,7 +450,38 @@ impl Call {
         }
     }
 
-    fn inbound_tick(&mut self) {
+    /// Where the inbound frame with RTP timestamp `ts` sits on our send
+    /// timeline. The far end mixes our echo into its stream on its own
+    /// media clock, so the frame is placed by its timestamp: our jitter
+    /// buffer growing or shrinking does not move the echo. The first frame
+    /// (and any timestamp jump) is anchored to the send slot current at
+    /// `at`; the delay estimate absorbs that offset.
+    fn echo_position(&mut self, at: Instant, ts: u32) -> u64 {
+        let n = self.config.codec.frame_samples() as u64;
+        let ticks = self.config.codec.ticks_per_sample() as i64;
+        let by_clock = || {
+            let slot =
+                at.saturating_duration_since(self.send_origin).as_micros() / FRAME.as_micros();
+            slot as u64 * n
+        };
+        let pos = match self.echo_anchor {
+            Some((last_ts, last_pos)) => {
+                let delta = ts.wrapping_sub(last_ts) as i32 as i64 / ticks;
+                // More than a second off: a new stream, anchor again.
+                if delta.unsigned_abs() > self.config.codec.pcm_rate() as u64 {
+                    by_clock()
+                } else {
+                    last_pos.saturating_add_signed(delta)
+                }
+            }
+            None => by_clock(),
+        };
+        self.echo_anchor = Some((ts, pos));
+        pos
+    }
+
+    /// Plays out the inbound frame due at `at` (on the inbound grid).
+    fn inbound_tick(&mut self, at: Instant) {
         let n = self.config.codec.frame_samples();
         let ticks = self.config.codec.ticks_per_sample();
         while self.fifo_len < n {
@@ -502,6 +547,8 @@ impl Call {
         self.fifo_ts = self.fifo_ts.wrapping_add(take as u32 * ticks);
         self.stats.frames_played += 1;
 
+        let echo_pos = self.echo_position(at, position.rtp_timestamp);
+        let echo = self.echo.process(echo_pos, &mut self.frame_f32);
         if self
             .inbound
             .process_chunk(&self.frame_f32, &mut self.frame_16k)
@@ -509,7 +556,13 @@ impl Call {
         {
             self.frame_16k.fill(0.0);
         }
-        let probability = self.vad.speech_probability(&self.frame_16k);
+        let mut probability = self.vad.speech_probability(&self.frame_16k);
+        if echo == EchoVerdict::Echo {
+            if probability > 0.5 {
+                self.stats.echo_suppressed += 1;
+            }
+            probability = 0.0;
+        }
         let talking = self.playout.is_speaking();
         match self
             .endpointer
@@ -540,7 +593,9 @@ impl Call {
         while self.next_send <= now {
             let due = self.next_send;
             self.next_send += FRAME;
-            let sent = match self.playout.tick(&mut self.tx) {
+            let ticked = self.playout.tick(&mut self.tx);
+            self.echo.push_reference(self.playout.last_frame());
+            let sent = match ticked {
                 Ok(Some(sent)) => sent,
                 Ok(None) | Err(_) => continue,
             };
@@ -610,6 +665,11 @@ impl Call {
     /// `id` (the words so far are clearly unfinished).
     pub fn extend_turn(&mut self, id: u64, more: Duration) {
         self.endpointer.extend(id, more);
+    }
+
+    /// The echo canceller's view: estimated delay and learned loss.
+    pub fn echo(&self) -> &EchoCanceller {
+        &self.echo
     }
 
     /// Drops queued reply audio within one frame (with a 5 ms fade-out).

@@ -52,7 +52,7 @@ impl Default for EndpointConfig {
             tail: Duration::from_millis(100),
             max_utterance: Duration::from_secs(15),
             barge_in_threshold: 0.85,
-            barge_in_min_speech: Duration::from_millis(160),
+            barge_in_min_speech: Duration::from_millis(120),
             pause: Some(Duration::from_millis(120)),
             pause_repeat: Some(Duration::from_millis(200)),
         }
@@ -468,11 +468,11 @@ mod tests {
         let echo = vec![0.7; 100];
         assert!(run(&echo, true).is_empty());
         assert_eq!(run(&echo, false).len(), 1);
-        // Real speech over the reply: barge-in after 160 ms.
+        // Real speech over the reply: barge-in after 120 ms.
         let mut probs = vec![0.0; 5];
         probs.extend(vec![0.95; 20]);
         let events = run(&probs, true);
-        assert_eq!(events[0].0, 5 + 7);
+        assert_eq!(events[0].0, 5 + 5);
         assert_eq!(
             events[0].1,
             Endpoint::Started {

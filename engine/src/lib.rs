@@ -45,6 +45,7 @@
 
 pub mod call;
 pub mod codec;
+pub mod echo;
 pub mod endpoint;
 pub mod handoff;
 pub mod impair;
@@ -57,5 +58,6 @@ pub mod vad;
 
 pub use call::{Call, CallConfig, CallError, CallEvent, Rejection, SourcePolicy, Transmit, FRAME};
 pub use codec::Codec;
+pub use echo::{EchoConfig, EchoVerdict};
 pub use endpoint::{EndpointConfig, MediaPosition, Pause, Utterance};
 pub use stats::CallStats;

@@ -21,6 +21,7 @@ use aiagc_engine::Codec;
 use aiagc_models::dialogue::scenario::Scenario;
 use aiagc_models::stt::{word_error_rate, SttConfig, WhisperModel};
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,6 +74,108 @@ const CALLS: &[(&str, usize, &[Step], &str)] = &[
     ("to-a-person", 2, &[Step::Say("human_01")], "transferred"),
 ];
 
+/// The long call: after the request, six rounds of five turns in the
+/// booking states (a date with a hesitation, a "no" spoken into the
+/// confirmation, the opening hours, a date split by a pause, a short
+/// "no"), then a date and "yes": 33 caller turns, one barge-in in five.
+const LONG: &[Step] = &[
+    Step::Say("book_01"),
+    Step::Say("pause_01"),
+    Step::Interrupt("no_03", 1500),
+    Step::Say("hours_01"),
+    Step::Parts("part_01", 700, "part_02"),
+    Step::Say("no_01"),
+    Step::Say("pause_01"),
+    Step::Interrupt("no_03", 1500),
+    Step::Say("hours_01"),
+    Step::Parts("part_01", 700, "part_02"),
+    Step::Say("no_01"),
+    Step::Say("pause_01"),
+    Step::Interrupt("no_03", 1500),
+    Step::Say("hours_01"),
+    Step::Parts("part_01", 700, "part_02"),
+    Step::Say("no_01"),
+    Step::Say("pause_01"),
+    Step::Interrupt("no_03", 1500),
+    Step::Say("hours_01"),
+    Step::Parts("part_01", 700, "part_02"),
+    Step::Say("no_01"),
+    Step::Say("pause_01"),
+    Step::Interrupt("no_03", 1500),
+    Step::Say("hours_01"),
+    Step::Parts("part_01", 700, "part_02"),
+    Step::Say("no_01"),
+    Step::Say("pause_01"),
+    Step::Interrupt("no_03", 1500),
+    Step::Say("hours_01"),
+    Step::Parts("part_01", 700, "part_02"),
+    Step::Say("no_01"),
+    Step::Say("pause_01"),
+    Step::Say("yes_03"),
+];
+
+/// Barge-ins over the demo's calls.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct BargeIns {
+    /// Turns the caller spoke into a reply on purpose.
+    pub(crate) intended: usize,
+    /// Of those, detected.
+    pub(crate) detected: usize,
+    /// Detected later than 300 ms after the caller started (or not at all).
+    pub(crate) late_or_missed: usize,
+    /// Barge-ins where the caller did not speak into a reply: the agent
+    /// stopped for its own echo or for noise.
+    pub(crate) false_barge_ins: usize,
+    /// From the caller's first sample to the barge-in, per detected one.
+    pub(crate) latency_ms: Vec<f64>,
+}
+
+/// Memory of the process at a point of the long call.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Memory {
+    pub(crate) turn: usize,
+    pub(crate) rss_mb: f64,
+    /// Live heap (glibc `mallinfo2`): without the allocator's fragmentation.
+    pub(crate) heap_mb: f64,
+}
+
+/// The long call: early against late turns.
+#[derive(Debug, Serialize)]
+pub(crate) struct LongCall {
+    pub(crate) turns: usize,
+    pub(crate) turns_1_5: super::Percentiles,
+    pub(crate) turns_26_30: super::Percentiles,
+    /// p95 of turns 26–30 over p95 of turns 1–5, minus one.
+    pub(crate) p95_drift: f64,
+    pub(crate) memory: Vec<Memory>,
+}
+
+fn memory_now(turn: usize) -> Memory {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let heap = unsafe { libc::mallinfo2() }.uordblks as f64;
+    Memory {
+        turn,
+        rss_mb: rss_kb / 1024.0,
+        heap_mb: heap / (1024.0 * 1024.0),
+    }
+}
+
+fn window(totals: &[f64]) -> super::Percentiles {
+    let mut v: Vec<f64> = totals.iter().copied().filter(|t| t.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    super::Percentiles {
+        p50: super::percentile(&v, 0.5),
+        p95: super::percentile(&v, 0.95),
+    }
+}
+
 const VOICES: [&str; 3] = ["v0", "v1", "v2"];
 
 fn ms(d: Duration) -> f64 {
@@ -82,6 +185,8 @@ fn ms(d: Duration) -> f64 {
 pub(super) struct Fixture {
     pub(super) text: String,
     pub(super) pcm: Vec<i16>,
+    /// Offset of the first voiced sample.
+    pub(super) voiced_start: Duration,
     /// Offset of the last voiced sample.
     pub(super) voiced_end: Duration,
 }
@@ -101,11 +206,13 @@ pub(super) fn load_fixture(
         .iter()
         .rposition(|s| s.unsigned_abs() > 600)
         .unwrap_or(0);
+    let first = pcm.iter().position(|s| s.unsigned_abs() > 600).unwrap_or(0);
     Ok(Fixture {
         text: texts
             .get(id)
             .cloned()
             .with_context(|| format!("{id} is not in fixtures/de/utterances.tsv"))?,
+        voiced_start: Duration::from_secs_f64(first as f64 / 16000.0),
         voiced_end: Duration::from_secs_f64((last + 1) as f64 / 16000.0),
         pcm,
     })
@@ -139,17 +246,24 @@ impl Ear {
     }
 }
 
-/// Packets received for the call so far, with audibility.
-pub(super) fn heard(
-    sim: &Simulator,
-    caller: &str,
-    ear: &mut Ear,
-    seen: &mut Vec<(RtpRecord, bool)>,
-) {
-    let all = sim.received_for_caller(caller);
-    for r in all.into_iter().skip(seen.len()) {
-        let a = ear.audible(&r);
-        seen.push((r, a));
+/// A packet the caller received, as far as the demo needs it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Heard {
+    pub(super) at: Instant,
+    pub(super) marker: bool,
+    /// Carries reply audio (not the silence sent between replies).
+    pub(super) audible: bool,
+}
+
+/// Collects the packets received for the call since the last look (the
+/// simulator hands them over and forgets them).
+pub(super) fn heard(sim: &Simulator, caller: &str, ear: &mut Ear, seen: &mut Vec<Heard>) {
+    for r in sim.take_received_for_caller(caller) {
+        seen.push(Heard {
+            at: r.at,
+            marker: r.marker,
+            audible: ear.audible(&r),
+        });
     }
 }
 
@@ -159,7 +273,7 @@ pub(super) async fn wait_for_agent(
     sim: &Simulator,
     caller: &str,
     ear: &mut Ear,
-    seen: &mut Vec<(RtpRecord, bool)>,
+    seen: &mut Vec<Heard>,
     since: Instant,
     barge: Option<Duration>,
 ) -> Result<()> {
@@ -169,13 +283,13 @@ pub(super) async fn wait_for_agent(
         heard(sim, caller, ear, seen);
         let first = seen
             .iter()
-            .find(|(r, a)| *a && r.at > since)
-            .map(|(r, _)| r.at);
+            .find(|h| h.audible && h.at > since)
+            .map(|h| h.at);
         let last = seen
             .iter()
             .rev()
-            .find(|(r, a)| *a && r.at > since)
-            .map(|(r, _)| r.at);
+            .find(|h| h.audible && h.at > since)
+            .map(|h| h.at);
         if let (Some(first), Some(last)) = (first, last) {
             match barge {
                 Some(after) if Instant::now() >= first + after => return Ok(()),
@@ -268,6 +382,10 @@ struct Done {
     end: Instant,
     /// A pause inside the turn (the turn must not end there).
     gap: Option<(Instant, Instant)>,
+    /// Spoken into the agent's reply on purpose.
+    interrupt: bool,
+    /// The first voiced sample left the caller.
+    voiced: Instant,
 }
 
 pub(super) async fn run(args: &DemoArgs) -> Result<()> {
@@ -298,9 +416,15 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         loss: args.loss,
         ..Default::default()
     };
+    let echo = args.echo_delay_ms.map(|ms| aiagc_ari::sim::EchoPath {
+        delay: Duration::from_millis(ms),
+        attenuation_db: args.echo_loss_db,
+        noise_dbfs: args.line_noise_dbfs,
+    });
     let sim = Simulator::start(SimConfig {
         impairment,
         seed: args.seed,
+        echo,
         ..SimConfig::default()
     })
     .await?;
@@ -313,6 +437,10 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             records_dir: Some(records_dir.clone()),
             semantic_endpointing: args.endpointing != "fixed",
             turn_model: args.endpointing == "model",
+            echo: aiagc_engine::EchoConfig {
+                enabled: !args.no_echo_cancel,
+                ..Default::default()
+            },
             ..MediaConfig::default()
         },
         ControllerConfig {
@@ -323,12 +451,17 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         dialogues,
         Some(summaries_tx),
     )?;
+    let plans: Vec<(&str, usize, &[Step], &str)> = if args.long {
+        vec![("long-call", 2, LONG, "booked")]
+    } else {
+        CALLS.to_vec()
+    };
     registered(&sim).await?;
 
     if !args.json {
         println!(
             "aiagc demo: {} German callers through the Asterisk simulator ({} externalMedia, {}% loss, 10+{} ms jitter)",
-            CALLS.len(),
+            plans.len(),
             codec.asterisk_format(),
             args.loss * 100.0,
             args.jitter_ms
@@ -338,12 +471,18 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let mut turns = Vec::new();
     let mut completed = 0;
     let mut rtp = RtpSummary::default();
-    for (name, voice, plan, goal) in CALLS {
+    let mut memory = Vec::new();
+    let mut barge = BargeIns::default();
+    for &(name, voice, plan, goal) in &plans {
         let (caller, mut ear) = place(&sim, codec, "+4930123456", Duration::from_secs(5)).await?;
         let mut seen = Vec::new();
         let mut since = Instant::now();
         let mut done: Vec<Done> = Vec::new();
-        for step in plan.iter() {
+        for (i, step) in plan.iter().enumerate() {
+            if args.long && (i == 5 || i == 30) {
+                // The agent has answered turn `i`.
+                memory.push(memory_now(i));
+            }
             let (id, barge) = match step {
                 Step::Say(id) | Step::Parts(id, _, _) => (Some(*id), None),
                 Step::Interrupt(id, after) => (Some(*id), Some(Duration::from_millis(*after))),
@@ -358,10 +497,10 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             }
             match (id, step) {
                 (Some(id), _) => {
-                    let mut f = load_fixture(&fixtures, id, *voice, &texts)?;
+                    let mut f = load_fixture(&fixtures, id, voice, &texts)?;
                     let mut gap = None;
                     if let Step::Parts(_, pause, second) = step {
-                        let b = load_fixture(&fixtures, second, *voice, &texts)?;
+                        let b = load_fixture(&fixtures, second, voice, &texts)?;
                         let first_len = Duration::from_secs_f64(f.pcm.len() as f64 / 16000.0);
                         let pause = Duration::from_millis(*pause);
                         gap = Some((f.voiced_end, first_len + pause));
@@ -391,6 +530,8 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                         start,
                         end,
                         gap: gap.map(|(a, b)| (start + a, start + b)),
+                        interrupt: barge.is_some(),
+                        voiced: start + f.voiced_start,
                     });
                     since = end;
                 }
@@ -403,6 +544,8 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                         start: at,
                         end: at,
                         gap: None,
+                        interrupt: false,
+                        voiced: at,
                     });
                     since = at;
                 }
@@ -430,6 +573,35 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             }
         };
         rtp.add(&summary.rtp);
+        let window = Duration::from_millis(300);
+        for d in done.iter().filter(|d| d.interrupt) {
+            barge.intended += 1;
+            let hit = summary
+                .barge_ins
+                .iter()
+                .filter(|b| **b + Duration::from_millis(50) > d.start && **b < d.end + window)
+                .min();
+            match hit {
+                Some(b) => {
+                    barge.detected += 1;
+                    let after = b.saturating_duration_since(d.voiced);
+                    barge.latency_ms.push(ms(after));
+                    if after > window {
+                        barge.late_or_missed += 1;
+                    }
+                }
+                None => barge.late_or_missed += 1,
+            }
+        }
+        barge.false_barge_ins += summary
+            .barge_ins
+            .iter()
+            .filter(|b| {
+                !done.iter().any(|d| {
+                    d.interrupt && **b + Duration::from_millis(50) > d.start && **b < d.end + window
+                })
+            })
+            .count();
         if matches!(
             summary.outcome.as_deref(),
             Some("booked" | "moved" | "cancelled" | "transferred")
@@ -463,8 +635,8 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 .join(" ");
             let reply = record.and_then(|r| {
                 seen.iter()
-                    .find(|(p, _)| p.marker && p.at > r.handed_over)
-                    .map(|(p, _)| p.at)
+                    .find(|h| h.marker && h.at > r.handed_over)
+                    .map(|h| h.at)
             });
             let barge_in = summary
                 .barge_ins
@@ -494,7 +666,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             });
         }
         if !args.json {
-            for t in turns.iter().filter(|t| t.call == *name) {
+            for t in turns.iter().filter(|t| t.call == name) {
                 print_turn(t);
             }
             println!(
@@ -522,10 +694,24 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         .collect();
     let wer = spoken.iter().sum::<f64>() / spoken.len().max(1) as f64;
     let answered = turns.iter().filter(|t| t.transcript.is_some()).count();
+    let long = args.long.then(|| {
+        let totals: Vec<f64> = turns.iter().map(|t| t.latency_ms.total).collect();
+        let early = window(&totals[..totals.len().min(5)]);
+        let late = window(totals.get(25..30).unwrap_or(&[]));
+        LongCall {
+            turns: turns.len(),
+            p95_drift: late.p95 / early.p95 - 1.0,
+            turns_1_5: early,
+            turns_26_30: late,
+            memory: memory.clone(),
+        }
+    });
     let report = Report {
         codec: codec.asterisk_format().to_owned(),
         summary: Summary {
-            calls: CALLS.len(),
+            long,
+            barge_in: barge,
+            calls: plans.len(),
             turns: answered,
             expected_turns: turns.len(),
             wer: Some(wer),
@@ -551,6 +737,30 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             s.turns, s.expected_turns, completed, s.calls, wer, s.latency_ms.p50, s.latency_ms.p95,
             s.cut_offs.unwrap_or(0), s.late_ends.unwrap_or(0), args.endpointing
         );
+        let b = &s.barge_in;
+        let mut lat = b.latency_ms.clone();
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "barge-ins: {} intended, {} detected (max {:.0} ms after the caller's first word), {} late or missed; {} false (the agent stopped for its own echo or noise)",
+            b.intended,
+            b.detected,
+            lat.last().copied().unwrap_or(0.0),
+            b.late_or_missed,
+            b.false_barge_ins
+        );
+        if let Some(l) = &s.long {
+            println!(
+                "long call: {} turns; turns 1–5 p50 {:.0} ms, p95 {:.0} ms; turns 26–30 p50 {:.0} ms, p95 {:.0} ms; p95 drift {:+.1} %",
+                l.turns, l.turns_1_5.p50, l.turns_1_5.p95, l.turns_26_30.p50, l.turns_26_30.p95,
+                l.p95_drift * 100.0
+            );
+            for m in &l.memory {
+                println!(
+                    "memory after turn {}: RSS {:.1} MB, live heap {:.1} MB",
+                    m.turn, m.rss_mb, m.heap_mb
+                );
+            }
+        }
     }
     if answered == 0 {
         bail!("no turn was answered");

@@ -12,7 +12,9 @@
 //! from the caller's speech end as our jitter buffer played it to the
 //! first reply packet sent.
 
-use super::live::{heard, load_fixture, place, registered, speak, utterance_texts, wait_for_agent};
+use super::live::{
+    heard, load_fixture, place, registered, speak, utterance_texts, wait_for_agent, Heard,
+};
 use super::percentile;
 use aiagc::runtime::app::App;
 use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
@@ -20,7 +22,7 @@ use aiagc::runtime::speech::TurnRecord;
 use aiagc_ari::client::{AriClient, Originate};
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
-use aiagc_ari::sim::{RtpRecord, SimConfig, Simulator};
+use aiagc_ari::sim::{SimConfig, Simulator};
 use aiagc_engine::Codec;
 use aiagc_models::dialogue::scenario::Scenario;
 use anyhow::{bail, Context, Result};
@@ -224,7 +226,7 @@ async fn talk(
     )
     .await?;
     *placed = Some(id.clone());
-    let mut seen: Vec<(RtpRecord, bool)> = Vec::new();
+    let mut seen: Vec<Heard> = Vec::new();
     let mut since = Instant::now();
     let mut latencies = Vec::new();
     for utterance in ["book_01", "book_02"] {
@@ -239,7 +241,7 @@ async fn talk(
         let t = Instant::now();
         loop {
             heard(sim, &id, &mut ear, &mut seen);
-            if let Some((r, _)) = seen.iter().find(|(r, _)| r.marker && r.at > end) {
+            if let Some(r) = seen.iter().find(|h| h.marker && h.at > end) {
                 latencies.push(r.at.saturating_duration_since(end).as_secs_f64() * 1000.0);
                 break;
             }
@@ -253,7 +255,7 @@ async fn talk(
     heard(sim, &id, &mut ear, &mut seen);
     let gaps = seen
         .windows(2)
-        .map(|w| w[1].0.at.saturating_duration_since(w[0].0.at).as_secs_f64() * 1000.0)
+        .map(|w| w[1].at.saturating_duration_since(w[0].at).as_secs_f64() * 1000.0)
         .collect();
     Ok((latencies, gaps))
 }

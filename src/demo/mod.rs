@@ -51,6 +51,24 @@ pub struct DemoArgs {
     /// turn is answered by echoing the caller.
     #[arg(long)]
     engine_only: bool,
+    /// One long call instead: 33 caller turns (short and long answers, a
+    /// barge-in every fifth turn) through the practice scenario; reports
+    /// turn latency of turns 1–5 against 26–30 and memory at both points.
+    #[arg(long)]
+    long: bool,
+    /// The simulated line echoes the agent back after this many ms
+    /// (20–300 for a hybrid or speakerphone; off when not given).
+    #[arg(long)]
+    echo_delay_ms: Option<u64>,
+    /// Echo return loss of that line in dB.
+    #[arg(long, default_value_t = 12.0)]
+    echo_loss_db: f32,
+    /// Line noise added to the caller's stream, RMS in dBFS (e.g. -60).
+    #[arg(long, allow_negative_numbers = true)]
+    line_noise_dbfs: Option<f32>,
+    /// Turn our echo canceller off (to see what it prevents).
+    #[arg(long)]
+    no_echo_cancel: bool,
 }
 
 #[derive(Serialize)]
@@ -82,6 +100,12 @@ pub(crate) struct Turn {
 
 #[derive(Serialize)]
 pub(crate) struct Summary {
+    /// The long call's comparison (with `--long`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    long: Option<live::LongCall>,
+    /// Barge-ins: where the caller spoke into a reply on purpose, and
+    /// where the agent stopped although the caller did not.
+    barge_in: live::BargeIns,
     calls: usize,
     turns: usize,
     expected_turns: usize,
@@ -97,10 +121,10 @@ pub(crate) struct Summary {
     rtp: RtpSummary,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct Percentiles {
-    p50: f64,
-    p95: f64,
+    pub(crate) p50: f64,
+    pub(crate) p95: f64,
 }
 
 #[derive(Serialize, Default)]
@@ -349,6 +373,8 @@ fn run_engine(args: &DemoArgs) -> Result<()> {
     let report = Report {
         codec: codec.asterisk_format().to_owned(),
         summary: Summary {
+            long: None,
+            barge_in: live::BargeIns::default(),
             calls: scripts.len(),
             turns: turns.len(),
             expected_turns,

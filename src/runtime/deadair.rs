@@ -22,9 +22,10 @@ impl ReplyWatch {
         }
     }
 
-    /// The caller's turn `turn` ended at `now`: a reply is due.
-    pub fn handed_over(&mut self, turn: u64, now: Instant) {
-        self.armed = Some((turn, now + self.budget));
+    /// The caller's turn `turn` is over, and they have been silent since
+    /// `since`: a reply is due within the budget from then.
+    pub fn handed_over(&mut self, turn: u64, since: Instant) {
+        self.armed = Some((turn, since + self.budget));
     }
 
     /// Reply audio for `turn` arrived (or the turn was abandoned).

@@ -58,6 +58,8 @@ pub struct MediaConfig {
     /// Which RTP sources a call accepts (everything else is dropped and
     /// counted as a source violation).
     pub rtp_source: aiagc_engine::SourcePolicy,
+    /// Echo cancellation and gating of our own voice.
+    pub echo: aiagc_engine::EchoConfig,
     /// Play the filler when a reply has not started this long after the
     /// caller's turn ended (`None`: never).
     pub filler_after: Option<Duration>,
@@ -77,6 +79,7 @@ impl Default for MediaConfig {
             records_dir: None,
             record_audio: false,
             rtp_source: aiagc_engine::SourcePolicy::Strict,
+            echo: aiagc_engine::EchoConfig::default(),
             filler_after: Some(Duration::from_millis(1000)),
             filler_text: "Einen Moment bitte.".into(),
         }
@@ -223,6 +226,7 @@ impl MediaHost for EngineMedia {
         );
         config.peer = Some(peer);
         config.source_policy = self.config.rtp_source;
+        config.echo = self.config.echo;
         config.endpoint = self.config.endpoint;
         if !self.config.semantic_endpointing {
             config.endpoint.pause = None;
@@ -505,7 +509,7 @@ impl CallTask {
             self.on_event(event, call.media_time(), shared, t, now);
         }
         if let Some(pause) = t.hold.take() {
-            call.extend_turn(pause, self.extension());
+            call.extend_turn(pause, self.hold());
         }
     }
 
@@ -564,8 +568,11 @@ impl CallTask {
                 let turn = Self::next_turn(shared);
                 // The caller stopped speaking this much media time ago.
                 let silence = played.saturating_sub(u.end.elapsed);
-                t.speech_end = Some((turn, now.checked_sub(silence).unwrap_or(now)));
-                t.watch.handed_over(turn, now);
+                let fell_silent = now.checked_sub(silence).unwrap_or(now);
+                t.speech_end = Some((turn, fell_silent));
+                // The caller's silence counts from their last word, however
+                // long the turn was held open after it.
+                t.watch.handed_over(turn, fell_silent);
                 t.pending_action = None;
                 let by_hint = u.pause.is_some_and(|p| t.ended_by_hint.contains(&p));
                 let by_model = u.pause.is_some_and(|p| t.ended_by_model.contains(&p));
@@ -627,6 +634,16 @@ impl CallTask {
     }
 
     /// Extra silence beyond the hangover up to the ceiling.
+    /// How long beyond the hangover a pause waits for its words: the
+    /// extension, but never past the moment the filler is due.
+    fn hold(&self) -> Duration {
+        let extension = self.extension();
+        match self.config.filler_after {
+            Some(f) => extension.min(f.saturating_sub(self.config.endpoint.hangover)),
+            None => extension,
+        }
+    }
+
     fn extension(&self) -> Duration {
         self.config
             .turn_ceiling

@@ -60,6 +60,7 @@ pub(super) struct Stream {
     pub caller_id: String,
     pub bridge_id: String,
     pub impairment: Impairment,
+    pub echo: Option<super::EchoPath>,
     pub seed: u64,
     pub mouth: Arc<Mutex<Mouth>>,
 }
@@ -157,6 +158,7 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
     let mut buf = vec![0u8; 2048];
     let silence = vec![0i16; n];
     let mut live = vec![0i16; n];
+    let mut line = Line::new(s.echo, s.codec, s.seed);
     loop {
         let next_tick = start + Duration::from_millis(20 * frame);
         let mut wake = net.next_arrival().map_or(next_tick, |a| a.min(next_tick));
@@ -169,6 +171,7 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
                 if let Ok((len, from)) = r {
                     if let Ok(v) = aiagc_engine::packet::parse(&buf[..len]) {
                         let rec = RtpRecord { at: Instant::now(), from, sequence: v.sequence, timestamp: v.timestamp, marker: v.marker, payload_type: v.payload_type, ssrc: v.ssrc, payload: v.payload.to_vec() };
+                        line.heard(&rec.payload, rec.timestamp, rec.at.saturating_duration_since(start));
                         s.records.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
                     }
                 }
@@ -194,6 +197,7 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
                     } else {
                         &silence[..]
                     };
+                    let chunk = line.mix(chunk, frame * n as u64);
                     net.send(&sender.packet(chunk), at);
                     frame += 1;
                 }
@@ -202,5 +206,91 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
                 }
             }
         }
+    }
+}
+
+/// The line between the caller's mouth and the network: the agent's echo
+/// (decoded, delayed, attenuated) and line noise mixed into what the
+/// caller sends. The echo is placed by the agent's RTP timestamps, as the
+/// far end's own playout would: a fixed, linear path however the packets
+/// arrive.
+struct Line {
+    path: Option<super::EchoPath>,
+    codec: Codec,
+    decoder: Option<aiagc_engine::codec::Decoder>,
+    /// Echo samples waiting to be mixed, a ring indexed by the caller's
+    /// sample position.
+    ring: Vec<f32>,
+    /// Agent timestamp and caller sample position of the first packet.
+    anchor: Option<(u32, u64)>,
+    pcm: Vec<i16>,
+    mixed: Vec<i16>,
+    rng: rand::rngs::SmallRng,
+}
+
+impl Line {
+    fn new(path: Option<super::EchoPath>, codec: Codec, seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            decoder: path.and_then(|_| aiagc_engine::codec::Decoder::new(codec).ok()),
+            path,
+            codec,
+            ring: vec![0.0; 4 * codec.pcm_rate() as usize],
+            anchor: None,
+            pcm: vec![0; aiagc_engine::codec::MAX_DECODED_SAMPLES],
+            mixed: Vec::new(),
+            rng: rand::rngs::SmallRng::seed_from_u64(seed ^ 0xEC40),
+        }
+    }
+
+    /// An agent packet with `timestamp` arrived `since_start` after the
+    /// caller's stream began.
+    fn heard(&mut self, payload: &[u8], timestamp: u32, since_start: Duration) {
+        let (Some(path), Some(decoder)) = (self.path, self.decoder.as_mut()) else {
+            return;
+        };
+        let Ok(k) = decoder.decode(payload, &mut self.pcm) else {
+            return;
+        };
+        let rate = self.codec.pcm_rate() as f64;
+        let (ts0, pos0) = *self.anchor.get_or_insert_with(|| {
+            (
+                timestamp,
+                ((since_start + path.delay).as_secs_f64() * rate) as u64,
+            )
+        });
+        let offset = timestamp.wrapping_sub(ts0) as i32 / self.codec.ticks_per_sample() as i32;
+        let Some(pos) = pos0.checked_add_signed(offset as i64) else {
+            return;
+        };
+        let len = self.ring.len();
+        for (i, &x) in self.pcm[..k].iter().enumerate() {
+            self.ring[(pos as usize + i) % len] = x as f32;
+        }
+    }
+
+    /// The caller's frame starting at sample `position`, with the echo due
+    /// there and the line noise.
+    fn mix<'a>(&'a mut self, chunk: &'a [i16], position: u64) -> &'a [i16] {
+        use rand::Rng;
+        let Some(path) = self.path else {
+            return chunk;
+        };
+        let g = 10f32.powf(-path.attenuation_db / 20.0);
+        // Uniform noise of the given RMS (uniform on ±a has RMS a/√3).
+        let a = path
+            .noise_dbfs
+            .map_or(0.0, |db| 32768.0 * 10f32.powf(db / 20.0) * 3f32.sqrt());
+        let len = self.ring.len();
+        self.mixed.clear();
+        for (i, &s) in chunk.iter().enumerate() {
+            let slot = (position as usize + i) % len;
+            let mut x = s as f32 + g * std::mem::take(&mut self.ring[slot]);
+            if a > 0.0 {
+                x += self.rng.random_range(-a..=a);
+            }
+            self.mixed.push(x.clamp(-32768.0, 32767.0) as i16);
+        }
+        &self.mixed
     }
 }

@@ -52,6 +52,21 @@ pub struct SimConfig {
     /// runs, which then keep the last 512 events and forget a caller when
     /// it hangs up.
     pub retain_history: bool,
+    /// The agent's own audio fed back into the caller's stream, as a
+    /// telephone hybrid or a speakerphone would (off by default).
+    pub echo: Option<EchoPath>,
+}
+
+/// How the simulated line echoes the agent back to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EchoPath {
+    /// From the agent's packet arriving to its echo leaving with the
+    /// caller's audio (20–300 ms for a hybrid or speakerphone).
+    pub delay: Duration,
+    /// Echo return loss in dB (6–30).
+    pub attenuation_db: f32,
+    /// Line noise added to the caller's stream, RMS in dBFS.
+    pub noise_dbfs: Option<f32>,
 }
 
 impl Default for SimConfig {
@@ -65,6 +80,7 @@ impl Default for SimConfig {
             answer_delay: Duration::from_millis(200),
             dialplan: Default::default(),
             retain_history: true,
+            echo: None,
         }
     }
 }
@@ -143,6 +159,13 @@ impl Simulator {
     /// RTP packets received for the call of `caller_id` (through its bridge).
     pub fn received_for_caller(&self, caller_id: &str) -> Vec<RtpRecord> {
         self.inner.received_for_caller(caller_id)
+    }
+
+    /// Like [`Simulator::received_for_caller`], but hands the packets over:
+    /// the simulator forgets them, so a long call's observer neither copies
+    /// nor keeps the whole history.
+    pub fn take_received_for_caller(&self, caller_id: &str) -> Vec<RtpRecord> {
+        self.inner.take_received_for_caller(caller_id)
     }
 
     /// When the caller's RTP started (the first frame of its script is sent

@@ -445,6 +445,7 @@ impl Inner {
                 caller_id: caller.clone(),
                 bridge_id: bridge_id.to_owned(),
                 impairment: self.config.impairment,
+                echo: self.config.echo,
                 seed: self.random_u64(),
                 mouth: st.mouths.entry(caller.clone()).or_default().clone(),
             },
@@ -535,6 +536,19 @@ impl Inner {
             .filter(|c| c.bridge.as_deref() == Some(bridge.as_str()))
             .filter_map(|c| c.external.as_ref())
             .flat_map(|l| l.records.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+
+    pub fn take_received_for_caller(&self, caller: &str) -> Vec<RtpRecord> {
+        let st = self.lock();
+        let Some(bridge) = st.channels.get(caller).and_then(|c| c.bridge.clone()) else {
+            return Vec::new();
+        };
+        st.channels
+            .values()
+            .filter(|c| c.bridge.as_deref() == Some(bridge.as_str()))
+            .filter_map(|c| c.external.as_ref())
+            .flat_map(|l| std::mem::take(&mut *l.records.lock().unwrap_or_else(|p| p.into_inner())))
             .collect()
     }
 
