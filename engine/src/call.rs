@@ -548,7 +548,8 @@ impl Call {
         self.stats.frames_played += 1;
 
         let echo_pos = self.echo_position(at, position.rtp_timestamp);
-        let echo = self.echo.process(echo_pos, &mut self.frame_f32);
+        let concealed = self.conceal_run > 0;
+        let echo = self.echo.process(echo_pos, &mut self.frame_f32, concealed);
         if self
             .inbound
             .process_chunk(&self.frame_f32, &mut self.frame_16k)

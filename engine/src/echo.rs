@@ -206,8 +206,10 @@ impl EchoCanceller {
     /// Removes our echo from one inbound frame in place. `pos` is the
     /// reference position of the frame's first sample: the number of
     /// reference samples whose send slot had begun when the frame was
-    /// played out (the call computes it from its two clocks).
-    pub fn process(&mut self, pos: u64, frame: &mut [f32]) -> EchoVerdict {
+    /// played out (the call computes it from its two clocks). A
+    /// `concealed` frame (made up for a lost packet) is filtered but
+    /// neither learned from nor judged: it keeps the last verdict.
+    pub fn process(&mut self, pos: u64, frame: &mut [f32], concealed: bool) -> EchoVerdict {
         if !self.config.enabled || frame.len() != self.n {
             return EchoVerdict::Quiet;
         }
@@ -220,7 +222,7 @@ impl EchoCanceller {
             self.in_env[(first_block + k as u64) as usize & env_mask] = e;
         }
         self.in_blocks = first_block + (self.n / self.block) as u64;
-        let verdict = self.cancel(pos, frame);
+        let verdict = self.cancel(pos, frame, concealed);
         if self.frames.is_multiple_of(ESTIMATE_EVERY) {
             // The caller's voice in the window would mislead the envelope,
             // and a filter that cancels well has the path already.
@@ -234,8 +236,11 @@ impl EchoCanceller {
     }
 
     /// The filter and the gate for one frame.
-    fn cancel(&mut self, pos: u64, frame: &mut [f32]) -> EchoVerdict {
+    fn cancel(&mut self, pos: u64, frame: &mut [f32], concealed: bool) -> EchoVerdict {
         let Some(lag) = self.lag else {
+            if concealed {
+                return self.last_verdict();
+            }
             return self.verdict_without_filter(pos, frame);
         };
         // The reference the filter sees for this frame: sample i uses
@@ -254,7 +259,11 @@ impl EchoCanceller {
         // Where the caller may be talking, adapt slowly rather than not at
         // all: speech excites the path unevenly, and a frozen filter meets
         // each new sound of ours unprepared.
-        let mu = if self.near_end { MU / 8.0 } else { MU };
+        let mu = match (concealed, self.near_end) {
+            (true, _) => 0.0,
+            (false, true) => MU / 8.0,
+            (false, false) => MU,
+        };
         let mut power: f32 = scratch[..self.taps].iter().map(|x| x * x).sum();
         for i in 0..self.n {
             let x = &scratch[i..i + self.taps];
@@ -277,8 +286,11 @@ impl EchoCanceller {
             self.reset_filter();
         }
         // Loudest block against loudest block: the crest of speech cancels.
+        if concealed {
+            return self.last_verdict();
+        }
         let out_level = peak_block_db(frame, self.block);
-        let verdict = self.judge(ref_level, out_level, 0.1);
+        let verdict = self.judge(ref_level, out_level, MAX_GATE_LOSS_DB, (0.02, 0.1));
         // The caller does not talk over us for seconds on end (we stop at
         // a barge-in): a long run of near-end frames is a filter that lost
         // the path and is frozen. Start over, conservatively.
@@ -308,15 +320,32 @@ impl EchoCanceller {
         }
         // Without a filter the frames that carry echo sit near the path's
         // own loss: follow them down quickly, and up only once we have
-        // talked for longer than any echo takes to come back.
+        // talked for longer than any echo takes to come back. The estimate
+        // is then the path's own loss, trusted in full: on a line without
+        // echo it climbs high, and a caller well below our level gets
+        // through.
         self.active_frames += 1;
-        let settled = self.active_frames * self.n as u64 > (self.max_lag_blocks * self.block) as u64;
+        let settled =
+            self.active_frames * self.n as u64 > (self.max_lag_blocks * self.block) as u64;
         let before = self.loss_db;
-        let verdict = self.judge(ref_level, peak_block_db(frame, self.block), 0.3);
+        let verdict = self.judge(
+            ref_level,
+            peak_block_db(frame, self.block),
+            40.0,
+            (0.05, 0.3),
+        );
         if !settled {
             self.loss_db = self.loss_db.min(before);
         }
         verdict
+    }
+
+    fn last_verdict(&self) -> EchoVerdict {
+        if self.near_end {
+            EchoVerdict::NearEnd
+        } else {
+            EchoVerdict::Echo
+        }
     }
 
     fn reset_filter(&mut self) {
@@ -325,15 +354,23 @@ impl EchoCanceller {
         self.near_run = 0;
     }
 
-    fn judge(&mut self, ref_level: f32, out_level: f32, down: f32) -> EchoVerdict {
+    /// Gate and loss learning. `cap` bounds the learned loss the gate
+    /// counts on; `(up, down)` are the learning rates.
+    fn judge(
+        &mut self,
+        ref_level: f32,
+        out_level: f32,
+        cap: f32,
+        (up, down): (f32, f32),
+    ) -> EchoVerdict {
         let observed = ref_level - out_level;
-        self.near_end = observed < self.loss_db.min(MAX_GATE_LOSS_DB) - self.config.margin_db;
+        self.near_end = observed < self.loss_db.min(cap) - self.config.margin_db;
         self.near_since_estimate |= self.near_end;
         // Learn the loss from frames where we clearly talk and the caller
         // does not. Up slowly, down faster: the estimate sits in the lower
         // part of what echo frames show, so ordinary echo stays below it.
         if !self.near_end && ref_level > -45.0 {
-            let rate = if observed > self.loss_db { 0.02 } else { down };
+            let rate = if observed > self.loss_db { up } else { down };
             self.loss_db += rate * (observed - self.loss_db);
             self.loss_db = self.loss_db.clamp(self.config.min_loss_db, 40.0);
         }
@@ -405,6 +442,7 @@ impl EchoCanceller {
     }
 }
 
+#[cfg(test)]
 fn level_db(frame: &[f32]) -> f32 {
     let p = frame.iter().map(|x| x * x).sum::<f32>() / frame.len().max(1) as f32;
     10.0 * (p + 1e-10).log10()
@@ -479,7 +517,7 @@ mod tests {
                 })
                 .collect();
             let before = frame.iter().map(|x| x * x).sum::<f32>();
-            verdicts.push(ec.process((k * n) as u64, &mut frame));
+            verdicts.push(ec.process((k * n) as u64, &mut frame, false));
             let quiet_near = near[k * n..(k + 1) * n].iter().all(|x| *x == 0.0);
             if k >= frames.saturating_sub(50) && quiet_near {
                 e_in += before;
@@ -556,7 +594,7 @@ mod tests {
         let mut frame = vec![0.1f32; 160];
         for k in 0..100u64 {
             ec.push_reference(&[0; 160]);
-            assert_eq!(ec.process(k * 160, &mut frame), EchoVerdict::Quiet);
+            assert_eq!(ec.process(k * 160, &mut frame, false), EchoVerdict::Quiet);
         }
         assert!(frame.iter().all(|x| *x == 0.1));
         let mut off = EchoCanceller::new(
@@ -568,8 +606,8 @@ mod tests {
             160,
         );
         off.push_reference(&[9000; 160]);
-        assert_eq!(off.process(0, &mut frame), EchoVerdict::Quiet);
+        assert_eq!(off.process(0, &mut frame, false), EchoVerdict::Quiet);
         // A frame of the wrong size is left alone.
-        assert_eq!(ec.process(0, &mut [0.5; 10]), EchoVerdict::Quiet);
+        assert_eq!(ec.process(0, &mut [0.5; 10], false), EchoVerdict::Quiet);
     }
 }
