@@ -75,6 +75,8 @@ const ACTIVE_DB: f32 = -55.0;
 /// filter still lets an onset or a concealed packet through now and then,
 /// and a caller is rarely more than this far below our own level.
 const MAX_GATE_LOSS_DB: f32 = 18.0;
+/// Envelope correlation under which a line is taken to have no echo.
+const NO_ECHO_CORRELATION: f32 = 0.3;
 /// NLMS step size.
 const MU: f32 = 0.4;
 /// NLMS regularisation per tap (about -50 dBFS).
@@ -109,6 +111,8 @@ pub struct EchoCanceller {
     near_since_estimate: bool,
     /// Frames judged without a filter while we talked.
     active_frames: u64,
+    /// Delay estimates in a row that found no echo at all.
+    no_echo_seen: u32,
     last_active_block: u64,
     max_lag_blocks: usize,
 }
@@ -143,6 +147,7 @@ impl EchoCanceller {
             near_run: 0,
             near_since_estimate: false,
             active_frames: 0,
+            no_echo_seen: 0,
             last_active_block: 0,
             max_lag_blocks,
         }
@@ -328,10 +333,18 @@ impl EchoCanceller {
         let settled =
             self.active_frames * self.n as u64 > (self.max_lag_blocks * self.block) as u64;
         let before = self.loss_db;
+        // Trust a high loss only once the envelopes showed no echo at all
+        // (twice, over a second of our talk each); until then the caller
+        // must be louder than the loudest of what we said lately.
+        let cap = if self.no_echo_seen >= 2 {
+            40.0
+        } else {
+            self.config.min_loss_db
+        };
         let verdict = self.judge(
             ref_level,
             peak_block_db(frame, self.block),
-            40.0,
+            cap,
             (0.05, 0.3),
         );
         if !settled {
@@ -429,9 +442,13 @@ impl EchoCanceller {
         let current = self
             .lag
             .and_then(|l| self.envelope_correlation(((l + self.lead) / self.block) as i64));
+        if self.lag.is_none() && best.0 < NO_ECHO_CORRELATION {
+            self.no_echo_seen += 1;
+        }
         if best.0 < 0.5 || self.lag.is_some() && best.0 < current.unwrap_or(0.0) + 0.1 {
             return;
         }
+        self.no_echo_seen = 0;
         // The filter's newest tap sits `LEAD_MS` before the lag, so an
         // envelope error of two blocks either way stays inside it.
         let lag = (best.1 as usize * self.block).saturating_sub(self.lead);
