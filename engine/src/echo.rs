@@ -173,7 +173,7 @@ impl EchoCanceller {
         for &s in frame {
             self.reference[self.written as usize & mask] = s as f32 / 32768.0;
             self.written += 1;
-            if self.written % self.block as u64 == 0 {
+            if self.written.is_multiple_of(self.block as u64) {
                 let b = self.written / self.block as u64 - 1;
                 let start = self.written - self.block as u64;
                 let e = ((start..self.written)

@@ -56,16 +56,15 @@ struct Trial {
     barge_in_after: Option<Duration>,
 }
 
-/// One reply of the agent, echoed; with `caller`, the caller speaks
-/// `audio` (codec rate) starting `at` after the reply began.
+/// One reply of the agent, echoed by a line of (delay ms, loss dB, noise
+/// dBFS); with `caller`, the caller speaks `audio` (codec rate) starting
+/// `at` after the reply began, and with `prior` said something before it.
 fn trial(
     codec: Codec,
     reply: &[f32],
     caller: Option<(&[i16], Duration)>,
     prior: Option<&[i16]>,
-    delay_ms: u64,
-    loss_db: f32,
-    noise_dbfs: f32,
+    (delay_ms, loss_db, noise_dbfs): (u64, f32, f32),
     seed: u64,
 ) -> Trial {
     let rate = codec.pcm_rate();
@@ -250,9 +249,7 @@ fn our_own_echo_never_barges_in() {
             &reply(k),
             None,
             Some(&prior),
-            delay,
-            loss,
-            noise,
+            (delay, loss, noise),
             k as u64 + 1,
         );
         if t.false_starts > 0 {
@@ -298,9 +295,7 @@ fn a_caller_over_the_echo_barges_in_within_300_ms() {
             &reply(k),
             Some((&audio, start)),
             (k % 3 == 0).then_some(&prior[..]),
-            delay,
-            loss,
-            noise,
+            (delay, loss, noise),
             k as u64 + 100,
         );
         match t.barge_in_after {
@@ -340,9 +335,7 @@ fn a_line_without_echo_barges_in_as_quickly() {
             &reply(k),
             Some((&audio, start)),
             (k % 2 == 0).then_some(&prior[..]),
-            100,
-            200.0,
-            -65.0,
+            (100, 200.0, -65.0),
             k as u64 + 500,
         );
         match t.barge_in_after {

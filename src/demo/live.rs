@@ -142,12 +142,88 @@ pub(crate) struct Memory {
 /// The long call: early against late turns.
 #[derive(Debug, Serialize)]
 pub(crate) struct LongCall {
+    /// Caller turns per call.
     pub(crate) turns: usize,
+    /// Long calls run one after the other.
+    pub(crate) calls: usize,
     pub(crate) turns_1_5: super::Percentiles,
     pub(crate) turns_26_30: super::Percentiles,
     /// p95 of turns 26–30 over p95 of turns 1–5, minus one.
     pub(crate) p95_drift: f64,
     pub(crate) memory: Vec<Memory>,
+}
+
+/// Loudness of each reply as the caller heard it.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct ReplyLevels {
+    pub(crate) replies: usize,
+    pub(crate) lufs_min: f64,
+    pub(crate) lufs_max: f64,
+    /// Loudest sample, dBFS.
+    pub(crate) peak_dbfs: f64,
+}
+
+impl ReplyLevels {
+    fn of(levels: &[(f64, f64)]) -> Self {
+        Self {
+            replies: levels.len(),
+            lufs_min: levels.iter().map(|l| l.0).fold(f64::INFINITY, f64::min),
+            lufs_max: levels.iter().map(|l| l.0).fold(f64::NEG_INFINITY, f64::max),
+            peak_dbfs: levels.iter().map(|l| l.1).fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// (LUFS, peak dBFS) of each reply in a recording of what the caller
+/// heard: stretches of sound split at 400 ms of silence, at least 500 ms
+/// long (a fade-out cut short by a barge-in is left out).
+fn reply_levels(path: &Path) -> Vec<(f64, f64)> {
+    let Ok(mut reader) = hound::WavReader::open(path) else {
+        return Vec::new();
+    };
+    let rate = reader.spec().sample_rate;
+    let pcm: Vec<f32> = reader
+        .samples::<i16>()
+        .filter_map(Result::ok)
+        .map(|s| s as f32 / 32768.0)
+        .collect();
+    let frame = rate as usize / 50;
+    let loud: Vec<bool> = pcm
+        .chunks(frame)
+        .map(|c| c.iter().any(|s| s.abs() > 0.01))
+        .collect();
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut quiet = 0;
+    for (i, &l) in loud
+        .iter()
+        .chain(std::iter::repeat_n(&false, 20))
+        .enumerate()
+    {
+        match (l, start) {
+            (true, None) => {
+                start = Some(i);
+                quiet = 0;
+            }
+            (true, Some(_)) => quiet = 0,
+            (false, Some(s)) => {
+                quiet += 1;
+                if quiet == 20 {
+                    let end = (i + 1 - quiet).min(loud.len());
+                    if end - s >= 25 {
+                        let seg = &pcm[s * frame..(end * frame).min(pcm.len())];
+                        let peak = seg.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                        if let Some(l) = aiagc_models::level::loudness(seg, rate) {
+                            out.push((l, 20.0 * (peak.max(1e-6) as f64).log10()));
+                        }
+                    }
+                    start = None;
+                }
+            }
+            (false, None) => {}
+        }
+    }
+    out
 }
 
 fn memory_now(turn: usize) -> Memory {
@@ -435,6 +511,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         PortRange::new("127.0.0.1".parse()?, 32000..=32999),
         MediaConfig {
             records_dir: Some(records_dir.clone()),
+            record_audio: true,
             semantic_endpointing: args.endpointing != "fixed",
             turn_model: args.endpointing == "model",
             echo: aiagc_engine::EchoConfig {
@@ -451,8 +528,14 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         dialogues,
         Some(summaries_tx),
     )?;
+    let names: Vec<String> = (1..=args.repeat.max(1))
+        .map(|i| format!("long-call-{i}"))
+        .collect();
     let plans: Vec<(&str, usize, &[Step], &str)> = if args.long {
-        vec![("long-call", 2, LONG, "booked")]
+        names
+            .iter()
+            .map(|n| (n.as_str(), 2, LONG, "booked"))
+            .collect()
     } else {
         CALLS.to_vec()
     };
@@ -473,6 +556,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let mut rtp = RtpSummary::default();
     let mut memory = Vec::new();
     let mut barge = BargeIns::default();
+    let mut levels = Vec::new();
     for &(name, voice, plan, goal) in &plans {
         let (caller, mut ear) = place(&sim, codec, "+4930123456", Duration::from_secs(5)).await?;
         let mut seen = Vec::new();
@@ -481,7 +565,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         for (i, step) in plan.iter().enumerate() {
             if args.long && (i == 5 || i == 30) {
                 // The agent has answered turn `i`.
-                memory.push(memory_now(i));
+                memory.push((name.to_owned(), memory_now(i)));
             }
             let (id, barge) = match step {
                 Step::Say(id) | Step::Parts(id, _, _) => (Some(*id), None),
@@ -573,6 +657,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             }
         };
         rtp.add(&summary.rtp);
+        levels.extend(reply_levels(&records_dir.join(format!("{caller}.out.wav"))));
         let window = Duration::from_millis(300);
         for d in done.iter().filter(|d| d.interrupt) {
             barge.intended += 1;
@@ -593,12 +678,17 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 None => barge.late_or_missed += 1,
             }
         }
+        // False: the agent stopped while the caller said nothing (a
+        // caller who spoke into a reply that went on after a pause did
+        // barge in, if unplanned).
         barge.false_barge_ins += summary
             .barge_ins
             .iter()
             .filter(|b| {
                 !done.iter().any(|d| {
-                    d.interrupt && **b + Duration::from_millis(50) > d.start && **b < d.end + window
+                    d.dtmf.is_none()
+                        && **b + Duration::from_millis(50) > d.start
+                        && **b < d.end + window
                 })
             })
             .count();
@@ -695,15 +785,26 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let wer = spoken.iter().sum::<f64>() / spoken.len().max(1) as f64;
     let answered = turns.iter().filter(|t| t.transcript.is_some()).count();
     let long = args.long.then(|| {
-        let totals: Vec<f64> = turns.iter().map(|t| t.latency_ms.total).collect();
-        let early = window(&totals[..totals.len().min(5)]);
-        let late = window(totals.get(25..30).unwrap_or(&[]));
+        // Turns 1–5 and 26–30 of each long call, pooled.
+        let (mut first, mut last) = (Vec::new(), Vec::new());
+        for (name, ..) in &plans {
+            let totals: Vec<f64> = turns
+                .iter()
+                .filter(|t| t.call == *name)
+                .map(|t| t.latency_ms.total)
+                .collect();
+            first.extend_from_slice(&totals[..totals.len().min(5)]);
+            last.extend_from_slice(totals.get(25..30).unwrap_or(&[]));
+        }
+        let early = window(&first);
+        let late = window(&last);
         LongCall {
-            turns: turns.len(),
+            turns: turns.len() / plans.len().max(1),
+            calls: plans.len(),
             p95_drift: late.p95 / early.p95 - 1.0,
             turns_1_5: early,
             turns_26_30: late,
-            memory: memory.clone(),
+            memory: memory.iter().map(|(_, m)| *m).collect(),
         }
     });
     let report = Report {
@@ -711,6 +812,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         summary: Summary {
             long,
             barge_in: barge,
+            reply_levels: ReplyLevels::of(&levels),
             calls: plans.len(),
             turns: answered,
             expected_turns: turns.len(),
@@ -747,6 +849,11 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             lat.last().copied().unwrap_or(0.0),
             b.late_or_missed,
             b.false_barge_ins
+        );
+        let r = &s.reply_levels;
+        println!(
+            "replies as heard: {} between {:.1} and {:.1} LUFS (target {:.0}), loudest sample {:.1} dBFS",
+            r.replies, r.lufs_min, r.lufs_max, aiagc_models::level::TARGET_LUFS, r.peak_dbfs
         );
         if let Some(l) = &s.long {
             println!(

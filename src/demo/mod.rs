@@ -56,6 +56,10 @@ pub struct DemoArgs {
     /// turn latency of turns 1–5 against 26–30 and memory at both points.
     #[arg(long)]
     long: bool,
+    /// With `--long`: this many long calls one after the other, their
+    /// turns 1–5 and 26–30 pooled.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// The simulated line echoes the agent back after this many ms
     /// (20–300 for a hybrid or speakerphone; off when not given).
     #[arg(long)]
@@ -106,6 +110,8 @@ pub(crate) struct Summary {
     /// Barge-ins: where the caller spoke into a reply on purpose, and
     /// where the agent stopped although the caller did not.
     barge_in: live::BargeIns,
+    /// Loudness of the replies as the caller heard them.
+    reply_levels: live::ReplyLevels,
     calls: usize,
     turns: usize,
     expected_turns: usize,
@@ -375,6 +381,7 @@ fn run_engine(args: &DemoArgs) -> Result<()> {
         summary: Summary {
             long: None,
             barge_in: live::BargeIns::default(),
+            reply_levels: live::ReplyLevels::default(),
             calls: scripts.len(),
             turns: turns.len(),
             expected_turns,
