@@ -6,9 +6,11 @@
 //! The call knows exactly what it sent and when, so the echo is removed
 //! against that reference in three steps:
 //!
-//! 1. **Bulk delay**: the envelope (4 ms block energies) of what arrives is
+//! 1. **Bulk delay**: the envelope (4 ms block RMS) of what arrives is
 //!    correlated with the envelope of what was sent over the last second;
-//!    the best lag is taken when the correlation is clear.
+//!    the best lag is taken when the correlation is clear. Inbound frames
+//!    are placed by their RTP timestamps, so our jitter buffer growing or
+//!    shrinking does not move the echo.
 //! 2. **Cancellation**: an NLMS filter (24 ms of taps around that lag, so
 //!    coarse misalignment and the hybrid's dispersion are absorbed) predicts
 //!    the echo and subtracts it. It adapts at an eighth of its step while
@@ -17,11 +19,15 @@
 //! 3. **Gate**: while the reference is active, a frame counts as the caller
 //!    only when what is left after cancellation stands clearly above the
 //!    echo expected from the loudest recent reference and the echo loss
-//!    learned so far. Before the filter has converged the learned loss is
-//!    the conservative minimum, so the gate never opens on echo alone.
+//!    learned so far (peak block against peak block). The loss restarts at
+//!    the conservative minimum whenever the filter does, and a high loss
+//!    without a filter is trusted only once the envelopes showed no echo,
+//!    so the gate does not open on echo alone, while a line without echo
+//!    soon lets a caller quieter than us barge in.
 //!
-//! Everything is allocated up front; a frame costs nothing while nothing
-//! was sent for the length of the echo window.
+//! Everything is allocated up front; the filter costs nothing while
+//! nothing was sent for the length of the echo window. Levels and delays
+//! were tuned on the trials in `engine/tests/echo.rs`.
 
 /// Echo handling settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -290,10 +296,10 @@ impl EchoCanceller {
         if self.weights.iter().any(|w| !w.is_finite()) {
             self.reset_filter();
         }
-        // Loudest block against loudest block: the crest of speech cancels.
         if concealed {
             return self.last_verdict();
         }
+        // Loudest block against loudest block: the crest of speech cancels.
         let out_level = peak_block_db(frame, self.block);
         let verdict = self.judge(ref_level, out_level, MAX_GATE_LOSS_DB, (0.02, 0.1));
         // The caller does not talk over us for seconds on end (we stop at

@@ -235,7 +235,12 @@ impl Line {
             decoder: path.and_then(|_| aiagc_engine::codec::Decoder::new(codec).ok()),
             path,
             codec,
-            ring: vec![0.0; 4 * codec.pcm_rate() as usize],
+            // Only a line that echoes holds sound.
+            ring: if path.is_some() {
+                vec![0.0; 4 * codec.pcm_rate() as usize]
+            } else {
+                Vec::new()
+            },
             anchor: None,
             pcm: vec![0; aiagc_engine::codec::MAX_DECODED_SAMPLES],
             mixed: Vec::new(),
