@@ -9,18 +9,23 @@ fn aiagc(args: &[&str]) -> std::process::Output {
         .expect("aiagc runs")
 }
 
+/// Runs aiagc, which must succeed and print one JSON object.
+fn aiagc_json(args: &[&str]) -> serde_json::Value {
+    let out = aiagc(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
 /// `aiagc demo --engine-only --json` finds every scripted utterance for each codec,
 /// and every turn gets a reply whose latency the far end measured.
 #[test]
 fn engine_only_demo_json_reports_every_turn() {
     for codec in ["slin16", "ulaw", "opus"] {
-        let out = aiagc(&["demo", "--engine-only", "--json", "--codec", codec]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        let v = aiagc_json(&["demo", "--engine-only", "--json", "--codec", codec]);
         let summary = &v["summary"];
         assert_eq!(summary["turns"], summary["expected_turns"], "{codec}");
         assert!(summary["turns"].as_u64().unwrap() >= 6);
@@ -93,13 +98,7 @@ fn say_then_transcribe_round_trip() {
 /// answered, a barge-in and a key press, latency measured.
 #[test]
 fn live_demo_json_contract() {
-    let out = aiagc(&["demo", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = aiagc_json(&["demo", "--json"]);
     let turns = v["turns"].as_array().unwrap();
     assert_eq!(turns.len(), 12, "4 calls, 12 caller turns");
     for t in turns {
@@ -150,13 +149,7 @@ fn live_demo_json_contract() {
 /// word error rate rises (0.48 measured against 0.30 clean).
 #[test]
 fn live_demo_holds_under_loss_and_jitter() {
-    let out = aiagc(&["demo", "--json", "--loss", "0.2", "--jitter-ms", "60"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = aiagc_json(&["demo", "--json", "--loss", "0.2", "--jitter-ms", "60"]);
     let s = &v["summary"];
     // Every turn a caller took is answered (a misheard answer can finish
     // a task a turn early).
@@ -174,13 +167,7 @@ fn live_demo_holds_under_loss_and_jitter() {
 /// contract object, every call completed, nothing left behind.
 #[test]
 fn loadtest_json_contract_and_no_leaks() {
-    let out = aiagc(&["loadtest", "--calls", "2", "--concurrency", "2", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = aiagc_json(&["loadtest", "--calls", "2", "--concurrency", "2", "--json"]);
     assert_eq!(v["calls"], 2);
     assert_eq!(v["completed"], 2);
     assert_eq!(v["failed"], 0);
@@ -208,7 +195,7 @@ fn loadtest_json_contract_and_no_leaks() {
 /// 26–30 is in BENCHMARKS.md, from release runs (timing is not asserted).
 #[test]
 fn live_demo_long_call_over_an_echoing_line() {
-    let out = aiagc(&[
+    let v = aiagc_json(&[
         "demo",
         "--long",
         "--json",
@@ -218,12 +205,6 @@ fn live_demo_long_call_over_an_echoing_line() {
         "12",
         "--line-noise-dbfs=-60",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let s = &v["summary"];
     assert_eq!(s["turns"], s["expected_turns"], "every turn answered: {s}");
     assert!(s["turns"].as_u64().unwrap() >= 3, "{s}");

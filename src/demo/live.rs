@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the caller does next.
+#[derive(Clone, Copy)]
 enum Step {
     /// Say a fixture after the agent's reply has ended.
     Say(&'static str),
@@ -78,41 +79,21 @@ const CALLS: &[(&str, usize, &[Step], &str)] = &[
 /// booking states (a date with a hesitation, a "no" spoken into the
 /// confirmation, the opening hours, a date split by a pause, a short
 /// "no"), then a date and "yes": 33 caller turns, one barge-in in five.
-const LONG: &[Step] = &[
-    Step::Say("book_01"),
-    Step::Say("pause_01"),
-    Step::Interrupt("no_03", 1500),
-    Step::Say("hours_01"),
-    Step::Parts("part_01", 700, "part_02"),
-    Step::Say("no_01"),
-    Step::Say("pause_01"),
-    Step::Interrupt("no_03", 1500),
-    Step::Say("hours_01"),
-    Step::Parts("part_01", 700, "part_02"),
-    Step::Say("no_01"),
-    Step::Say("pause_01"),
-    Step::Interrupt("no_03", 1500),
-    Step::Say("hours_01"),
-    Step::Parts("part_01", 700, "part_02"),
-    Step::Say("no_01"),
-    Step::Say("pause_01"),
-    Step::Interrupt("no_03", 1500),
-    Step::Say("hours_01"),
-    Step::Parts("part_01", 700, "part_02"),
-    Step::Say("no_01"),
-    Step::Say("pause_01"),
-    Step::Interrupt("no_03", 1500),
-    Step::Say("hours_01"),
-    Step::Parts("part_01", 700, "part_02"),
-    Step::Say("no_01"),
-    Step::Say("pause_01"),
-    Step::Interrupt("no_03", 1500),
-    Step::Say("hours_01"),
-    Step::Parts("part_01", 700, "part_02"),
-    Step::Say("no_01"),
-    Step::Say("pause_01"),
-    Step::Say("yes_03"),
-];
+fn long_plan() -> Vec<Step> {
+    let round = [
+        Step::Say("pause_01"),
+        Step::Interrupt("no_03", 1500),
+        Step::Say("hours_01"),
+        Step::Parts("part_01", 700, "part_02"),
+        Step::Say("no_01"),
+    ];
+    let mut plan = vec![Step::Say("book_01")];
+    for _ in 0..6 {
+        plan.extend(round);
+    }
+    plan.extend([Step::Say("pause_01"), Step::Say("yes_03")]);
+    plan
+}
 
 /// Barge-ins over the demo's calls.
 #[derive(Debug, Default, Serialize)]
@@ -528,13 +509,14 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         dialogues,
         Some(summaries_tx),
     )?;
+    let long = long_plan();
     let names: Vec<String> = (1..=args.repeat.max(1))
         .map(|i| format!("long-call-{i}"))
         .collect();
     let plans: Vec<(&str, usize, &[Step], &str)> = if args.long {
         names
             .iter()
-            .map(|n| (n.as_str(), 2, LONG, "booked"))
+            .map(|n| (n.as_str(), 2, &long[..], "booked"))
             .collect()
     } else {
         CALLS.to_vec()

@@ -527,19 +527,20 @@ impl Inner {
     }
 
     pub fn received_for_caller(&self, caller: &str) -> Vec<RtpRecord> {
-        let st = self.lock();
-        let Some(bridge) = st.channels.get(caller).and_then(|c| c.bridge.clone()) else {
-            return Vec::new();
-        };
-        st.channels
-            .values()
-            .filter(|c| c.bridge.as_deref() == Some(bridge.as_str()))
-            .filter_map(|c| c.external.as_ref())
-            .flat_map(|l| l.records.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            .collect()
+        self.caller_records(caller, |r| r.clone())
     }
 
     pub fn take_received_for_caller(&self, caller: &str) -> Vec<RtpRecord> {
+        self.caller_records(caller, std::mem::take)
+    }
+
+    /// The RTP records of the externalMedia legs in the caller's bridge,
+    /// through `get` (a copy, or taking them).
+    fn caller_records(
+        &self,
+        caller: &str,
+        get: impl Fn(&mut Vec<RtpRecord>) -> Vec<RtpRecord>,
+    ) -> Vec<RtpRecord> {
         let st = self.lock();
         let Some(bridge) = st.channels.get(caller).and_then(|c| c.bridge.clone()) else {
             return Vec::new();
@@ -548,7 +549,7 @@ impl Inner {
             .values()
             .filter(|c| c.bridge.as_deref() == Some(bridge.as_str()))
             .filter_map(|c| c.external.as_ref())
-            .flat_map(|l| std::mem::take(&mut *l.records.lock().unwrap_or_else(|p| p.into_inner())))
+            .flat_map(|l| get(&mut l.records.lock().unwrap_or_else(|p| p.into_inner())))
             .collect()
     }
 
