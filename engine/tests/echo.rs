@@ -200,6 +200,15 @@ fn fixture_at(name: &str, codec: Codec) -> Vec<i16> {
     read_wav(&fixtures().join("de").join(file)).1
 }
 
+/// Trials alternate between narrowband µ-law and wideband slin16.
+fn codec_of(trial: usize) -> Codec {
+    if trial.is_multiple_of(2) {
+        Codec::Ulaw
+    } else {
+        Codec::Slin16
+    }
+}
+
 fn trials() -> usize {
     std::env::var("AIAGC_ECHO_TRIALS")
         .ok()
@@ -237,11 +246,7 @@ fn our_own_echo_never_barges_in() {
     let mut false_starts = Vec::new();
     let n = trials();
     for k in 0..n {
-        let codec = if k % 2 == 0 {
-            Codec::Ulaw
-        } else {
-            Codec::Slin16
-        };
+        let codec = codec_of(k);
         let (delay, loss, noise) = line_of(&mut rng);
         let prior = fixture_at("hours_01_v1_r150_16k.wav", codec);
         let t = trial(
@@ -280,11 +285,7 @@ fn a_caller_over_the_echo_barges_in_within_300_ms() {
     let mut times = Vec::new();
     let n = trials();
     for k in 0..n {
-        let codec = if k % 2 == 0 {
-            Codec::Ulaw
-        } else {
-            Codec::Slin16
-        };
+        let codec = codec_of(k);
         let (delay, loss, noise) = line_of(&mut rng);
         let voice = format!("{}_v{}_r150_16k.wav", callers[k % callers.len()], 1 + k % 2);
         let audio = fixture_at(&voice, codec);
@@ -322,11 +323,7 @@ fn a_line_without_echo_barges_in_as_quickly() {
     let mut times = Vec::new();
     let n = trials() / 2;
     for k in 0..n {
-        let codec = if k % 2 == 0 {
-            Codec::Ulaw
-        } else {
-            Codec::Slin16
-        };
+        let codec = codec_of(k);
         let audio = fixture_at(&format!("move_01_v{}_r150_16k.wav", 1 + k % 2), codec);
         let prior = fixture_at("hours_01_v1_r150_16k.wav", codec);
         let start = Duration::from_millis(800 + 97 * k as u64 % 2000);

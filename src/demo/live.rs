@@ -546,7 +546,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         let mut done: Vec<Done> = Vec::new();
         for (i, step) in plan.iter().enumerate() {
             if args.long && (i == 5 || i == 30) {
-                // The agent has answered turn `i`.
+                // Turn `i` has been spoken and its reply is under way.
                 memory.push((name.to_owned(), memory_now(i)));
             }
             let (id, barge) = match step {
