@@ -297,6 +297,7 @@ fn transcribe(
         threads,
         initial_prompt: prompt,
         fit_audio_ctx: !full_window,
+        ..SttConfig::default()
     };
     let t = worker.transcribe(&audio, &config)?;
     println!("{}", t.text);

@@ -8,6 +8,7 @@
 pub mod audio;
 pub mod convert;
 pub mod dialogue;
+pub mod grammar;
 pub mod http;
 pub mod level;
 pub mod manifest;

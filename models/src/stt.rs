@@ -7,8 +7,10 @@
 //! utterance (`audio_ctx`): whisper otherwise encodes a full 30 s window,
 //! which is most of its CPU time for a short telephone answer.
 
+use crate::grammar::{Cursor, Grammar, TokenIndex};
+use std::ffi::{c_int, c_void};
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
@@ -44,7 +46,17 @@ pub struct SttConfig {
     pub initial_prompt: Option<String>,
     /// Size the encoder context to the audio instead of 30 s.
     pub fit_audio_ctx: bool,
+    /// The answers expected now: decoding is held to this grammar while
+    /// the model agrees (see [`GRAMMAR_BUDGET_NATS`]).
+    pub grammar: Option<Arc<Grammar>>,
 }
+
+/// How much probability (in nats, summed over the decoded tokens) the
+/// model may give to words outside the grammar before the constrained
+/// decode is abandoned and the audio decoded freely: 4.6 nats is a 1 % joint
+/// chance that the caller said something the grammar allows. Chosen by
+/// `aiagc eval` on the labelled fixtures (BENCHMARKS.md).
+pub const GRAMMAR_BUDGET_NATS: f32 = 4.6;
 
 impl Default for SttConfig {
     fn default() -> Self {
@@ -53,8 +65,29 @@ impl Default for SttConfig {
             threads: 2,
             initial_prompt: None,
             fit_audio_ctx: true,
+            grammar: None,
         }
     }
+}
+
+/// What the grammar did in one decode.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Constrained {
+    /// No grammar was given (or the backend cannot use one).
+    #[default]
+    No,
+    /// The text was decoded inside the grammar; `cost` is the probability
+    /// mass (nats) the model put outside it.
+    Held {
+        /// Nats lost to the grammar.
+        cost: f32,
+    },
+    /// The model insisted on words outside the grammar: decoded again
+    /// without it.
+    FellBack {
+        /// Nats lost when the grammar was given up.
+        cost: f32,
+    },
 }
 
 /// A transcription and what it cost.
@@ -68,6 +101,8 @@ pub struct Transcript {
     pub audio: Duration,
     /// Encoder context used (1500 = full window).
     pub audio_ctx: i32,
+    /// Whether a grammar held the decode.
+    pub constrained: Constrained,
 }
 
 impl Transcript {
@@ -181,6 +216,10 @@ static LOG_HOOKS: Once = Once::new();
 /// A loaded whisper model, shared by the workers.
 pub struct WhisperModel {
     ctx: WhisperContext,
+    /// The text tokens, for grammar-constrained decoding.
+    tokens: Arc<TokenIndex>,
+    eot: i32,
+    n_vocab: i32,
 }
 
 impl WhisperModel {
@@ -202,7 +241,17 @@ impl WhisperModel {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        Ok(Self { ctx })
+        let eot = ctx.token_eot();
+        let n_vocab = ctx.n_vocab();
+        let tokens = (0..eot)
+            .map(|id| ctx.token_to_bytes(id).map(<[u8]>::to_vec).unwrap_or_default())
+            .collect();
+        Ok(Self {
+            ctx,
+            tokens: Arc::new(TokenIndex::new(tokens)),
+            eot,
+            n_vocab,
+        })
     }
 
     /// A worker with its own decoding state.
@@ -211,21 +260,181 @@ impl WhisperModel {
             .ctx
             .create_state()
             .map_err(|e| SttError::Inference(e.to_string()))?;
-        Ok(SttWorker { state })
+        Ok(SttWorker {
+            state,
+            tokens: self.tokens.clone(),
+            eot: self.eot,
+            n_vocab: self.n_vocab,
+        })
     }
 }
 
 /// One inference worker's whisper state.
 pub struct SttWorker {
     state: WhisperState,
+    tokens: Arc<TokenIndex>,
+    eot: i32,
+    n_vocab: i32,
+}
+
+/// The logits filter's view of one constrained decode.
+struct Constraint<'a> {
+    grammar: &'a Grammar,
+    tokens: &'a TokenIndex,
+    eot: i32,
+    n_vocab: usize,
+    budget: f32,
+    /// Nats the model put outside the grammar so far.
+    cost: f32,
+    abandoned: bool,
+    allowed: Vec<bool>,
+    listed: Vec<u32>,
+}
+
+impl Constraint<'_> {
+    /// Where the tokens decoded so far leave the grammar (`None`: outside).
+    fn cursor(&self, ids: &[i32]) -> Option<Cursor> {
+        let mut at = self.grammar.start();
+        for &id in ids {
+            if id < 0 || id >= self.eot {
+                continue;
+            }
+            at = self.grammar.feed(at, self.tokens.bytes(id as u32)?)?;
+        }
+        Some(at)
+    }
+
+    /// Leaves only the tokens the grammar allows after `ids`, counting
+    /// what that costs; gives up past the budget.
+    fn filter(&mut self, ids: &[i32], logits: &mut [f32]) {
+        if self.abandoned {
+            return;
+        }
+        let Some(at) = self.cursor(ids) else {
+            self.abandoned = true;
+            return;
+        };
+        for &t in &self.listed {
+            self.allowed[t as usize] = false;
+        }
+        self.listed.clear();
+        let (allowed, listed) = (&mut self.allowed, &mut self.listed);
+        self.tokens.allowed(self.grammar, at, &mut |t| {
+            if let Some(slot) = allowed.get_mut(t as usize) {
+                if !*slot {
+                    *slot = true;
+                    listed.push(t);
+                }
+            }
+        });
+        // EOT is always allowed: a partial decode of speech still going on
+        // may stop in the middle of a sentence of the grammar.
+        let text = (self.eot as usize + 1).min(self.n_vocab).min(logits.len());
+        let max = logits[..text].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() {
+            return;
+        }
+        let (mut all, mut inside) = (0.0f64, 0.0f64);
+        for (id, &l) in logits[..text].iter().enumerate() {
+            if l > f32::NEG_INFINITY {
+                let p = f64::from(l - max).exp();
+                all += p;
+                if id == self.eot as usize || self.allowed.get(id).copied().unwrap_or(false) {
+                    inside += p;
+                }
+            }
+        }
+        let lost = if inside > 0.0 { (all / inside).ln() as f32 } else { f32::INFINITY };
+        self.cost += lost;
+        if self.cost > self.budget {
+            self.abandoned = true;
+            return;
+        }
+        for (id, l) in logits[..text].iter_mut().enumerate() {
+            if id != self.eot as usize && !self.allowed.get(id).copied().unwrap_or(false) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// whisper.cpp's logits filter hook: hands the step to [`Constraint`].
+unsafe extern "C" fn constrain(
+    _ctx: *mut whisper_rs::WhisperSysContext,
+    _state: *mut whisper_rs::WhisperSysState,
+    tokens: *const whisper_rs::WhisperTokenData,
+    n_tokens: c_int,
+    logits: *mut f32,
+    user_data: *mut c_void,
+) {
+    if user_data.is_null() || logits.is_null() {
+        return;
+    }
+    // SAFETY: `user_data` is the `Constraint` that `transcribe` keeps alive
+    // and untouched for the whole `full()` call; whisper.cpp calls this on
+    // that thread (one greedy decoder), with `logits` of `n_vocab` floats
+    // and `tokens` of `n_tokens` entries.
+    let c = unsafe { &mut *(user_data as *mut Constraint<'_>) };
+    let ids: Vec<i32> = if tokens.is_null() || n_tokens <= 0 {
+        Vec::new()
+    } else {
+        unsafe { std::slice::from_raw_parts(tokens, n_tokens as usize) }
+            .iter()
+            .map(|t| t.id)
+            .collect()
+    };
+    let logits = unsafe { std::slice::from_raw_parts_mut(logits, c.n_vocab) };
+    // A panic must not cross into C: on one, the decode goes on unconstrained.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.filter(&ids, logits)));
+    if outcome.is_err() {
+        c.abandoned = true;
+    }
 }
 
 impl SttWorker {
-    /// Transcribes 16 kHz mono audio.
+    /// Transcribes 16 kHz mono audio; with a grammar, inside it while the
+    /// model agrees, otherwise decoded again freely.
     pub fn transcribe(
         &mut self,
         audio: &[f32],
         config: &SttConfig,
+    ) -> Result<Transcript, SttError> {
+        let Some(grammar) = config.grammar.clone() else {
+            return self.decode(audio, config, None);
+        };
+        let start = Instant::now();
+        let mut c = Constraint {
+            grammar: &grammar,
+            tokens: &self.tokens.clone(),
+            eot: self.eot,
+            n_vocab: self.n_vocab.max(0) as usize,
+            budget: GRAMMAR_BUDGET_NATS,
+            cost: 0.0,
+            abandoned: false,
+            allowed: vec![false; self.eot.max(0) as usize],
+            listed: Vec::new(),
+        };
+        let held = self.decode(audio, config, Some(&mut c))?;
+        if !c.abandoned {
+            return Ok(Transcript {
+                constrained: Constrained::Held { cost: c.cost },
+                ..held
+            });
+        }
+        let cost = c.cost;
+        let free = self.decode(audio, config, None)?;
+        Ok(Transcript {
+            elapsed: start.elapsed(),
+            constrained: Constrained::FellBack { cost },
+            ..free
+        })
+    }
+
+    fn decode(
+        &mut self,
+        audio: &[f32],
+        config: &SttConfig,
+        constraint: Option<&mut Constraint<'_>>,
     ) -> Result<Transcript, SttError> {
         let start = Instant::now();
         let seconds = audio.len() as f64 / 16000.0;
@@ -256,6 +465,14 @@ impl SttWorker {
         if let Some(p) = &config.initial_prompt {
             params.set_initial_prompt(p);
         }
+        if let Some(c) = constraint {
+            // SAFETY: `constrain` only reads `c` during `full()` below,
+            // which returns before `c` goes out of scope.
+            unsafe {
+                params.set_filter_logits_callback(Some(constrain));
+                params.set_filter_logits_callback_user_data(c as *mut Constraint<'_> as *mut c_void);
+            }
+        }
         // whisper needs at least 1 s; pad short answers ("Ja.") with silence.
         let padded;
         let input = if audio.len() < 16000 {
@@ -281,6 +498,7 @@ impl SttWorker {
             elapsed: start.elapsed(),
             audio: Duration::from_secs_f64(seconds),
             audio_ctx,
+            constrained: Constrained::No,
         })
     }
 }

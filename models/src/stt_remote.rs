@@ -152,6 +152,9 @@ impl RemoteStt {
             elapsed: start.elapsed(),
             audio: Duration::from_secs_f64(audio.len() as f64 / 16000.0),
             audio_ctx: 0,
+            // The server's decoder is not ours to constrain: the prompt
+            // carries the expectation there.
+            constrained: crate::stt::Constrained::No,
         })
     }
 }

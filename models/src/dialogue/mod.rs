@@ -7,6 +7,7 @@
 //! input, and reply text goes out sentence by sentence through a callback
 //! so the first sentence can be synthesized while the rest is produced.
 
+pub mod answers;
 pub mod hint;
 pub mod llm;
 pub mod number;
@@ -14,7 +15,20 @@ pub mod scenario;
 pub mod text;
 pub mod when;
 
+use crate::grammar::Grammar;
 use chrono::NaiveDate;
+use std::sync::Arc;
+
+/// What the dialogue expects the caller to say next, for the recognizer:
+/// the recognizer learns the words to expect, never the dialogue's states.
+#[derive(Debug, Clone, Default)]
+pub struct Expectation {
+    /// Example answers for whisper's initial prompt (kept short).
+    pub prompt: Option<String>,
+    /// The closed answers the state can take ("ja", "am Dienstag um halb
+    /// drei"); the recognizer holds decoding to them while the audio fits.
+    pub grammar: Option<Arc<Grammar>>,
+}
 
 /// What the caller did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +103,15 @@ pub trait Dialogue: Send {
     /// initial prompt): biases recognition towards the expected answers.
     fn vocabulary(&self) -> Option<String> {
         None
+    }
+
+    /// What to listen for next: the vocabulary as a prompt, and where the
+    /// state takes closed answers, their grammar.
+    fn expectation(&self) -> Expectation {
+        Expectation {
+            prompt: self.vocabulary(),
+            grammar: None,
+        }
     }
 
     /// The outcome so far ("booked", "transferred", …), if any.

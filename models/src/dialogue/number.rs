@@ -146,7 +146,15 @@ pub fn first_number(words: &[String]) -> Option<(usize, u32)> {
         if matches!(w.as_str(), "ein" | "eine" | "einen" | "einem" | "einer") {
             continue;
         }
-        if let Some(n) = cardinal(w) {
+        // "Meine Nummer ist 12345.": the sentence's full stop stays on the
+        // digits; a short number with a dot inside a sentence is an
+        // ordinal ("am 3. Dezember").
+        let last = i + 1 == words.len();
+        let bare = w
+            .strip_suffix('.')
+            .filter(|d| last || d.len() > 2)
+            .unwrap_or(w);
+        if let Some(n) = cardinal(bare) {
             if let (Some(a), Some(b)) = (words.get(i + 1), words.get(i + 2)) {
                 if a == "und" && n < 10 {
                     if let Some(t) = TENS.iter().find(|(s, _)| s == b) {
@@ -164,7 +172,8 @@ pub fn first_number(words: &[String]) -> Option<(usize, u32)> {
 pub fn digits(words: &[String]) -> String {
     let mut out = String::new();
     for w in words {
-        if w.bytes().all(|b| b.is_ascii_digit()) {
+        let w = w.strip_suffix('.').unwrap_or(w);
+        if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(w);
         } else if let Some(n) = cardinal(w).filter(|&n| n < 10) {
             out.push(char::from(b'0' + n as u8));

@@ -9,11 +9,12 @@
 //! state that collects slots first tries the words that led there, so
 //! "einen Termin am Dienstag um halb drei" goes straight to confirmation.
 
+use super::answers::{self, Answer};
 use super::hint;
 use super::number::{digits, first_number};
 use super::text::{contains, tokens};
 use super::when::{parse_date, parse_time, speak_date, Time};
-use super::{Action, Dialogue, Input, Reply, TurnHint};
+use super::{Action, Dialogue, Expectation, Input, Reply, TurnHint};
 use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -391,7 +392,7 @@ pub fn yes_no(words: &[String]) -> Option<bool> {
         "super",
         "gut",
     ];
-    if words.iter().any(|w| NO.contains(&w.as_str())) {
+    if words.iter().any(|w| NO.contains(&w.as_str())) || contains(words, "auf keinen fall") {
         return Some(false);
     }
     if words.iter().any(|w| YES.contains(&w.as_str()))
@@ -401,6 +402,27 @@ pub fn yes_no(words: &[String]) -> Option<bool> {
         return Some(true);
     }
     None
+}
+
+/// The closed answers `state` takes: yes/no where it confirms, the slots
+/// it collects. A state of intents only (a menu) has none: its answers are
+/// free sentences.
+pub fn expected_answers(state: &State) -> Vec<Answer> {
+    let mut out = Vec::new();
+    if state.yes.is_some() || state.no.is_some() {
+        out.push(Answer::YesNo);
+    }
+    let has = |s: &str| state.collect.iter().any(|c| c == s);
+    match (has("date"), has("time")) {
+        (true, true) => out.push(Answer::DateTime),
+        (true, false) => out.push(Answer::Date),
+        (false, true) => out.push(Answer::Time),
+        (false, false) => {}
+    }
+    if has("number") || has("digits") {
+        out.push(Answer::Number);
+    }
+    out
 }
 
 fn silent_end() -> Transition {
@@ -800,6 +822,17 @@ impl Dialogue for ScenarioDialogue {
             .vocabulary
             .clone()
             .or_else(|| self.scenario.spec.vocabulary.clone())
+    }
+
+    fn expectation(&self) -> Expectation {
+        let grammar = answers::grammar(&expected_answers(self.current())).unwrap_or_else(|e| {
+            tracing::warn!(state = %self.state, error = %e, "no grammar for this state");
+            None
+        });
+        Expectation {
+            prompt: self.vocabulary(),
+            grammar,
+        }
     }
 
     fn outcome(&self) -> Option<&str> {

@@ -33,13 +33,14 @@ impl Time {
     }
 }
 
-const WEEKDAYS: [(&str, Weekday); 7] = [
+const WEEKDAYS: [(&str, Weekday); 8] = [
     ("montag", Weekday::Mon),
     ("dienstag", Weekday::Tue),
     ("mittwoch", Weekday::Wed),
     ("donnerstag", Weekday::Thu),
     ("freitag", Weekday::Fri),
     ("samstag", Weekday::Sat),
+    ("sonnabend", Weekday::Sat),
     ("sonntag", Weekday::Sun),
 ];
 
