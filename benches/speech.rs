@@ -27,7 +27,7 @@ fn onnx_lib() -> PathBuf {
 
 fn stt(c: &mut Criterion) {
     let audio = script();
-    let model = WhisperModel::load(&default_dir().join(aiagc_models::WHISPER_GGML))
+    let model = WhisperModel::load(&default_dir().join(aiagc_models::WHISPER_DEFAULT))
         .expect("whisper (run scripts/setup.sh)");
     let mut worker = model.worker().expect("state");
     let mut group = c.benchmark_group("stt");

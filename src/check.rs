@@ -214,7 +214,7 @@ fn models(config: &Config) -> Outcome {
             "run `bash scripts/setup.sh` (or set AIAGC_MODELS to the folder it filled)",
         );
     }
-    match aiagc_models::stt::WhisperModel::load(&dir.join(aiagc_models::WHISPER_GGML)) {
+    match aiagc_models::stt::WhisperModel::load(&dir.join(aiagc_models::WHISPER_DEFAULT)) {
         Ok(_) => pass(
             "models",
             format!(

@@ -166,6 +166,10 @@ pub struct Speech {
     /// Speech-to-text: `whisper` (local whisper.cpp) or `openai` (a server's
     /// `/v1/audio/transcriptions`, see `[speech.remote]`).
     pub backend: String,
+    /// Hold local decoding to the grammar of the answers the dialogue
+    /// expects (yes/no, dates, times, numbers), falling back to free
+    /// decoding when the caller says something else.
+    pub grammar: bool,
     /// `[speech.remote]`
     pub remote: RemoteStt,
 }
@@ -179,6 +183,7 @@ impl Default for Speech {
             models_dir: String::new(),
             tts_level_lufs: aiagc_models::level::TARGET_LUFS,
             backend: "whisper".into(),
+            grammar: true,
             remote: RemoteStt::default(),
         }
     }

@@ -3,6 +3,7 @@
 mod check;
 mod config;
 mod demo;
+mod eval;
 mod originate;
 mod serve;
 
@@ -51,6 +52,10 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// German recognition over the labelled fixtures: per telephone
+    /// condition (µ-law, A-law, 16 kHz) and biasing (none, prompt,
+    /// grammar) the word error rate, intent and slot accuracy, STT time.
+    Eval(eval::EvalArgs),
     /// Concurrent German callers against the embedded simulator and the
     /// whole app: turn latency, RTP health, leaks, memory per call.
     Loadtest(demo::load::LoadArgs),
@@ -87,7 +92,7 @@ enum Command {
         /// Language code, or `auto`.
         #[arg(long, default_value = "de")]
         lang: String,
-        /// ggml model (default: the converted whisper base in the models folder).
+        /// ggml model (default: the converted whisper base, q8_0, in the models folder).
         #[arg(long)]
         model: Option<PathBuf>,
         /// Encode the full 30 s window instead of sizing it to the audio.
@@ -127,6 +132,9 @@ enum ModelsAction {
         /// Convert even if the output exists.
         #[arg(long)]
         force: bool,
+        /// Weight matrices as `f16` (default), `q8_0` or `q5_0`.
+        #[arg(long, default_value = "f16")]
+        quant: String,
     },
 }
 
@@ -185,6 +193,7 @@ fn main() -> Result<()> {
             rt.block_on(serve::run(c))
         }
         Command::Demo(args) => demo::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Models {
             action: ModelsAction::List { dir },
         } => models(dir, false),
@@ -192,8 +201,14 @@ fn main() -> Result<()> {
             action: ModelsAction::Check { dir },
         } => models(dir, true),
         Command::Models {
-            action: ModelsAction::Convert { ct2, out, force },
-        } => convert(ct2, out, force),
+            action:
+                ModelsAction::Convert {
+                    ct2,
+                    out,
+                    force,
+                    quant,
+                },
+        } => convert(ct2, out, force, &quant),
         Command::Transcribe {
             file,
             lang,
@@ -206,7 +221,10 @@ fn main() -> Result<()> {
     }
 }
 
-fn convert(ct2: Option<PathBuf>, out: Option<PathBuf>, force: bool) -> Result<()> {
+fn convert(ct2: Option<PathBuf>, out: Option<PathBuf>, force: bool, quant: &str) -> Result<()> {
+    let Some(quant) = aiagc_models::convert::Quant::parse(quant) else {
+        bail!("--quant {quant}: use f16, q8_0 or q5_0");
+    };
     let dir = aiagc_models::manifest::default_dir();
     let ct2 = ct2.unwrap_or_else(|| dir.join("whisper-base-ct2"));
     let out = out.unwrap_or_else(|| dir.join(aiagc_models::WHISPER_GGML));
@@ -224,7 +242,7 @@ fn convert(ct2: Option<PathBuf>, out: Option<PathBuf>, force: bool) -> Result<()
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let report = aiagc_models::convert::convert(&ct2, &out)
+    let report = aiagc_models::convert::convert_as(&ct2, &out, quant)
         .with_context(|| format!("converting {}", ct2.display()))?;
     println!(
         "{}: {} bytes, {} tensors, {} tokens, {} encoder / {} decoder layers, {:.1} s",
@@ -286,7 +304,7 @@ fn transcribe(
 ) -> Result<()> {
     use aiagc_models::stt::{SttConfig, WhisperModel};
     let model = model
-        .unwrap_or_else(|| aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML));
+        .unwrap_or_else(|| aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT));
     let audio = aiagc_models::audio::read_wav_16k(file)?;
     let loaded = std::time::Instant::now();
     let whisper = WhisperModel::load(&model)?;

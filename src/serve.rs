@@ -67,7 +67,7 @@ pub fn stt_backend(config: &Config) -> Result<SttBackend> {
         tracing::info!(url = %remote.url(), "speech-to-text on a server");
         return Ok(SttBackend::Remote(remote));
     }
-    let model_path = config.models_dir().join(aiagc_models::WHISPER_GGML);
+    let model_path = config.models_dir().join(aiagc_models::WHISPER_DEFAULT);
     let model = WhisperModel::load(&model_path).with_context(|| {
         format!(
             "whisper model {} (run `bash scripts/setup.sh`)",
@@ -83,6 +83,7 @@ pub fn speech_pool(config: &Config) -> Result<SpeechPool> {
     let stt = SttConfig {
         language: config.ari.language.clone(),
         threads: config.speech.threads,
+        use_grammar: config.speech.grammar,
         ..SttConfig::default()
     };
     let pool = SpeechPool::start_with_turn_model(

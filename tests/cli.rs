@@ -227,3 +227,49 @@ fn live_demo_long_call_over_an_echoing_line() {
         assert!(growth < 8.0, "live heap grew {growth:.1} MB over 25 turns");
     }
 }
+
+/// `aiagc eval --json` over a slice of the labelled turns: one cell per
+/// condition × bias with its figures, one record per decode, and the
+/// grammar used only where asked for.
+#[test]
+fn eval_reports_each_condition_and_bias() {
+    let v = aiagc_json(&[
+        "eval",
+        "--json",
+        "--conditions",
+        "alaw,wide",
+        "--bias",
+        "none,grammar",
+        "--voices",
+        "0",
+        "--rates",
+        "150",
+        "--limit",
+        "4",
+    ]);
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 4);
+    let decodes = v["decodes"].as_array().unwrap();
+    assert_eq!(decodes.len(), 16);
+    for c in cells {
+        assert_eq!(c["decodes"], 4);
+        for key in ["wer", "intent_accuracy", "slot_accuracy", "stt_p50_ms"] {
+            assert!(c[key].as_f64().unwrap() >= 0.0, "{key}: {c}");
+        }
+        assert!(c["intent_accuracy"].as_f64().unwrap() <= 1.0);
+        let constrained = c["grammar_held"].as_u64().unwrap() + c["grammar_fell_back"].as_u64().unwrap();
+        if c["bias"] == "none" {
+            assert_eq!(constrained, 0, "{c}");
+        }
+    }
+    // The first four turns are said in the menu, which has no grammar.
+    assert!(decodes.iter().all(|d| d["state"] == "menu" && d["grammar"] == "-"));
+    // Wideband speech of the greeting is understood as booking.
+    assert!(decodes
+        .iter()
+        .any(|d| d["condition"] == "wide" && d["decided"] == "book" && d["expected"] == "book"));
+
+    let bad = aiagc(&["eval", "--bias", "loud"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown bias"));
+}

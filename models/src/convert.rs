@@ -352,10 +352,88 @@ pub fn vocabulary(tokenizer_json: &str) -> Result<Vec<Vec<u8>>, ConvertError> {
         .collect()
 }
 
+/// How the weight matrices are stored (vectors stay f32, convolutions f16,
+/// as whisper.cpp's loader expects for each file type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quant {
+    /// Half precision: the reference layout.
+    F16,
+    /// 8-bit blocks of 32 with an f16 scale (34 bytes a block).
+    Q8_0,
+    /// 5-bit blocks of 32 with an f16 scale and the fifth bits packed
+    /// apart (22 bytes a block).
+    Q5_0,
+}
+
+impl Quant {
+    /// By name: `f16`, `q8_0`, `q5_0`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "f16" => Some(Self::F16),
+            "q8_0" => Some(Self::Q8_0),
+            "q5_0" => Some(Self::Q5_0),
+            _ => None,
+        }
+    }
+
+    /// ggml's file type in the header (quantized types carry ggml's
+    /// quantization version × 1000, as ggml's own tools write them).
+    fn ftype(self) -> usize {
+        match self {
+            Self::F16 => 1,
+            Self::Q8_0 => 2007,
+            Self::Q5_0 => 2008,
+        }
+    }
+
+    /// ggml's tensor type id.
+    fn tensor_type(self) -> usize {
+        match self {
+            Self::F16 => 1,
+            Self::Q8_0 => 8,
+            Self::Q5_0 => 6,
+        }
+    }
+}
+
+/// One block of 32 as q8_0: scale max|x|/127, values rounded to i8.
+fn q8_0_block(x: &[f32], out: &mut Vec<u8>) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    for &v in x {
+        out.push((v * inv).round() as i8 as u8);
+    }
+}
+
+/// One block of 32 as q5_0: the value of largest magnitude maps to -16;
+/// each value is stored as 0..=31 (low nibbles in `qs`, fifth bits in a
+/// 32-bit `qh`; element j and j+16 share a byte of `qs`).
+fn q5_0_block(x: &[f32], out: &mut Vec<u8>) {
+    let max = x.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+    let d = max / -16.0;
+    let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let q = |v: f32| ((v * inv + 16.5) as i32).clamp(0, 31) as u32;
+    let mut qh = 0u32;
+    let mut qs = [0u8; 16];
+    for j in 0..16 {
+        let (a, b) = (q(x[j]), q(x[j + 16]));
+        qs[j] = ((a & 0x0F) | ((b & 0x0F) << 4)) as u8;
+        qh |= ((a >> 4) & 1) << j;
+        qh |= ((b >> 4) & 1) << (j + 16);
+    }
+    out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+    out.extend_from_slice(&qh.to_le_bytes());
+    out.extend_from_slice(&qs);
+}
+
 struct Out<W: Write> {
     w: W,
     written: u64,
     tensors: usize,
+    /// How 2-D weight matrices are stored.
+    matrix: Quant,
 }
 
 impl<W: Write> Out<W> {
@@ -374,20 +452,27 @@ impl<W: Write> Out<W> {
         values: &[f32],
         f16: bool,
     ) -> std::io::Result<()> {
+        // Matrices in the file's type; convolutions (3-D) stay f16.
+        let quant = match (f16, dims.len()) {
+            (false, _) => None,
+            (true, 2) if values.len() % 32 == 0 => Some(self.matrix),
+            (true, _) => Some(Quant::F16),
+        };
         self.i32(dims.len())?;
         self.i32(name.len())?;
-        self.i32(usize::from(f16))?;
+        self.i32(quant.map_or(0, Quant::tensor_type))?;
         for d in dims.iter().rev() {
             self.i32(*d)?;
         }
         self.bytes(name.as_bytes())?;
         let mut buf = Vec::with_capacity(values.len() * 4);
-        for &v in values {
-            if f16 {
-                buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
-            } else {
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
+        match quant {
+            None => values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
+            Some(Quant::F16) => values
+                .iter()
+                .for_each(|&v| buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes())),
+            Some(Quant::Q8_0) => values.chunks(32).for_each(|b| q8_0_block(b, &mut buf)),
+            Some(Quant::Q5_0) => values.chunks(32).for_each(|b| q5_0_block(b, &mut buf)),
         }
         self.tensors += 1;
         self.bytes(&buf)
@@ -411,6 +496,11 @@ pub struct ConvertReport {
 /// `tokenizer.json`) to a ggml file at `out` (written to a temporary file
 /// and renamed, so a partial file never appears under the final name).
 pub fn convert(ct2_dir: &Path, out: &Path) -> Result<ConvertReport, ConvertError> {
+    convert_as(ct2_dir, out, Quant::F16)
+}
+
+/// [`convert`] with the weight matrices stored as `quant`.
+pub fn convert_as(ct2_dir: &Path, out: &Path, quant: Quant) -> Result<ConvertReport, ConvertError> {
     let model = Ct2Model::open(&ct2_dir.join("model.bin"))?;
     if model.spec != "WhisperSpec" {
         return Err(ConvertError::Format(format!(
@@ -427,6 +517,7 @@ pub fn convert(ct2_dir: &Path, out: &Path) -> Result<ConvertReport, ConvertError
         w: BufWriter::with_capacity(1 << 20, file),
         written: 0,
         tensors: 0,
+        matrix: quant,
     };
     write_ggml(&model, &hp, &tokens, &mut o).map_err(io(&tmp))?;
     let (bytes, tensors) = (o.written, o.tensors);
@@ -465,7 +556,7 @@ fn write_ggml<W: Write>(
         hp.n_text_head,
         hp.n_text_layer,
         hp.n_mels,
-        1,
+        o.matrix.ftype(),
     ] {
         o.i32(v)?;
     }
@@ -664,6 +755,36 @@ fn split_attention<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantized_blocks_decode_within_half_a_step() {
+        let x: Vec<f32> = (0..32).map(|i| ((i as f32) * 0.37).sin() * 0.8 - 0.1).collect();
+        let mut q8 = Vec::new();
+        q8_0_block(&x, &mut q8);
+        assert_eq!(q8.len(), 34);
+        let d = half::f16::from_le_bytes([q8[0], q8[1]]).to_f32();
+        for (i, &v) in x.iter().enumerate() {
+            let back = d * (q8[2 + i] as i8) as f32;
+            assert!((back - v).abs() <= d * 0.51 + 1e-3, "q8_0 {i}: {v} -> {back}");
+        }
+        let mut q5 = Vec::new();
+        q5_0_block(&x, &mut q5);
+        assert_eq!(q5.len(), 22);
+        let d = half::f16::from_le_bytes([q5[0], q5[1]]).to_f32();
+        let qh = u32::from_le_bytes([q5[2], q5[3], q5[4], q5[5]]);
+        for j in 0..32 {
+            let nibble = if j < 16 { q5[6 + j] & 0x0F } else { q5[6 + j - 16] >> 4 };
+            let q = u32::from(nibble) | (((qh >> j) & 1) << 4);
+            let back = d * (q as f32 - 16.0);
+            assert!((back - x[j]).abs() <= d.abs() * 0.51 + 1e-3, "q5_0 {j}: {} -> {back}", x[j]);
+        }
+        // A block of zeros stays zero (no division by a zero scale).
+        let mut z = Vec::new();
+        q8_0_block(&[0.0; 32], &mut z);
+        assert!(z[2..].iter().all(|&b| b == 0));
+        assert_eq!(Quant::parse("q8_0"), Some(Quant::Q8_0));
+        assert_eq!(Quant::parse("q4_k"), None);
+    }
 
     #[test]
     fn byte_level_table_round_trips_all_bytes() {

@@ -86,6 +86,29 @@ fn norm_byte(b: u8) -> Option<u8> {
     }
 }
 
+/// Whether a token is a plain piece of written German: no punctuation
+/// inside words (`ko'mmen`, `Drei-Ton`) and capitals only at a word's
+/// start (`MöchtEN`, `ALLES`). A forced decode would otherwise reach the
+/// grammar's words through spellings no writer uses.
+fn plain_word_piece(raw: &[u8]) -> bool {
+    // A token without a leading space continues the word before it (the
+    // decode's first token has one too), so a capital needs the space.
+    let starts_word = |i: usize| i > 0 && raw[i - 1] == b' ';
+    for (i, &b) in raw.iter().enumerate() {
+        if b.is_ascii_uppercase() && !starts_word(i) {
+            return false;
+        }
+        // Capital umlauts (C3 84/96/9C) count from their lead byte.
+        if matches!(b, 0x84 | 0x96 | 0x9C) && i > 0 && raw[i - 1] == 0xC3 && !starts_word(i - 1) {
+            return false;
+        }
+        if b.is_ascii_punctuation() && !matches!(b, b'.' | b',' | b'?' | b'!' | b':') {
+            return false;
+        }
+    }
+    true
+}
+
 /// `text` as the grammar compares it (see the module doc).
 pub fn normalize(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
@@ -423,6 +446,9 @@ impl TokenIndex {
             neutral: Vec::new(),
         };
         for (id, raw) in tokens.iter().enumerate() {
+            if !plain_word_piece(raw) {
+                continue;
+            }
             let norm: Vec<u8> = raw.iter().copied().filter_map(norm_byte).collect();
             if norm.iter().all(|&b| b == b' ') {
                 if !raw.is_empty()
@@ -472,10 +498,28 @@ impl TokenIndex {
         self.raw.get(id as usize).map(Vec::as_slice)
     }
 
+    /// Whether `id` is punctuation only.
+    pub fn is_neutral(&self, id: u32) -> bool {
+        self.neutral.binary_search(&id).is_ok()
+    }
+
     /// Calls `allow` with every token that keeps `at` inside `grammar`.
-    pub fn allowed(&self, grammar: &Grammar, at: Cursor, allow: &mut dyn FnMut(u32)) {
-        for &t in &self.neutral {
-            allow(t);
+    /// Punctuation comes only at a word's end and not twice in a row
+    /// (`after_punctuation`), so a forced decode cannot spell a word out
+    /// letter by letter ("M.O.R.G.E.N.") or trail off in dots.
+    pub fn allowed(
+        &self,
+        grammar: &Grammar,
+        at: Cursor,
+        after_punctuation: bool,
+        allow: &mut dyn FnMut(u32),
+    ) {
+        let word_end = !at.after_space
+            && (grammar.is_complete(at) || grammar.step(at, b' ').is_some());
+        if word_end && !after_punctuation {
+            for &t in &self.neutral {
+                allow(t);
+            }
         }
         let mut stack = vec![(0u32, at)];
         while let Some((node, cur)) = stack.pop() {
@@ -547,18 +591,30 @@ mod tests {
         let idx = TokenIndex::new(vocab);
         let names = |at: Cursor| {
             let mut v = Vec::new();
-            idx.allowed(&g, at, &mut |t| v.push(String::from_utf8_lossy(idx.bytes(t).unwrap()).into_owned()));
+            idx.allowed(&g, at, false, &mut |t| v.push(String::from_utf8_lossy(idx.bytes(t).unwrap()).into_owned()));
             v.sort();
             v
         };
-        assert_eq!(names(g.start()), [" Ja", " Nein", " gen", " ja", ",", ".", "Ja"]);
+        assert_eq!(names(g.start()), [" Ja", " Nein", " gen", " ja"], "no punctuation first");
         let after_ja = g.feed(g.start(), b" Ja,").unwrap();
         assert!(g.is_complete(after_ja));
         let next = names(after_ja);
         assert!(next.contains(&" das".to_string()) && next.contains(&" gen".to_string()));
         assert!(!next.contains(&" Hallo".to_string()) && !next.contains(&"t".to_string()));
+        assert!(next.contains(&",".to_string()), "punctuation after a word");
         let mid = g.feed(g.start(), b" Ja das pass").unwrap();
         assert!(names(mid).contains(&"t".to_string()));
+        assert!(!names(mid).contains(&".".to_string()), "no punctuation inside a word");
+    }
+
+    #[test]
+    fn odd_spellings_are_not_word_pieces() {
+        for ok in [" Übermorgen", " Ja", " ja", ",", " 14", ":", "ß", " Öffnungszeiten", "en"] {
+            assert!(plain_word_piece(ok.as_bytes()), "{ok}");
+        }
+        for odd in ["EN", "E", " ALLES", "ko'", "-Ton", " MöchtEN", "aÜ", "Über", "\"x"] {
+            assert!(!plain_word_piece(odd.as_bytes()), "{odd}");
+        }
     }
 
     #[test]

@@ -20,8 +20,14 @@ pub mod stt;
 pub mod stt_remote;
 pub mod tts;
 
-/// File name of the converted whisper base model in the models folder.
+/// File name of the converted whisper base model (f16, the reference
+/// layout) in the models folder.
 pub const WHISPER_GGML: &str = "ggml-base.bin";
+
+/// The model aiagc transcribes with: whisper base with its weight matrices
+/// in q8_0, as accurate as f16 on the labelled German fixtures and 22 %
+/// faster (`aiagc eval --model …`, BENCHMARKS.md "German understanding").
+pub const WHISPER_DEFAULT: &str = "ggml-base-q8_0.bin";
 
 /// The whisper binding in use (re-exported so the binary and tests agree
 /// on one version).

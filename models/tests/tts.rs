@@ -19,7 +19,7 @@ fn rms(a: &Audio) -> f32 {
 }
 
 fn round_trip(audio: &Audio, lang: &str) -> String {
-    let whisper = WhisperModel::load(&default_dir().join(aiagc_models::WHISPER_GGML))
+    let whisper = WhisperModel::load(&default_dir().join(aiagc_models::WHISPER_DEFAULT))
         .expect("model (run scripts/setup.sh)");
     let wide = resample(&audio.samples, audio.sample_rate, 16000).unwrap();
     let phone = through_ulaw(&wide).unwrap();

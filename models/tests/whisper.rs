@@ -228,3 +228,58 @@ fn converter_handles_tiny_en() {
     assert!(word_error_rate("Goodbye!", &t.text) <= 0.5, "{:?}", t.text);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A state's grammar holds the answers it expects and gives way to one it
+/// does not: "Ja, genau." is decoded inside the yes/no grammar; "Ich möchte
+/// mit einem Mitarbeiter sprechen." costs the grammar more than its budget
+/// in one step and is decoded again without it.
+#[test]
+fn grammar_holds_expected_answers_and_falls_back_on_others() {
+    use aiagc_models::dialogue::answers::{grammar, Answer};
+    use aiagc_models::stt::Constrained;
+    let _serial = serial();
+    let yes_no = grammar(&[Answer::YesNo]).unwrap().unwrap();
+    let config = SttConfig {
+        grammar: Some(yes_no.clone()),
+        ..SttConfig::default()
+    };
+    let mut w = model().worker().unwrap();
+    let clip = |name: &str| read_wav_16k(&fixtures().join("de").join(name)).unwrap();
+
+    let t = w.transcribe(&clip("yes_02_v0_r150_16k.wav"), &config).unwrap();
+    assert!(matches!(t.constrained, Constrained::Held { .. }), "{t:?}");
+    assert!(yes_no.accepts(&t.text), "{:?}", t.text);
+
+    let t = w.transcribe(&clip("human_01_v2_r150_16k.wav"), &config).unwrap();
+    assert!(matches!(t.constrained, Constrained::FellBack { .. }), "{t:?}");
+    assert!(!yes_no.accepts(&t.text), "{:?}", t.text);
+
+    // Without a grammar nothing is constrained.
+    let free = w.transcribe(&clip("yes_02_v0_r150_16k.wav"), &SttConfig::default()).unwrap();
+    assert_eq!(free.constrained, Constrained::No);
+}
+
+/// The converter's quantized outputs load and transcribe: q8_0 is about
+/// 55 % of the f16 file, q5_0 about 37 %.
+#[test]
+fn quantized_conversions_load_and_transcribe() {
+    use aiagc_models::convert::{convert_as, Quant};
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("aiagc-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let audio = read_wav_16k(&fixtures().join("de/greet_02_v0_r150_16k.wav")).unwrap();
+    for (quant, name, max_share) in [(Quant::Q8_0, "q8_0", 0.56), (Quant::Q5_0, "q5_0", 0.38)] {
+        let out = dir.join(format!("ggml-base-{name}.bin"));
+        let report = convert_as(&default_dir().join("whisper-base-ct2"), &out, quant).unwrap();
+        assert!(
+            (report.bytes as f64) < 147_951_465.0 * max_share,
+            "{name}: {} bytes",
+            report.bytes
+        );
+        let m = WhisperModel::load(&out).unwrap();
+        let t = m.worker().unwrap().transcribe(&audio, &SttConfig::default()).unwrap();
+        let wer = word_error_rate("Hallo, ich hätte gerne einen Termin.", &t.text);
+        assert!(wer <= 0.34, "{name}: {:?} (WER {wer})", t.text);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -455,7 +455,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     }
     let fixtures = super::fixtures_dir(&args.fixtures);
     let texts = utterance_texts()?;
-    let model_path = aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_GGML);
+    let model_path = aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT);
     let model = Arc::new(
         WhisperModel::load(&model_path).context("whisper model (run `bash scripts/setup.sh`)")?,
     );

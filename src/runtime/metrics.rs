@@ -238,6 +238,8 @@ impl Metrics {
                 ("rejected", s.rejected.load(Ordering::Relaxed)),
                 ("stale", s.stale.load(Ordering::Relaxed)),
                 ("answered", s.answered.load(Ordering::Relaxed)),
+                ("grammar_held", s.grammar_held.load(Ordering::Relaxed)),
+                ("grammar_fell_back", s.grammar_fell_back.load(Ordering::Relaxed)),
             ] {
                 self.speech
                     .get_or_create(&Kind { kind: kind.into() })

@@ -9,7 +9,7 @@
 use aiagc_engine::handoff::{bounded, HandoffSender, Offer};
 use aiagc_models::dialogue::{Action, Dialogue, Input, TurnHint};
 use aiagc_models::smart_turn::{EndOfTurn, SmartTurn};
-use aiagc_models::stt::{SttBackend, SttConfig, Transcriber};
+use aiagc_models::stt::{Constrained, SttBackend, SttConfig, Transcriber};
 use aiagc_models::tts::{sentences, EspeakVoice, Tts};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::Serialize;
@@ -224,6 +224,10 @@ pub struct SpeechStats {
     pub queue_wait: Histogram,
     /// STT decode time over audio time.
     pub stt_rtf: Histogram,
+    /// Decodes held to the expected answers' grammar.
+    pub grammar_held: AtomicU64,
+    /// Decodes where the caller said something else: decoded again freely.
+    pub grammar_fell_back: AtomicU64,
 }
 
 impl Default for SpeechStats {
@@ -238,6 +242,8 @@ impl Default for SpeechStats {
             queue_wait: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             // 0.01 … ~10
             stt_rtf: Histogram::new(exponential_buckets(0.01, 2.0, 11)),
+            grammar_held: AtomicU64::new(0),
+            grammar_fell_back: AtomicU64::new(0),
         }
     }
 }
@@ -400,7 +406,8 @@ fn today() -> chrono::NaiveDate {
     chrono::Local::now().date_naive()
 }
 
-/// Transcribes with the dialogue's vocabulary as the decoder's prompt.
+/// Transcribes with what the dialogue expects now: its vocabulary as the
+/// decoder's prompt (unless one is configured) and its answer grammar.
 fn transcribe(
     worker: &mut Transcriber,
     stt: &SttConfig,
@@ -408,22 +415,34 @@ fn transcribe(
     call: &CallShared,
     stats: &SpeechStats,
 ) -> String {
-    let vocabulary = call.dialogue.lock().ok().and_then(|d| d.vocabulary());
-    let hinted;
-    let stt = match vocabulary {
-        Some(v) if stt.initial_prompt.is_none() => {
-            hinted = SttConfig {
-                initial_prompt: Some(v),
-                ..stt.clone()
-            };
-            &hinted
-        }
-        _ => stt,
+    let expect = call
+        .dialogue
+        .lock()
+        .ok()
+        .map(|d| d.expectation())
+        .unwrap_or_default();
+    let biased;
+    let stt = if expect.prompt.is_some() || expect.grammar.is_some() {
+        biased = SttConfig {
+            initial_prompt: stt.initial_prompt.clone().or(expect.prompt),
+            grammar: if stt.use_grammar { expect.grammar } else { None },
+            ..stt.clone()
+        };
+        &biased
+    } else {
+        stt
     };
     let call = &call.id;
     match worker.transcribe(audio, stt) {
         Ok(t) => {
             stats.stt_rtf.observe(t.rtf());
+            match t.constrained {
+                Constrained::Held { .. } => stats.grammar_held.fetch_add(1, Ordering::Relaxed),
+                Constrained::FellBack { .. } => {
+                    stats.grammar_fell_back.fetch_add(1, Ordering::Relaxed)
+                }
+                Constrained::No => 0,
+            };
             t.text.trim().to_owned()
         }
         Err(e) => {

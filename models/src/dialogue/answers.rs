@@ -311,7 +311,7 @@ fn number() -> Pattern {
 pub fn pattern(answer: Answer) -> Pattern {
     match answer {
         Answer::YesNo => yes_no(),
-        Answer::Date => wrapped(seq([date(), opt(daypart())])),
+        Answer::Date => wrapped(seq([date(), opt(daypart()), opt(time())])),
         Answer::Time => wrapped(time()),
         Answer::DateTime => date_time(),
         Answer::Number => number(),

@@ -457,7 +457,69 @@ enum Matched<'s> {
     Nothing,
 }
 
+/// What a state makes of an answer (for measuring recognition: the
+/// dialogue's decision on the heard words against the label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Understood {
+    /// The state's "yes".
+    Yes,
+    /// The state's "no".
+    No,
+    /// An intent (the state's own or a global one).
+    Intent(String),
+    /// Some of the slots the state collects.
+    Slots,
+    /// Nothing the state handles (a reprompt).
+    Nothing,
+}
+
+impl std::fmt::Display for Understood {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Yes => f.write_str("yes"),
+            Self::No => f.write_str("no"),
+            Self::Intent(i) => f.write_str(i),
+            Self::Slots => f.write_str("slots"),
+            Self::Nothing => f.write_str("nothing"),
+        }
+    }
+}
+
 impl ScenarioDialogue {
+    /// A call that is in `state` now (for measuring a state's recognition);
+    /// `None` if the scenario has no such state.
+    pub fn at(scenario: &Arc<Scenario>, state: &str) -> Option<Self> {
+        scenario.spec.states.contains_key(state).then(|| {
+            let mut d = scenario.session();
+            d.state = state.to_owned();
+            d
+        })
+    }
+
+    /// What the current state would do with `text`, in the order it
+    /// decides (see the module doc), without doing it.
+    pub fn understand(&self, text: &str, today: NaiveDate) -> Understood {
+        let words = tokens(text);
+        let state = self.current();
+        if let Some(yes) = yes_no(&words) {
+            match (yes, &state.yes, &state.no) {
+                (true, Some(_), _) => return Understood::Yes,
+                (false, _, Some(_)) => return Understood::No,
+                _ => {}
+            }
+        }
+        if let Some(intent) = self.best_intent(&words, state.on.keys()) {
+            return Understood::Intent(intent.clone());
+        }
+        if !state.collect.is_empty() && Slots::default().fill(&state.collect, &words, today) > 0 {
+            return Understood::Slots;
+        }
+        match self.best_intent(&words, self.scenario.spec.global.keys()) {
+            Some(intent) => Understood::Intent(intent.clone()),
+            None => Understood::Nothing,
+        }
+    }
+
     /// The current state's name.
     pub fn state(&self) -> &str {
         &self.state
@@ -825,6 +887,9 @@ impl Dialogue for ScenarioDialogue {
     }
 
     fn expectation(&self) -> Expectation {
+        // A state of closed answers hears those (a caller who asks for a
+        // person instead is decoded freely: see `stt::Constrained`); a menu
+        // hears free sentences, biased by its prompt only.
         let grammar = answers::grammar(&expected_answers(self.current())).unwrap_or_else(|e| {
             tracing::warn!(state = %self.state, error = %e, "no grammar for this state");
             None
