@@ -189,7 +189,8 @@ fn labelled_slots(id: &str, text: &str, labels: &str) -> Result<BTreeMap<&'stati
 fn load_turns(fixtures: &Path, scenario: &Arc<Scenario>) -> Result<Vec<Turn>> {
     let read = |name: &str| -> Result<Vec<Vec<String>>> {
         let path = fixtures.join("de").join(name);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         Ok(text
             .lines()
             .skip(1)
@@ -218,7 +219,10 @@ fn load_turns(fixtures: &Path, scenario: &Arc<Scenario>) -> Result<Vec<Turn>> {
             bail!("turns.tsv: {id} is said in state `{state}` that the scenario does not have");
         }
         let slots = labelled_slots(id, &text, &labels)?;
-        let collecting = matches!(state.as_str(), "book_when" | "move_old" | "move_new" | "cancel_when");
+        let collecting = matches!(
+            state.as_str(),
+            "book_when" | "move_old" | "move_new" | "cancel_when"
+        );
         let expected = match intent.as_str() {
             "yes" | "no" => intent.clone(),
             _ if state == "number" => "number".into(),
@@ -252,7 +256,12 @@ fn expectation(scenario: &Arc<Scenario>, state: &str) -> Result<Expectation> {
 
 fn decide(scenario: &Arc<Scenario>, state: &str, heard: &str) -> String {
     if state == "number" {
-        return if first_number(&tokens(heard)).is_some() { "number" } else { "nothing" }.into();
+        return if first_number(&tokens(heard)).is_some() {
+            "number"
+        } else {
+            "nothing"
+        }
+        .into();
     }
     ScenarioDialogue::at(scenario, state)
         .map(|d| d.understand(heard, today()))
@@ -267,14 +276,23 @@ fn audio(fixtures: &Path, file_stem: &str, condition: &str) -> Result<Vec<f32>> 
         return Ok(read_wav_16k(&de.join(format!("{file_stem}_16k.wav")))?);
     }
     let path = de.join(format!("{file_stem}_8k.wav"));
-    let mut reader = hound::WavReader::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reader =
+        hound::WavReader::open(&path).with_context(|| format!("reading {}", path.display()))?;
     if reader.spec().sample_rate != 8000 || reader.spec().channels != 1 {
         bail!("{}: not 8 kHz mono", path.display());
     }
     let pcm: Vec<i16> = reader.samples::<i16>().collect::<Result<_, _>>()?;
     let coded: Vec<f32> = match condition {
-        "ulaw" => pcm.iter().map(|&s| ulaw_decode(ulaw_encode(s))).map(|s| s as f32 / 32768.0).collect(),
-        "alaw" => pcm.iter().map(|&s| alaw_decode(alaw_encode(s))).map(|s| s as f32 / 32768.0).collect(),
+        "ulaw" => pcm
+            .iter()
+            .map(|&s| ulaw_decode(ulaw_encode(s)))
+            .map(|s| s as f32 / 32768.0)
+            .collect(),
+        "alaw" => pcm
+            .iter()
+            .map(|&s| alaw_decode(alaw_encode(s)))
+            .map(|s| s as f32 / 32768.0)
+            .collect(),
         other => bail!("unknown condition `{other}` (use ulaw, alaw, wide)"),
     };
     Ok(resample(&coded, 8000, 16000)?)
@@ -282,7 +300,9 @@ fn audio(fixtures: &Path, file_stem: &str, condition: &str) -> Result<Vec<f32>> 
 
 /// Scales `audio` to an RMS of `dbfs`.
 fn normalize_gain(audio: &mut [f32], dbfs: f64) {
-    let rms = (audio.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / audio.len().max(1) as f64).sqrt();
+    let rms = (audio.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>()
+        / audio.len().max(1) as f64)
+        .sqrt();
     if rms > 1e-6 {
         let gain = (10f64.powf(dbfs / 20.0) / rms) as f32;
         for x in audio.iter_mut() {
@@ -374,18 +394,28 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(n) = args.limit {
         turns.truncate(n);
     }
-    let model_path = args
-        .model
-        .clone()
-        .unwrap_or_else(|| aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT));
+    let model_path = args.model.clone().unwrap_or_else(|| {
+        aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT)
+    });
     let model = WhisperModel::load(&model_path)?;
     let mut worker = model.worker()?;
-    let voices: Vec<u32> = if args.voices.is_empty() { vec![0, 1, 2] } else { args.voices.clone() };
-    let rates: Vec<u32> = if args.rates.is_empty() { vec![150, 185] } else { args.rates.clone() };
+    let voices: Vec<u32> = if args.voices.is_empty() {
+        vec![0, 1, 2]
+    } else {
+        args.voices.clone()
+    };
+    let rates: Vec<u32> = if args.rates.is_empty() {
+        vec![150, 185]
+    } else {
+        args.rates.clone()
+    };
     let noise_floor = match args.noise_floor.as_deref() {
         None => SttConfig::default().noise_floor_dbfs,
         Some("off") => None,
-        Some(v) => Some(v.parse::<f32>().with_context(|| format!("--noise-floor {v}: a level in dBFS or off"))?),
+        Some(v) => Some(
+            v.parse::<f32>()
+                .with_context(|| format!("--noise-floor {v}: a level in dBFS or off"))?,
+        ),
     };
     for b in &args.bias {
         if !matches!(b.as_str(), "none" | "prompt" | "grammar") {
@@ -403,14 +433,25 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 ..Cell::default()
             };
             let (mut wer, mut right, mut slots_right) = (0.0, 0usize, 0usize);
-            let (mut sc_n, mut sc_right, mut sc_slots, mut sc_slots_right) = (0usize, 0usize, 0usize, 0usize);
+            let (mut sc_n, mut sc_right, mut sc_slots, mut sc_slots_right) =
+                (0usize, 0usize, 0usize, 0usize);
             for turn in &turns {
                 let expect = expectation(&scenario, &turn.state)?;
                 let config = SttConfig {
                     threads: args.threads,
-                    initial_prompt: if bias == "none" { None } else { expect.prompt.clone() },
-                    grammar: if bias == "grammar" { expect.grammar.clone() } else { None },
-                    grammar_budget: args.budget.unwrap_or(aiagc_models::stt::GRAMMAR_BUDGET_NATS),
+                    initial_prompt: if bias == "none" {
+                        None
+                    } else {
+                        expect.prompt.clone()
+                    },
+                    grammar: if bias == "grammar" {
+                        expect.grammar.clone()
+                    } else {
+                        None
+                    },
+                    grammar_budget: args
+                        .budget
+                        .unwrap_or(aiagc_models::stt::GRAMMAR_BUDGET_NATS),
                     noise_floor_dbfs: noise_floor,
                     grammar_first_budget: args
                         .first_budget
@@ -429,8 +470,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                         let heard = t.text.clone();
                         let w = word_error_rate(&turn.text, &heard);
                         let decided = decide(&scenario, &turn.state, &heard);
-                        let got = slot_values(&heard, &turn.slots.keys().copied().collect::<Vec<_>>());
-                        let n_right = turn.slots.iter().filter(|(k, v)| got.get(*k) == Some(v)).count();
+                        let got =
+                            slot_values(&heard, &turn.slots.keys().copied().collect::<Vec<_>>());
+                        let n_right = turn
+                            .slots
+                            .iter()
+                            .filter(|(k, v)| got.get(*k) == Some(v))
+                            .count();
                         let ok = decided == turn.expected;
                         wer += w;
                         right += usize::from(ok);
@@ -521,7 +567,17 @@ fn print_cell(c: &Cell, header: bool) {
     if header {
         println!(
             "{:9} {:8} {:>7} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>14}",
-            "condition", "bias", "decodes", "WER", "intent", "slots", "scen.int", "scen.slot", "STT p50", "STT p95", "grammar"
+            "condition",
+            "bias",
+            "decodes",
+            "WER",
+            "intent",
+            "slots",
+            "scen.int",
+            "scen.slot",
+            "STT p50",
+            "STT p95",
+            "grammar"
         );
     }
     let pct = |x: f64| format!("{:.1} %", x * 100.0);
@@ -559,7 +615,13 @@ mod tests {
         let turns = load_turns(&fixtures(), &scenario).unwrap();
         assert!(turns.len() >= 35, "{}", turns.len());
         for t in &turns {
-            assert_eq!(decide(&scenario, &t.state, &t.text), t.expected, "{} in {}", t.id, t.state);
+            assert_eq!(
+                decide(&scenario, &t.state, &t.text),
+                t.expected,
+                "{} in {}",
+                t.id,
+                t.state
+            );
         }
         let slots: usize = turns.iter().map(|t| t.slots.len()).sum();
         assert!(slots >= 25, "{slots} labelled slot values");
@@ -567,9 +629,19 @@ mod tests {
 
     #[test]
     fn a_label_that_disagrees_is_an_error() {
-        let err = labelled_slots("x", "Am Mittwoch um elf Uhr.", "weekday=dienstag;time=11:00").unwrap_err();
+        let err = labelled_slots(
+            "x",
+            "Am Mittwoch um elf Uhr.",
+            "weekday=dienstag;time=11:00",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("weekday=dienstag"), "{err}");
-        let ok = labelled_slots("x", "Am Mittwoch um elf Uhr.", "weekday=mittwoch;time=11:00").unwrap();
+        let ok = labelled_slots(
+            "x",
+            "Am Mittwoch um elf Uhr.",
+            "weekday=mittwoch;time=11:00",
+        )
+        .unwrap();
         assert_eq!(ok.get("time").map(String::as_str), Some("11:00"));
     }
 

@@ -303,8 +303,9 @@ fn transcribe(
     prompt: Option<String>,
 ) -> Result<()> {
     use aiagc_models::stt::{SttConfig, WhisperModel};
-    let model = model
-        .unwrap_or_else(|| aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT));
+    let model = model.unwrap_or_else(|| {
+        aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT)
+    });
     let audio = aiagc_models::audio::read_wav_16k(file)?;
     let loaded = std::time::Instant::now();
     let whisper = WhisperModel::load(&model)?;

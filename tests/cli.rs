@@ -257,13 +257,16 @@ fn eval_reports_each_condition_and_bias() {
             assert!(c[key].as_f64().unwrap() >= 0.0, "{key}: {c}");
         }
         assert!(c["intent_accuracy"].as_f64().unwrap() <= 1.0);
-        let constrained = c["grammar_held"].as_u64().unwrap() + c["grammar_fell_back"].as_u64().unwrap();
+        let constrained =
+            c["grammar_held"].as_u64().unwrap() + c["grammar_fell_back"].as_u64().unwrap();
         if c["bias"] == "none" {
             assert_eq!(constrained, 0, "{c}");
         }
     }
     // The first four turns are said in the menu, which has no grammar.
-    assert!(decodes.iter().all(|d| d["state"] == "menu" && d["grammar"] == "-"));
+    assert!(decodes
+        .iter()
+        .all(|d| d["state"] == "menu" && d["grammar"] == "-"));
     // Wideband speech of the greeting is understood as booking.
     assert!(decodes
         .iter()

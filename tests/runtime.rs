@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 fn pool() -> SpeechPool {
     let model = Arc::new(
-        WhisperModel::load(&aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT))
-            .expect("model (run scripts/setup.sh)"),
+        WhisperModel::load(
+            &aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT),
+        )
+        .expect("model (run scripts/setup.sh)"),
     );
     SpeechPool::start(model, 1, 8, SttConfig::default()).unwrap()
 }

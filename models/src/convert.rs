@@ -411,7 +411,10 @@ fn q8_0_block(x: &[f32], out: &mut Vec<u8>) {
 /// each value is stored as 0..=31 (low nibbles in `qs`, fifth bits in a
 /// 32-bit `qh`; element j and j+16 share a byte of `qs`).
 fn q5_0_block(x: &[f32], out: &mut Vec<u8>) {
-    let max = x.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+    let max = x
+        .iter()
+        .copied()
+        .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
     let d = max / -16.0;
     let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
     let q = |v: f32| ((v * inv + 16.5) as i32).clamp(0, 31) as u32;
@@ -455,7 +458,7 @@ impl<W: Write> Out<W> {
         // Matrices in the file's type; convolutions (3-D) stay f16.
         let quant = match (f16, dims.len()) {
             (false, _) => None,
-            (true, 2) if values.len() % 32 == 0 => Some(self.matrix),
+            (true, 2) if values.len().is_multiple_of(32) => Some(self.matrix),
             (true, _) => Some(Quant::F16),
         };
         self.i32(dims.len())?;
@@ -467,7 +470,9 @@ impl<W: Write> Out<W> {
         self.bytes(name.as_bytes())?;
         let mut buf = Vec::with_capacity(values.len() * 4);
         match quant {
-            None => values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
+            None => values
+                .iter()
+                .for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
             Some(Quant::F16) => values
                 .iter()
                 .for_each(|&v| buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes())),
@@ -758,14 +763,19 @@ mod tests {
 
     #[test]
     fn quantized_blocks_decode_within_half_a_step() {
-        let x: Vec<f32> = (0..32).map(|i| ((i as f32) * 0.37).sin() * 0.8 - 0.1).collect();
+        let x: Vec<f32> = (0..32)
+            .map(|i| ((i as f32) * 0.37).sin() * 0.8 - 0.1)
+            .collect();
         let mut q8 = Vec::new();
         q8_0_block(&x, &mut q8);
         assert_eq!(q8.len(), 34);
         let d = half::f16::from_le_bytes([q8[0], q8[1]]).to_f32();
         for (i, &v) in x.iter().enumerate() {
             let back = d * (q8[2 + i] as i8) as f32;
-            assert!((back - v).abs() <= d * 0.51 + 1e-3, "q8_0 {i}: {v} -> {back}");
+            assert!(
+                (back - v).abs() <= d * 0.51 + 1e-3,
+                "q8_0 {i}: {v} -> {back}"
+            );
         }
         let mut q5 = Vec::new();
         q5_0_block(&x, &mut q5);
@@ -773,10 +783,18 @@ mod tests {
         let d = half::f16::from_le_bytes([q5[0], q5[1]]).to_f32();
         let qh = u32::from_le_bytes([q5[2], q5[3], q5[4], q5[5]]);
         for j in 0..32 {
-            let nibble = if j < 16 { q5[6 + j] & 0x0F } else { q5[6 + j - 16] >> 4 };
+            let nibble = if j < 16 {
+                q5[6 + j] & 0x0F
+            } else {
+                q5[6 + j - 16] >> 4
+            };
             let q = u32::from(nibble) | (((qh >> j) & 1) << 4);
             let back = d * (q as f32 - 16.0);
-            assert!((back - x[j]).abs() <= d.abs() * 0.51 + 1e-3, "q5_0 {j}: {} -> {back}", x[j]);
+            assert!(
+                (back - x[j]).abs() <= d.abs() * 0.51 + 1e-3,
+                "q5_0 {j}: {} -> {back}",
+                x[j]
+            );
         }
         // A block of zeros stays zero (no division by a zero scale).
         let mut z = Vec::new();

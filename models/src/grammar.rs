@@ -398,8 +398,11 @@ impl Grammar {
         let mut at = self.start();
         let mut out = Vec::new();
         for _ in 0..300 {
-            let edges: Vec<(u8, u32)> =
-                self.next[at.state as usize].iter().copied().filter(|e| !skip(e.0)).collect();
+            let edges: Vec<(u8, u32)> = self.next[at.state as usize]
+                .iter()
+                .copied()
+                .filter(|e| !skip(e.0))
+                .collect();
             if self.is_complete(at) && (edges.is_empty() || rand() % 4 == 0) {
                 return String::from_utf8(out).ok();
             }
@@ -514,8 +517,8 @@ impl TokenIndex {
         after_punctuation: bool,
         allow: &mut dyn FnMut(u32),
     ) {
-        let word_end = !at.after_space
-            && (grammar.is_complete(at) || grammar.step(at, b' ').is_some());
+        let word_end =
+            !at.after_space && (grammar.is_complete(at) || grammar.step(at, b' ').is_some());
         if word_end && !after_punctuation {
             for &t in &self.neutral {
                 allow(t);
@@ -554,19 +557,34 @@ mod tests {
     #[test]
     fn normalization_drops_case_punctuation_and_extra_spaces() {
         assert_eq!(normalize("  Ja,  genau. "), b"ja genau");
-        assert_eq!(normalize("Übermorgen um 14:30 Uhr!"), "übermorgen um 1430 uhr".as_bytes());
+        assert_eq!(
+            normalize("Übermorgen um 14:30 Uhr!"),
+            "übermorgen um 1430 uhr".as_bytes()
+        );
         assert_eq!(normalize("ÄÖÜ äöü ß"), "äöü äöü ß".as_bytes());
     }
 
     #[test]
     fn sentences_prefixes_and_strangers() {
         let g = yes_no();
-        for s in ["Ja.", "Ja, genau.", "nein danke", "Nein, das passt leider nicht.", "genau ja das passt"] {
+        for s in [
+            "Ja.",
+            "Ja, genau.",
+            "nein danke",
+            "Nein, das passt leider nicht.",
+            "genau ja das passt",
+        ] {
             assert!(g.accepts(s), "{s}");
         }
         assert!(!g.accepts("Ja, das"), "a prefix is not a sentence");
         assert!(g.accepts_prefix("Ja, das"));
-        for s in ["", "Jein", "Ich möchte lieber mit jemandem sprechen", "ja ja ja", "jadas passt"] {
+        for s in [
+            "",
+            "Jein",
+            "Ich möchte lieber mit jemandem sprechen",
+            "ja ja ja",
+            "jadas passt",
+        ] {
             assert!(!g.accepts(s), "{s:?}");
         }
     }
@@ -575,7 +593,11 @@ mod tests {
     fn glue_builds_compound_words() {
         let unit = any_of(["ein", "zwei"]);
         let tens = any_of(["zwanzig", "vierzig"]);
-        let g = Grammar::new("n", &seq([words("nummer"), glue([unit, words("und"), tens])])).unwrap();
+        let g = Grammar::new(
+            "n",
+            &seq([words("nummer"), glue([unit, words("und"), tens])]),
+        )
+        .unwrap();
         assert!(g.accepts("Nummer zweiundvierzig"));
         assert!(!g.accepts("Nummer zwei und vierzig"));
         assert!(!g.accepts("Nummer zweiund"));
@@ -584,18 +606,27 @@ mod tests {
     #[test]
     fn tokens_that_fit_are_found_in_the_trie() {
         let g = yes_no();
-        let vocab: Vec<Vec<u8>> = [" Ja", "Ja", " ja", ",", " gen", "au", " Nein", " Hallo", ".", " das", " pass", "t", "x"]
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
+        let vocab: Vec<Vec<u8>> = [
+            " Ja", "Ja", " ja", ",", " gen", "au", " Nein", " Hallo", ".", " das", " pass", "t",
+            "x",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
         let idx = TokenIndex::new(vocab);
         let names = |at: Cursor| {
             let mut v = Vec::new();
-            idx.allowed(&g, at, false, &mut |t| v.push(String::from_utf8_lossy(idx.bytes(t).unwrap()).into_owned()));
+            idx.allowed(&g, at, false, &mut |t| {
+                v.push(String::from_utf8_lossy(idx.bytes(t).unwrap()).into_owned())
+            });
             v.sort();
             v
         };
-        assert_eq!(names(g.start()), [" Ja", " Nein", " gen", " ja"], "no punctuation first");
+        assert_eq!(
+            names(g.start()),
+            [" Ja", " Nein", " gen", " ja"],
+            "no punctuation first"
+        );
         let after_ja = g.feed(g.start(), b" Ja,").unwrap();
         assert!(g.is_complete(after_ja));
         let next = names(after_ja);
@@ -604,15 +635,38 @@ mod tests {
         assert!(next.contains(&",".to_string()), "punctuation after a word");
         let mid = g.feed(g.start(), b" Ja das pass").unwrap();
         assert!(names(mid).contains(&"t".to_string()));
-        assert!(!names(mid).contains(&".".to_string()), "no punctuation inside a word");
+        assert!(
+            !names(mid).contains(&".".to_string()),
+            "no punctuation inside a word"
+        );
     }
 
     #[test]
     fn odd_spellings_are_not_word_pieces() {
-        for ok in [" Übermorgen", " Ja", " ja", ",", " 14", ":", "ß", " Öffnungszeiten", "en"] {
+        for ok in [
+            " Übermorgen",
+            " Ja",
+            " ja",
+            ",",
+            " 14",
+            ":",
+            "ß",
+            " Öffnungszeiten",
+            "en",
+        ] {
             assert!(plain_word_piece(ok.as_bytes()), "{ok}");
         }
-        for odd in ["EN", "E", " ALLES", "ko'", "-Ton", " MöchtEN", "aÜ", "Über", "\"x"] {
+        for odd in [
+            "EN",
+            "E",
+            " ALLES",
+            "ko'",
+            "-Ton",
+            " MöchtEN",
+            "aÜ",
+            "Über",
+            "\"x",
+        ] {
             assert!(!plain_word_piece(odd.as_bytes()), "{odd}");
         }
     }

@@ -312,7 +312,11 @@ impl WhisperModel {
         let eot = ctx.token_eot();
         let n_vocab = ctx.n_vocab();
         let tokens = (0..eot)
-            .map(|id| ctx.token_to_bytes(id).map(<[u8]>::to_vec).unwrap_or_default())
+            .map(|id| {
+                ctx.token_to_bytes(id)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default()
+            })
             .collect();
         Ok(Self {
             ctx,
@@ -401,20 +405,24 @@ impl Constraint<'_> {
             .find(|&&id| id >= 0 && id < self.eot)
             .is_some_and(|&id| self.tokens.is_neutral(id as u32));
         let (allowed, listed) = (&mut self.allowed, &mut self.listed);
-        self.tokens.allowed(self.grammar, at, after_punctuation, &mut |t| {
-            if let Some(slot) = allowed.get_mut(t as usize) {
-                if !*slot {
-                    *slot = true;
-                    listed.push(t);
+        self.tokens
+            .allowed(self.grammar, at, after_punctuation, &mut |t| {
+                if let Some(slot) = allowed.get_mut(t as usize) {
+                    if !*slot {
+                        *slot = true;
+                        listed.push(t);
+                    }
                 }
-            }
-        });
+            });
         // The end only where a sentence of the grammar is complete: a
         // partial of speech still going on ("am Dienstag um") costs more
         // than the budget and is decoded freely.
         let eot_ok = self.grammar.is_complete(at);
         let text = (self.eot as usize + 1).min(self.n_vocab).min(logits.len());
-        let max = logits[..text].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = logits[..text]
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
         if !max.is_finite() {
             return;
         }
@@ -433,11 +441,17 @@ impl Constraint<'_> {
                 }
             }
         }
-        let lost = if inside > 0.0 { (all / inside).ln() as f32 } else { f32::INFINITY };
+        let lost = if inside > 0.0 {
+            (all / inside).ln() as f32
+        } else {
+            f32::INFINITY
+        };
         self.cost += lost;
         self.worst = self.worst.max(lost);
         let first = *self.first.get_or_insert(lost);
-        if lost > self.budget || (ids.iter().all(|&id| id < 0 || id >= self.eot) && first > self.first_budget) {
+        if lost > self.budget
+            || (ids.iter().all(|&id| id < 0 || id >= self.eot) && first > self.first_budget)
+        {
             self.abandoned = true;
             self.shaped = ids.iter().filter(|&&id| id >= 0 && id < self.eot).count();
             return;
@@ -582,7 +596,8 @@ impl SttWorker {
             // which returns before `c` goes out of scope.
             unsafe {
                 params.set_filter_logits_callback(Some(constrain));
-                params.set_filter_logits_callback_user_data(c as *mut Constraint<'_> as *mut c_void);
+                params
+                    .set_filter_logits_callback_user_data(c as *mut Constraint<'_> as *mut c_void);
             }
         }
         // whisper needs at least 1 s; pad short answers ("Ja.") with silence.

@@ -246,16 +246,25 @@ fn grammar_holds_expected_answers_and_falls_back_on_others() {
     let mut w = model().worker().unwrap();
     let clip = |name: &str| read_wav_16k(&fixtures().join("de").join(name)).unwrap();
 
-    let t = w.transcribe(&clip("yes_02_v0_r150_16k.wav"), &config).unwrap();
+    let t = w
+        .transcribe(&clip("yes_02_v0_r150_16k.wav"), &config)
+        .unwrap();
     assert!(matches!(t.constrained, Constrained::Held { .. }), "{t:?}");
     assert!(yes_no.accepts(&t.text), "{:?}", t.text);
 
-    let t = w.transcribe(&clip("human_01_v2_r150_16k.wav"), &config).unwrap();
-    assert!(matches!(t.constrained, Constrained::FellBack { .. }), "{t:?}");
+    let t = w
+        .transcribe(&clip("human_01_v2_r150_16k.wav"), &config)
+        .unwrap();
+    assert!(
+        matches!(t.constrained, Constrained::FellBack { .. }),
+        "{t:?}"
+    );
     assert!(!yes_no.accepts(&t.text), "{:?}", t.text);
 
     // Without a grammar nothing is constrained.
-    let free = w.transcribe(&clip("yes_02_v0_r150_16k.wav"), &SttConfig::default()).unwrap();
+    let free = w
+        .transcribe(&clip("yes_02_v0_r150_16k.wav"), &SttConfig::default())
+        .unwrap();
     assert_eq!(free.constrained, Constrained::No);
 }
 
@@ -277,7 +286,11 @@ fn quantized_conversions_load_and_transcribe() {
             report.bytes
         );
         let m = WhisperModel::load(&out).unwrap();
-        let t = m.worker().unwrap().transcribe(&audio, &SttConfig::default()).unwrap();
+        let t = m
+            .worker()
+            .unwrap()
+            .transcribe(&audio, &SttConfig::default())
+            .unwrap();
         let wer = word_error_rate("Hallo, ich hätte gerne einen Termin.", &t.text);
         assert!(wer <= 0.34, "{name}: {:?} (WER {wer})", t.text);
     }

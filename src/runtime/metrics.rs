@@ -239,7 +239,10 @@ impl Metrics {
                 ("stale", s.stale.load(Ordering::Relaxed)),
                 ("answered", s.answered.load(Ordering::Relaxed)),
                 ("grammar_held", s.grammar_held.load(Ordering::Relaxed)),
-                ("grammar_fell_back", s.grammar_fell_back.load(Ordering::Relaxed)),
+                (
+                    "grammar_fell_back",
+                    s.grammar_fell_back.load(Ordering::Relaxed),
+                ),
             ] {
                 self.speech
                     .get_or_create(&Kind { kind: kind.into() })

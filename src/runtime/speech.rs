@@ -425,7 +425,11 @@ fn transcribe(
     let stt = if expect.prompt.is_some() || expect.grammar.is_some() {
         biased = SttConfig {
             initial_prompt: stt.initial_prompt.clone().or(expect.prompt),
-            grammar: if stt.use_grammar { expect.grammar } else { None },
+            grammar: if stt.use_grammar {
+                expect.grammar
+            } else {
+                None
+            },
             ..stt.clone()
         };
         &biased

@@ -38,8 +38,25 @@ impl Answer {
 }
 
 const UNITS: [&str; 20] = [
-    "null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn",
-    "elf", "zwölf", "dreizehn", "vierzehn", "fünfzehn", "sechzehn", "siebzehn", "achtzehn",
+    "null",
+    "eins",
+    "zwei",
+    "drei",
+    "vier",
+    "fünf",
+    "sechs",
+    "sieben",
+    "acht",
+    "neun",
+    "zehn",
+    "elf",
+    "zwölf",
+    "dreizehn",
+    "vierzehn",
+    "fünfzehn",
+    "sechzehn",
+    "siebzehn",
+    "achtzehn",
     "neunzehn",
 ];
 const TENS: [&str; 10] = [
@@ -51,9 +68,13 @@ const TENS: [&str; 10] = [
 pub fn spell(n: u32) -> String {
     match n {
         0..=19 => UNITS[n as usize].to_owned(),
-        _ if n % 10 == 0 => TENS[(n / 10) as usize % 10].to_owned(),
+        _ if n.is_multiple_of(10) => TENS[(n / 10) as usize % 10].to_owned(),
         _ => {
-            let unit = if n % 10 == 1 { "ein" } else { UNITS[(n % 10) as usize] };
+            let unit = if n % 10 == 1 {
+                "ein"
+            } else {
+                UNITS[(n % 10) as usize]
+            };
             format!("{unit}und{}", TENS[(n / 10) as usize % 10])
         }
     }
@@ -88,17 +109,46 @@ fn number_forms(range: std::ops::RangeInclusive<u32>) -> Pattern {
 }
 
 const WEEKDAYS: [&str; 8] = [
-    "montag", "dienstag", "mittwoch", "donnerstag", "freitag", "samstag", "sonnabend", "sonntag",
+    "montag",
+    "dienstag",
+    "mittwoch",
+    "donnerstag",
+    "freitag",
+    "samstag",
+    "sonnabend",
+    "sonntag",
 ];
 const MONTHS: [&str; 13] = [
-    "januar", "jänner", "februar", "märz", "april", "mai", "juni", "juli", "august", "september",
-    "oktober", "november", "dezember",
+    "januar",
+    "jänner",
+    "februar",
+    "märz",
+    "april",
+    "mai",
+    "juni",
+    "juli",
+    "august",
+    "september",
+    "oktober",
+    "november",
+    "dezember",
 ];
 
 fn daypart() -> Pattern {
     any_of([
-        "morgens", "früh", "vormittags", "mittags", "nachmittags", "abends", "am morgen",
-        "am vormittag", "am mittag", "am nachmittag", "am abend", "vormittag", "nachmittag",
+        "morgens",
+        "früh",
+        "vormittags",
+        "mittags",
+        "nachmittags",
+        "abends",
+        "am morgen",
+        "am vormittag",
+        "am mittag",
+        "am nachmittag",
+        "am abend",
+        "vormittag",
+        "nachmittag",
     ])
 }
 
@@ -122,8 +172,15 @@ fn time() -> Pattern {
     ]);
     let relative = alt([
         seq([words("halb"), hour()]),
-        seq([any_of(["viertel nach", "viertel vor", "viertel", "dreiviertel"]), hour()]),
-        seq([number_forms(1..=29), any_of(["nach", "vor", "nach halb", "vor halb"]), hour()]),
+        seq([
+            any_of(["viertel nach", "viertel vor", "viertel", "dreiviertel"]),
+            hour(),
+        ]),
+        seq([
+            number_forms(1..=29),
+            any_of(["nach", "vor", "nach halb", "vor halb"]),
+            hour(),
+        ]),
     ]);
     let at = any_of(["um", "gegen", "so um", "so gegen", "ab", "so ab"]);
     seq([
@@ -140,7 +197,11 @@ fn time() -> Pattern {
 /// A date: a weekday, a day relative to today, a day of a month, "in drei
 /// Tagen".
 fn date() -> Pattern {
-    let weekday = any_of(WEEKDAYS.iter().flat_map(|d| [d.to_string(), format!("{d}s")]));
+    let weekday = any_of(
+        WEEKDAYS
+            .iter()
+            .flat_map(|d| [d.to_string(), format!("{d}s")]),
+    );
     let week = any_of([
         "nächste woche",
         "in der nächsten woche",
@@ -151,7 +212,16 @@ fn date() -> Pattern {
     ]);
     let by_weekday = seq([
         opt(alt([
-            any_of(["am", "nächsten", "am nächsten", "kommenden", "am kommenden", "diesen", "an diesem", "den"]),
+            any_of([
+                "am",
+                "nächsten",
+                "am nächsten",
+                "kommenden",
+                "am kommenden",
+                "diesen",
+                "an diesem",
+                "den",
+            ]),
             week.clone(),
         ])),
         weekday,
@@ -177,18 +247,23 @@ fn date() -> Pattern {
         };
         let mut names: Vec<String> = ordinal(m);
         // MONTHS has "jänner" after "januar": month m > 1 is at index m.
-        let named: &[&str] = if m == 1 { &MONTHS[..2] } else { &MONTHS[m as usize..=m as usize] };
+        let named: &[&str] = if m == 1 {
+            &MONTHS[..2]
+        } else {
+            &MONTHS[m as usize..=m as usize]
+        };
         names.extend(named.iter().map(|s| s.to_string()));
-        with_month.push(seq([
-            any_of((1..=last).flat_map(day_forms)),
-            any_of(names),
-        ]));
+        with_month.push(seq([any_of((1..=last).flat_map(day_forms)), any_of(names)]));
     }
     let with_month = alt(with_month);
     let mut numeric = Vec::new();
     for d in 1..=31u32 {
         for m in 1..=12u32 {
-            for form in [format!("{d}{m}"), format!("{d:02}{m:02}"), format!("{d}{m:02}")] {
+            for form in [
+                format!("{d}{m}"),
+                format!("{d:02}{m:02}"),
+                format!("{d}{m:02}"),
+            ] {
                 if !numeric.contains(&form) {
                     numeric.push(form);
                 }
@@ -198,7 +273,10 @@ fn date() -> Pattern {
     // A day without its month needs the "am" ("am zweiten").
     let on = || any_of(["am", "den", "zum", "ab"]);
     let of_month = alt([
-        seq([on(), alt([with_month.clone(), any_of((1..=31).flat_map(day_forms))])]),
+        seq([
+            on(),
+            alt([with_month.clone(), any_of((1..=31).flat_map(day_forms))]),
+        ]),
         with_month,
         seq([opt(on()), any_of(numeric)]),
     ]);
@@ -213,24 +291,78 @@ fn date() -> Pattern {
 /// Words callers put before a date or time.
 fn lead_in() -> Pattern {
     any_of([
-        "ja", "ja gerne", "gerne", "also", "ähm", "äh", "hm", "dann", "vielleicht", "am liebsten",
-        "lieber", "ich könnte", "ich kann", "ich komme", "ich würde gerne", "ich würde gern",
-        "ich möchte", "ich hätte gerne einen termin", "ich hätte gern einen termin",
-        "ich möchte einen termin", "ich brauche einen termin", "einen termin", "haben sie",
-        "haben sie noch", "geht es", "geht", "ginge es", "passt es", "passt", "wie wäre es",
-        "wie wäre es mit", "wie sieht es aus", "mir passt", "mir würde", "es ist", "das ist",
-        "der termin ist", "mein termin ist", "er ist", "der ist", "ich habe einen termin",
-        "ich hatte einen termin", "ich habe den termin", "wäre",
+        "ja",
+        "ja gerne",
+        "gerne",
+        "also",
+        "ähm",
+        "äh",
+        "hm",
+        "dann",
+        "vielleicht",
+        "am liebsten",
+        "lieber",
+        "ich könnte",
+        "ich kann",
+        "ich komme",
+        "ich würde gerne",
+        "ich würde gern",
+        "ich möchte",
+        "ich hätte gerne einen termin",
+        "ich hätte gern einen termin",
+        "ich möchte einen termin",
+        "ich brauche einen termin",
+        "einen termin",
+        "haben sie",
+        "haben sie noch",
+        "geht es",
+        "geht",
+        "ginge es",
+        "passt es",
+        "passt",
+        "wie wäre es",
+        "wie wäre es mit",
+        "wie sieht es aus",
+        "mir passt",
+        "mir würde",
+        "es ist",
+        "das ist",
+        "der termin ist",
+        "mein termin ist",
+        "er ist",
+        "der ist",
+        "ich habe einen termin",
+        "ich hatte einen termin",
+        "ich habe den termin",
+        "wäre",
     ])
 }
 
 /// Words callers put after a date or time.
 fn lead_out() -> Pattern {
     any_of([
-        "etwas frei", "noch etwas frei", "was frei", "noch was frei", "einen termin frei",
-        "wäre gut", "wäre mir recht", "wäre schön", "wäre super", "passt mir", "passt mir gut",
-        "wenn das geht", "wenn es geht", "wenn möglich", "bitte", "geht das", "passt das",
-        "ginge das", "ist das möglich", "würde mir passen", "wäre das möglich", "danke",
+        "etwas frei",
+        "noch etwas frei",
+        "was frei",
+        "noch was frei",
+        "einen termin frei",
+        "wäre gut",
+        "wäre mir recht",
+        "wäre schön",
+        "wäre super",
+        "passt mir",
+        "passt mir gut",
+        "wenn das geht",
+        "wenn es geht",
+        "wenn möglich",
+        "bitte",
+        "geht das",
+        "passt das",
+        "ginge das",
+        "ist das möglich",
+        "würde mir passen",
+        "wäre das möglich",
+        "danke",
     ])
 }
 
@@ -247,18 +379,68 @@ fn date_time() -> Pattern {
 
 fn yes_no() -> Pattern {
     let word = any_of([
-        "ja", "jawohl", "jap", "jo", "genau", "ganz genau", "richtig", "korrekt", "gerne", "gern",
-        "passt", "stimmt", "einverstanden", "okay", "ok", "klar", "sicher", "natürlich",
-        "perfekt", "prima", "super", "gut", "sehr gut", "in ordnung", "auf jeden fall", "nein",
-        "nee", "nö", "ne", "falsch", "nicht", "auf keinen fall", "leider nicht",
+        "ja",
+        "jawohl",
+        "jap",
+        "jo",
+        "genau",
+        "ganz genau",
+        "richtig",
+        "korrekt",
+        "gerne",
+        "gern",
+        "passt",
+        "stimmt",
+        "einverstanden",
+        "okay",
+        "ok",
+        "klar",
+        "sicher",
+        "natürlich",
+        "perfekt",
+        "prima",
+        "super",
+        "gut",
+        "sehr gut",
+        "in ordnung",
+        "auf jeden fall",
+        "nein",
+        "nee",
+        "nö",
+        "ne",
+        "falsch",
+        "nicht",
+        "auf keinen fall",
+        "leider nicht",
     ]);
     let tail = any_of([
-        "das passt", "das passt mir", "das passt mir gut", "das passt gut", "das passt so",
-        "das ist richtig", "das ist korrekt", "das stimmt", "das ist gut", "das ist in ordnung",
-        "das ist falsch", "das stimmt nicht", "das ist nicht richtig", "das passt nicht",
-        "das passt leider nicht", "das geht nicht", "das geht leider nicht", "danke",
-        "vielen dank", "danke schön", "bitte", "gerne", "so ist es", "machen sie das",
-        "das wäre gut", "das wäre super", "so machen wir das",
+        "das passt",
+        "das passt mir",
+        "das passt mir gut",
+        "das passt gut",
+        "das passt so",
+        "das ist richtig",
+        "das ist korrekt",
+        "das stimmt",
+        "das ist gut",
+        "das ist in ordnung",
+        "das ist falsch",
+        "das stimmt nicht",
+        "das ist nicht richtig",
+        "das passt nicht",
+        "das passt leider nicht",
+        "das geht nicht",
+        "das geht leider nicht",
+        "danke",
+        "vielen dank",
+        "danke schön",
+        "bitte",
+        "gerne",
+        "so ist es",
+        "machen sie das",
+        "das wäre gut",
+        "das wäre super",
+        "so machen wir das",
     ]);
     seq([repeat(word, 1, 3), opt(tail), opt(words("danke"))])
 }
@@ -267,7 +449,10 @@ fn number() -> Pattern {
     let below_hundred = || any_of((0..=99).map(spell).chain(["ein".into(), "zwo".into()]));
     let hundreds = alt([
         words("hundert"),
-        glue([any_of((1..=99).map(spell).chain(["ein".into()])), words("hundert")]),
+        glue([
+            any_of((1..=99).map(spell).chain(["ein".into()])),
+            words("hundert"),
+        ]),
     ]);
     let below_thousand = alt([
         below_hundred(),
@@ -295,13 +480,29 @@ fn number() -> Pattern {
     let lead = seq([
         opt(any_of(["meine", "mein", "die", "also", "ja"])),
         opt(any_of([
-            "versichertennummer", "nummer", "kundennummer", "telefonnummer", "patientennummer",
-            "mitgliedsnummer", "geburtsjahr", "postleitzahl", "hausnummer",
+            "versichertennummer",
+            "nummer",
+            "kundennummer",
+            "telefonnummer",
+            "patientennummer",
+            "mitgliedsnummer",
+            "geburtsjahr",
+            "postleitzahl",
+            "hausnummer",
         ])),
         any_of(["ist", "lautet", "ist die", "wäre"]),
     ]);
     seq([
-        opt(alt([lead, any_of(["ich bin", "geboren", "ich bin geboren", "im jahr", "ich bin im jahr"])])),
+        opt(alt([
+            lead,
+            any_of([
+                "ich bin",
+                "geboren",
+                "ich bin geboren",
+                "im jahr",
+                "ich bin im jahr",
+            ]),
+        ])),
         alt([repeat(alt([spelled, run]), 1, 4), repeat(single, 2, 12)]),
         opt(any_of(["geboren", "bitte", "danke"])),
     ])
@@ -361,46 +562,118 @@ mod tests {
     }
 
     const DATES: [&str; 30] = [
-        "heute", "Morgen bitte", "übermorgen", "Am Mittwoch.", "nächsten Dienstag", "Dienstag",
-        "am Freitag", "Montag", "nächste Woche Mittwoch", "am Donnerstag nächste Woche",
-        "am dritten Dezember", "am 3. Dezember", "am 3 Dezember",
-        "den einunddreißigsten Dezember", "am ersten Januar", "am zwanzigsten November",
-        "3.12.", "am 3.12", "am dritten zwölften", "am achtundzwanzigsten", "am zweiten",
-        "in drei Tagen", "in zwei Wochen", "Samstags", "Am Sonnabend.", "Übermorgen.",
-        "Geht es nächste Woche Donnerstag?", "Mein Termin ist am Freitag.",
-        "Am siebten Januar, bitte.", "am kommenden Montag",
+        "heute",
+        "Morgen bitte",
+        "übermorgen",
+        "Am Mittwoch.",
+        "nächsten Dienstag",
+        "Dienstag",
+        "am Freitag",
+        "Montag",
+        "nächste Woche Mittwoch",
+        "am Donnerstag nächste Woche",
+        "am dritten Dezember",
+        "am 3. Dezember",
+        "am 3 Dezember",
+        "den einunddreißigsten Dezember",
+        "am ersten Januar",
+        "am zwanzigsten November",
+        "3.12.",
+        "am 3.12",
+        "am dritten zwölften",
+        "am achtundzwanzigsten",
+        "am zweiten",
+        "in drei Tagen",
+        "in zwei Wochen",
+        "Samstags",
+        "Am Sonnabend.",
+        "Übermorgen.",
+        "Geht es nächste Woche Donnerstag?",
+        "Mein Termin ist am Freitag.",
+        "Am siebten Januar, bitte.",
+        "am kommenden Montag",
     ];
 
     const TIMES: [&str; 30] = [
-        "halb drei", "um halb drei", "halb zehn", "halb eins", "Viertel nach vier",
-        "viertel vor fünf", "dreiviertel fünf", "viertel neun", "14 Uhr 30",
-        "vierzehn Uhr dreißig", "14:30", "um 14.30 Uhr", "um zwei", "um 9", "um 10 Uhr",
-        "neun Uhr morgens", "um sieben Uhr früh", "um drei Uhr nachmittags",
-        "um acht Uhr abends", "zehn nach drei", "fünf vor vier", "fünf vor halb drei",
-        "zehn nach halb elf", "um zwölf Uhr", "um Mittag", "um elf Uhr fünfzehn", "halb acht",
-        "Um 16 Uhr.", "Gegen halb vier.", "um ein Uhr",
+        "halb drei",
+        "um halb drei",
+        "halb zehn",
+        "halb eins",
+        "Viertel nach vier",
+        "viertel vor fünf",
+        "dreiviertel fünf",
+        "viertel neun",
+        "14 Uhr 30",
+        "vierzehn Uhr dreißig",
+        "14:30",
+        "um 14.30 Uhr",
+        "um zwei",
+        "um 9",
+        "um 10 Uhr",
+        "neun Uhr morgens",
+        "um sieben Uhr früh",
+        "um drei Uhr nachmittags",
+        "um acht Uhr abends",
+        "zehn nach drei",
+        "fünf vor vier",
+        "fünf vor halb drei",
+        "zehn nach halb elf",
+        "um zwölf Uhr",
+        "um Mittag",
+        "um elf Uhr fünfzehn",
+        "halb acht",
+        "Um 16 Uhr.",
+        "Gegen halb vier.",
+        "um ein Uhr",
     ];
 
     const DATE_TIMES: [&str; 12] = [
-        "Am Dienstag um halb drei.", "Haben Sie am Dienstag um halb drei etwas frei?",
-        "Am liebsten morgen früh um neun Uhr.", "Passt es am Montag um Viertel nach vier?",
-        "Ich könnte am Freitag um Viertel vor fünf.", "Am dritten Dezember um vierzehn Uhr dreißig.",
-        "Übermorgen um zehn Uhr wäre gut.", "Heute Nachmittag um drei, wenn das geht.",
-        "Am Mittwoch um elf Uhr.", "Dienstag um 16 Uhr", "um halb drei am Donnerstag",
+        "Am Dienstag um halb drei.",
+        "Haben Sie am Dienstag um halb drei etwas frei?",
+        "Am liebsten morgen früh um neun Uhr.",
+        "Passt es am Montag um Viertel nach vier?",
+        "Ich könnte am Freitag um Viertel vor fünf.",
+        "Am dritten Dezember um vierzehn Uhr dreißig.",
+        "Übermorgen um zehn Uhr wäre gut.",
+        "Heute Nachmittag um drei, wenn das geht.",
+        "Am Mittwoch um elf Uhr.",
+        "Dienstag um 16 Uhr",
+        "um halb drei am Donnerstag",
         "Am 3.12. um 14:30 Uhr.",
     ];
 
     const YES_NO: [&str; 16] = [
-        "Ja.", "Ja, genau.", "Ja, das passt mir gut.", "Nein.", "Nein, danke.",
-        "Nein, das passt leider nicht.", "Genau.", "Richtig, danke.", "Stimmt.", "Jawohl.",
-        "Okay.", "Ja, gerne.", "Nee.", "In Ordnung.", "Ja, das ist richtig.", "Auf jeden Fall.",
+        "Ja.",
+        "Ja, genau.",
+        "Ja, das passt mir gut.",
+        "Nein.",
+        "Nein, danke.",
+        "Nein, das passt leider nicht.",
+        "Genau.",
+        "Richtig, danke.",
+        "Stimmt.",
+        "Jawohl.",
+        "Okay.",
+        "Ja, gerne.",
+        "Nee.",
+        "In Ordnung.",
+        "Ja, das ist richtig.",
+        "Auf jeden Fall.",
     ];
 
     const NUMBERS: [&str; 12] = [
-        "Zweiundvierzig.", "42", "Die Nummer lautet eins zwei drei vier fünf.",
-        "Meine Versichertennummer ist zweiundvierzig.", "Mein Geburtsjahr ist neunzehnhundertachtzig.",
-        "1980", "neunzehnhundertachtzig", "Meine Nummer ist 12345.", "dreihundertsiebzehn",
-        "zweitausendsechsundzwanzig", "eins zwo drei", "hundertdrei",
+        "Zweiundvierzig.",
+        "42",
+        "Die Nummer lautet eins zwei drei vier fünf.",
+        "Meine Versichertennummer ist zweiundvierzig.",
+        "Mein Geburtsjahr ist neunzehnhundertachtzig.",
+        "1980",
+        "neunzehnhundertachtzig",
+        "Meine Nummer ist 12345.",
+        "dreihundertsiebzehn",
+        "zweitausendsechsundzwanzig",
+        "eins zwo drei",
+        "hundertdrei",
     ];
 
     /// Every phrasing the slot parsers understand is inside its grammar:
@@ -422,7 +695,10 @@ mod tests {
         }
         for s in DATE_TIMES {
             let w = tokens(s);
-            assert!(parse_date(&w, today()).is_some() && parse_time(&w).is_some(), "parser: {s}");
+            assert!(
+                parse_date(&w, today()).is_some() && parse_time(&w).is_some(),
+                "parser: {s}"
+            );
             assert!(g(Answer::DateTime).accepts(s), "date_time grammar: {s}");
             checked += 1;
         }
@@ -449,9 +725,19 @@ mod tests {
             "Ich möchte meinen Termin absagen.",
             "Vielen Dank, auf Wiederhören.",
         ] {
-            for a in [Answer::YesNo, Answer::Date, Answer::Time, Answer::DateTime, Answer::Number] {
+            for a in [
+                Answer::YesNo,
+                Answer::Date,
+                Answer::Time,
+                Answer::DateTime,
+                Answer::Number,
+            ] {
                 assert!(!g(a).accepts(s), "{} accepts {s}", a.name());
-                assert!(!g(a).accepts_prefix(s), "{} accepts the start of {s}", a.name());
+                assert!(
+                    !g(a).accepts_prefix(s),
+                    "{} accepts the start of {s}",
+                    a.name()
+                );
             }
         }
         assert!(!g(Answer::YesNo).accepts("am Dienstag"));
@@ -466,7 +752,8 @@ mod tests {
     fn random_grammar_sentences_are_understood() {
         let no_digits = |b: u8| b.is_ascii_digit();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let cases: [(Answer, &dyn Fn(&[String]) -> bool); 4] = [
+        type Understood<'a> = &'a dyn Fn(&[String]) -> bool;
+        let cases: [(Answer, Understood<'_>); 4] = [
             (Answer::Date, &|w| parse_date(w, today()).is_some()),
             (Answer::Time, &|w| parse_time(w).is_some()),
             (Answer::YesNo, &|w| parse_yes_no(w).is_some()),
@@ -476,11 +763,17 @@ mod tests {
             let grammar = g(answer);
             let mut n = 0;
             while n < 300 {
-                let Some(s) = grammar.sample(&mut seed, no_digits) else { continue };
+                let Some(s) = grammar.sample(&mut seed, no_digits) else {
+                    continue;
+                };
                 // 29 February is a date only in leap years.
                 let leap_day = s.contains("neunundzwanzigsten zweiten")
                     || s.contains("neunundzwanzigsten februar");
-                assert!(understood(&tokens(&s)) || leap_day, "{}: {s:?}", answer.name());
+                assert!(
+                    understood(&tokens(&s)) || leap_day,
+                    "{}: {s:?}",
+                    answer.name()
+                );
                 n += 1;
             }
         }
@@ -498,11 +791,21 @@ mod tests {
 
     #[test]
     fn grammars_are_compiled_once_and_stay_small() {
-        let a = grammar(&[Answer::DateTime, Answer::YesNo]).unwrap().unwrap();
-        let b = grammar(&[Answer::YesNo, Answer::DateTime]).unwrap().unwrap();
+        let a = grammar(&[Answer::DateTime, Answer::YesNo])
+            .unwrap()
+            .unwrap();
+        let b = grammar(&[Answer::YesNo, Answer::DateTime])
+            .unwrap()
+            .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert!(grammar(&[]).unwrap().is_none());
-        for x in [Answer::YesNo, Answer::Date, Answer::Time, Answer::DateTime, Answer::Number] {
+        for x in [
+            Answer::YesNo,
+            Answer::Date,
+            Answer::Time,
+            Answer::DateTime,
+            Answer::Number,
+        ] {
             assert!(g(x).states() < 100_000, "{}: {}", x.name(), g(x).states());
         }
     }
