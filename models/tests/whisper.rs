@@ -239,8 +239,10 @@ fn grammar_holds_expected_answers_and_falls_back_on_others() {
     use aiagc_models::stt::Constrained;
     let _serial = serial();
     let yes_no = grammar(&[Answer::YesNo]).unwrap().unwrap();
+    // As the practice scenario's confirmation asks: its prompt and grammar.
     let config = SttConfig {
         grammar: Some(yes_no.clone()),
+        initial_prompt: Some("Ja, genau. Ja, das passt. Nein.".into()),
         ..SttConfig::default()
     };
     let mut w = model().worker().unwrap();
