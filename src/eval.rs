@@ -645,6 +645,38 @@ mod tests {
         assert_eq!(ok.get("time").map(String::as_str), Some("11:00"));
     }
 
+    /// Malformed fixture tables are clear errors naming the row.
+    #[test]
+    fn malformed_turn_tables_are_refused() {
+        let scenario = Scenario::praxis();
+        let dir = std::env::temp_dir().join(format!("aiagc-eval-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("de")).unwrap();
+        std::fs::write(
+            dir.join("de/utterances.tsv"),
+            "id\ttext\tintent\tslots\nyes_01\tJa.\tyes\t\n",
+        )
+        .unwrap();
+        for (turns, expected) in [
+            ("id\tstate\nyes_01\n", "not `id<TAB>state`"),
+            (
+                "id\tstate\nnope_01\tbook_confirm\n",
+                "not in utterances.tsv",
+            ),
+            ("id\tstate\nyes_01\tlimbo\n", "does not have"),
+        ] {
+            std::fs::write(dir.join("de/turns.tsv"), turns).unwrap();
+            let err = load_turns(&dir, &scenario).unwrap_err().to_string();
+            assert!(err.contains(expected), "{turns:?}: {err}");
+        }
+        std::fs::write(
+            dir.join("de/turns.tsv"),
+            "id\tstate\nyes_01\tbook_confirm\n",
+        )
+        .unwrap();
+        assert_eq!(load_turns(&dir, &scenario).unwrap()[0].expected, "yes");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn gain_is_brought_to_the_level() {
         let mut a: Vec<f32> = (0..16000).map(|i| 0.01 * (i as f32 * 0.1).sin()).collect();
