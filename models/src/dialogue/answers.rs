@@ -5,6 +5,9 @@
 //! Each grammar accepts what the slot parsers in [`super::when`] and
 //! [`super::number`] understand (tested both ways in `tests`).
 
+use super::scenario::{NO, YES};
+use super::text::unfold;
+use super::when::MONTHS;
 use crate::grammar::{alt, any_of, glue, opt, repeat, seq, words, Grammar, GrammarError, Pattern};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -117,21 +120,6 @@ const WEEKDAYS: [&str; 8] = [
     "samstag",
     "sonnabend",
     "sonntag",
-];
-const MONTHS: [&str; 13] = [
-    "januar",
-    "jänner",
-    "februar",
-    "märz",
-    "april",
-    "mai",
-    "juni",
-    "juli",
-    "august",
-    "september",
-    "oktober",
-    "november",
-    "dezember",
 ];
 
 fn daypart() -> Pattern {
@@ -246,13 +234,10 @@ fn date() -> Pattern {
             _ => 31,
         };
         let mut names: Vec<String> = ordinal(m);
-        // MONTHS has "jänner" after "januar": month m > 1 is at index m.
-        let named: &[&str] = if m == 1 {
-            &MONTHS[..2]
-        } else {
-            &MONTHS[m as usize..=m as usize]
-        };
-        names.extend(named.iter().map(|s| s.to_string()));
+        names.push(unfold(MONTHS[m as usize - 1]));
+        if m == 1 {
+            names.push("jänner".into());
+        }
         with_month.push(seq([any_of((1..=last).flat_map(day_forms)), any_of(names)]));
     }
     let with_month = alt(with_month);
@@ -378,41 +363,20 @@ fn date_time() -> Pattern {
 }
 
 fn yes_no() -> Pattern {
-    let word = any_of([
-        "ja",
-        "jawohl",
-        "jap",
-        "jo",
-        "genau",
-        "ganz genau",
-        "richtig",
-        "korrekt",
-        "gerne",
-        "gern",
-        "passt",
-        "stimmt",
-        "einverstanden",
-        "okay",
-        "ok",
-        "klar",
-        "sicher",
-        "natürlich",
-        "perfekt",
-        "prima",
-        "super",
-        "gut",
-        "sehr gut",
-        "in ordnung",
-        "auf jeden fall",
-        "nein",
-        "nee",
-        "nö",
-        "ne",
-        "falsch",
-        "nicht",
-        "auf keinen fall",
-        "leider nicht",
-    ]);
+    // The parser's words as written, and phrases around them.
+    let word = any_of(
+        YES.iter().chain(NO).map(|w| unfold(w)).chain(
+            [
+                "ganz genau",
+                "sehr gut",
+                "in ordnung",
+                "auf jeden fall",
+                "auf keinen fall",
+                "leider nicht",
+            ]
+            .map(String::from),
+        ),
+    );
     let tail = any_of([
         "das passt",
         "das passt mir",
@@ -446,7 +410,8 @@ fn yes_no() -> Pattern {
 }
 
 fn number() -> Pattern {
-    let below_hundred = || any_of((0..=99).map(spell).chain(["ein".into(), "zwo".into()]));
+    // "ein" alone is an article to the parser, not a number.
+    let below_hundred = || any_of((0..=99).map(spell).chain(["zwo".into()]));
     let hundreds = alt([
         words("hundert"),
         glue([
@@ -462,6 +427,7 @@ fn number() -> Pattern {
     ]);
     let thousands = alt([
         words("tausend"),
+        words("eintausend"),
         glue([below_thousand.clone(), words("tausend")]),
     ]);
     let spelled = alt([
@@ -661,7 +627,7 @@ mod tests {
         "Auf jeden Fall.",
     ];
 
-    const NUMBERS: [&str; 12] = [
+    const NUMBERS: [&str; 13] = [
         "Zweiundvierzig.",
         "42",
         "Die Nummer lautet eins zwei drei vier fünf.",
@@ -674,6 +640,7 @@ mod tests {
         "zweitausendsechsundzwanzig",
         "eins zwo drei",
         "hundertdrei",
+        "eintausendzwei",
     ];
 
     /// Every phrasing the slot parsers understand is inside its grammar:

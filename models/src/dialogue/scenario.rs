@@ -356,42 +356,46 @@ impl Slots {
     }
 }
 
+/// Words that say no (folded, see [`super::text::fold`]).
+pub const NO: &[&str] = &[
+    "nein",
+    "nee",
+    "ne",
+    "noe",
+    "nicht",
+    "falsch",
+    "keinesfalls",
+    "nie",
+];
+
+/// Words that say yes (folded).
+pub const YES: &[&str] = &[
+    "ja",
+    "jawohl",
+    "jap",
+    "jo",
+    "genau",
+    "richtig",
+    "korrekt",
+    "gerne",
+    "gern",
+    "passt",
+    "stimmt",
+    "einverstanden",
+    "ok",
+    "okay",
+    "klar",
+    "sicher",
+    "natuerlich",
+    "bestaetigt",
+    "perfekt",
+    "prima",
+    "super",
+    "gut",
+];
+
 /// Yes or no in German ("ja genau", "nein danke", "passt", "stimmt nicht").
 pub fn yes_no(words: &[String]) -> Option<bool> {
-    const NO: &[&str] = &[
-        "nein",
-        "nee",
-        "ne",
-        "noe",
-        "nicht",
-        "falsch",
-        "keinesfalls",
-        "nie",
-    ];
-    const YES: &[&str] = &[
-        "ja",
-        "jawohl",
-        "jap",
-        "jo",
-        "genau",
-        "richtig",
-        "korrekt",
-        "gerne",
-        "gern",
-        "passt",
-        "stimmt",
-        "einverstanden",
-        "ok",
-        "okay",
-        "klar",
-        "sicher",
-        "natuerlich",
-        "bestaetigt",
-        "perfekt",
-        "prima",
-        "super",
-        "gut",
-    ];
     if words.iter().any(|w| NO.contains(&w.as_str())) || contains(words, "auf keinen fall") {
         return Some(false);
     }

@@ -19,6 +19,15 @@ pub fn fold(text: &str) -> String {
     out
 }
 
+/// The written form of a folded word: `ae oe ue` as `ä ö ü` ("maerz" →
+/// "märz"); for word lists kept folded that must also be matched as
+/// written (the recognizer's grammars).
+pub fn unfold(word: &str) -> String {
+    word.replace("ae", "ä")
+        .replace("oe", "ö")
+        .replace("ue", "ü")
+}
+
 /// The words of `text`, folded. A token that starts with a digit keeps
 /// inner `.` and `:` and a trailing `.` (dates, times, ordinals); other
 /// punctuation separates words.

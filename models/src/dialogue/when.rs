@@ -44,7 +44,8 @@ const WEEKDAYS: [(&str, Weekday); 8] = [
     ("sonntag", Weekday::Sun),
 ];
 
-const MONTHS: [&str; 12] = [
+/// Month names, folded (see [`super::text::fold`]).
+pub const MONTHS: [&str; 12] = [
     "januar",
     "februar",
     "maerz",
