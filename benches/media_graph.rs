@@ -50,9 +50,8 @@ fn inbound(c: &mut Criterion) {
                 let now = t0 + FRAME * i as u32;
                 packet.clone_from(&templates[(i % 50) as usize]);
                 packet[2..4].copy_from_slice(&(i as u16).to_be_bytes());
-                packet[4..8].copy_from_slice(
-                    &((i as u32).wrapping_mul(n as u32 * codec.ticks_per_sample())).to_be_bytes(),
-                );
+                packet[4..8]
+                    .copy_from_slice(&((i as u32).wrapping_mul(codec.ticks(n))).to_be_bytes());
                 call.receive(peer(), black_box(&packet), now);
                 call.handle_timeout(now);
                 while call.poll_event().is_some() {}

@@ -29,6 +29,9 @@ apt_packages=(
   libopus-dev espeak-ng libespeak-ng-dev sox
   python3 python3-pip ca-certificates git
   asterisk-core-sounds-en asterisk-core-sounds-en-wav
+  # to build the test Asterisk (scripts/asterisk.sh)
+  libjansson-dev libxml2-dev libsqlite3-dev uuid-dev libedit-dev libssl-dev libncurses-dev
+  xz-utils
 )
 
 step "system packages (${#apt_packages[@]})"
@@ -49,6 +52,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust (rustup) first" >&2
   exit 1
 fi
+
+# The real Asterisk the tests run against, built once from
+# ../shared/asterisk (or AIAGC_ASTERISK, a host binary).
+step "asterisk (tests) -> $AIAGC_CACHE/asterisk"
+bash "$here/asterisk.sh" | sed 's/^/    /'
 
 step "models -> $AIAGC_MODELS"
 python3 "$here/fetch_models.py"

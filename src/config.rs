@@ -97,7 +97,8 @@ pub struct Media {
     pub bind: String,
     /// UDP port range, `"20000-20999"`.
     pub ports: String,
-    /// externalMedia format: `slin16`, `ulaw`, `alaw` or `opus`.
+    /// externalMedia format: `ulaw`, `alaw` or `g722` (wideband). `slin16`
+    /// and `opus` are refused: a real Asterisk plays neither back over RTP.
     pub format: String,
     /// Transcribe at a pause and end the turn there when the words (and
     /// the turn model) say it is complete.
@@ -137,7 +138,7 @@ impl Default for Media {
             echo_cancel: true,
             bind: "127.0.0.1".into(),
             ports: "20000-20999".into(),
-            format: "slin16".into(),
+            format: "ulaw".into(),
             semantic_endpointing: true,
             turn_model: true,
             turn_ceiling_ms: 1500,
@@ -321,6 +322,21 @@ impl Default for Serve {
 /// `env NAME` (absent: the default). Flags are recorded by the caller.
 pub type Sources = std::collections::BTreeMap<String, String>;
 
+/// An externalMedia RTP format that a real Asterisk plays to the caller;
+/// the others are refused with the reason and what to use instead.
+pub fn rtp_format(name: &str) -> Result<aiagc_engine::Codec> {
+    let codec = aiagc_engine::Codec::from_asterisk_format(name)?;
+    if let Err(why) = codec.rtp_playback() {
+        bail!(
+            "{} cannot reach the caller over externalMedia RTP: {why}. \
+             Use \"g722\" for wideband (16 kHz audio, static payload type 9, \
+             Asterisk's codec_g722) or \"ulaw\"/\"alaw\" (8 kHz)",
+            codec.asterisk_format()
+        );
+    }
+    Ok(codec)
+}
+
 impl Config {
     /// Reads `path` (or `aiagc.toml` if it exists), then applies the
     /// environment `env` (a lookup, so tests need not touch the process).
@@ -438,10 +454,16 @@ impl Config {
         Ok(())
     }
 
+    /// The externalMedia codec (validated).
+    pub fn codec(&self) -> Result<aiagc_engine::Codec> {
+        rtp_format(&self.media.format)
+            .with_context(|| format!("media.format = {:?}", self.media.format))
+    }
+
     /// Checks values a file can get wrong.
     pub fn validate(&self) -> Result<()> {
         self.port_range()?;
-        aiagc_engine::Codec::from_asterisk_format(&self.media.format)
+        rtp_format(&self.media.format)
             .with_context(|| format!("media.format = {:?}", self.media.format))?;
         self.media
             .rtp_source
@@ -717,6 +739,11 @@ mod tests {
             ("[media]\nports = \"abc\"", "media.ports"),
             ("[media]\nports = \"3000-2000\"", "media.ports"),
             ("[media]\nformat = \"gsm\"", "media.format"),
+            (
+                "[media]\nformat = \"slin16\"",
+                "payload type 118 is dynamic",
+            ),
+            ("[media]\nformat = \"opus\"", "no Opus transcoder"),
             ("[media]\nbind = \"localhost:5\"", "media.bind"),
             ("[dialogue]\nbackend = \"gpt\"", "dialogue.backend"),
             ("[ari]\napp = \"a b\"", "ari.app"),

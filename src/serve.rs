@@ -9,7 +9,6 @@ use aiagc::runtime::speech::SpeechPool;
 use aiagc_ari::client::AriClient;
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
-use aiagc_engine::Codec;
 use aiagc_models::dialogue::llm::{LlmClient, LlmDialogue};
 use aiagc_models::dialogue::scenario::Scenario;
 use aiagc_models::stt::{SttBackend, SttConfig, WhisperModel};
@@ -117,7 +116,7 @@ pub async fn run(config: Config) -> Result<()> {
         PortRange::new(bind, config.port_range()?),
         media_config(&config),
         ControllerConfig {
-            format: Codec::from_asterisk_format(&config.media.format)?,
+            format: config.codec()?,
             hangup_on_setup_failure: true,
             drain_to: config.drain_to()?,
         },

@@ -445,8 +445,7 @@ impl Call {
         };
         self.append_fifo(produced);
         if let Some(ts) = self.expected_ts {
-            self.expected_ts =
-                Some(ts.wrapping_add(produced as u32 * self.config.codec.ticks_per_sample()));
+            self.expected_ts = Some(ts.wrapping_add(self.config.codec.ticks(produced)));
         }
     }
 
@@ -458,7 +457,6 @@ impl Call {
     /// `at`; the delay estimate absorbs that offset.
     fn echo_position(&mut self, at: Instant, ts: u32) -> u64 {
         let n = self.config.codec.frame_samples() as u64;
-        let ticks = self.config.codec.ticks_per_sample() as i64;
         let by_clock = || {
             let slot =
                 at.saturating_duration_since(self.send_origin).as_micros() / FRAME.as_micros();
@@ -466,7 +464,10 @@ impl Call {
         };
         let pos = match self.echo_anchor {
             Some((last_ts, last_pos)) => {
-                let delta = ts.wrapping_sub(last_ts) as i32 as i64 / ticks;
+                let delta = self
+                    .config
+                    .codec
+                    .samples_of_ticks(ts.wrapping_sub(last_ts) as i32 as i64);
                 // More than a second off: a new stream, anchor again.
                 if delta.unsigned_abs() > self.config.codec.pcm_rate() as u64 {
                     by_clock()
@@ -483,7 +484,7 @@ impl Call {
     /// Plays out the inbound frame due at `at` (on the inbound grid).
     fn inbound_tick(&mut self, at: Instant) {
         let n = self.config.codec.frame_samples();
-        let ticks = self.config.codec.ticks_per_sample();
+        let codec = self.config.codec;
         while self.fifo_len < n {
             let pop = self.jitter.pop();
             match pop {
@@ -500,7 +501,7 @@ impl Call {
                             if self.fifo_len == 0 {
                                 self.fifo_ts = timestamp;
                             }
-                            self.expected_ts = Some(timestamp.wrapping_add(k as u32 * ticks));
+                            self.expected_ts = Some(timestamp.wrapping_add(codec.ticks(k)));
                             self.conceal_run = 0;
                             self.append_fifo(k);
                         }
@@ -544,7 +545,7 @@ impl Call {
             elapsed: self.media_time(),
             rtp_timestamp: self.fifo_ts,
         };
-        self.fifo_ts = self.fifo_ts.wrapping_add(take as u32 * ticks);
+        self.fifo_ts = self.fifo_ts.wrapping_add(codec.ticks(take));
         self.stats.frames_played += 1;
 
         let echo_pos = self.echo_position(at, position.rtp_timestamp);

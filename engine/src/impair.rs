@@ -165,9 +165,7 @@ impl RtpSender {
         .unwrap_or(0);
         buf.truncate(len);
         self.sequence = self.sequence.wrapping_add(1);
-        self.timestamp = self
-            .timestamp
-            .wrapping_add(pcm.len() as u32 * self.codec.ticks_per_sample());
+        self.timestamp = self.timestamp.wrapping_add(self.codec.ticks(pcm.len()));
         buf
     }
 }

@@ -199,9 +199,7 @@ impl Playout {
         }
         let send = audio || self.policy == SilencePolicy::SendSilence;
         let timestamp = self.timestamp;
-        self.timestamp = self
-            .timestamp
-            .wrapping_add(n as u32 * self.codec.ticks_per_sample());
+        self.timestamp = self.timestamp.wrapping_add(self.codec.ticks(n));
         if !send {
             return Ok(None);
         }

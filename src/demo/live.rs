@@ -446,7 +446,7 @@ struct Done {
 }
 
 pub(super) async fn run(args: &DemoArgs) -> Result<()> {
-    let codec = Codec::from_asterisk_format(&args.codec)?;
+    let codec = crate::config::rtp_format(&args.codec).context("--codec")?;
     if !matches!(args.endpointing.as_str(), "model" | "words" | "fixed") {
         bail!(
             "--endpointing {:?}: use model, words or fixed",

@@ -69,8 +69,9 @@ pub struct LoadArgs {
     /// Draw the latency distribution and the per-stage breakdown as SVG.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
-    /// externalMedia format.
-    #[arg(long, default_value = "slin16")]
+    /// externalMedia format of the simulator target: ulaw, alaw or g722
+    /// (the ari target takes `media.format` of the configuration).
+    #[arg(long, default_value = "ulaw")]
     codec: String,
     /// Speech worker threads (0: one per two cores).
     #[arg(long, default_value_t = 0)]
@@ -360,9 +361,9 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     // whose STT runs on a server); the simulator target keeps its own ARI.
     let config = crate::config::Config::load(args.config.as_deref(), &|k| std::env::var(k).ok())?;
     let codec = if ari_target {
-        Codec::from_asterisk_format(&config.media.format)?
+        config.codec()?
     } else {
-        Codec::from_asterisk_format(&args.codec)?
+        crate::config::rtp_format(&args.codec).context("--codec")?
     };
     // As `aiagc serve` sizes them unless given.
     let mut sizing = config.clone();

@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 /// Options of `aiagc demo`.
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Format externalMedia is asked for: slin16, ulaw, alaw or opus.
-    #[arg(long, default_value = "slin16")]
+    /// Format externalMedia is asked for: ulaw, alaw or g722 (slin16 and
+    /// opus only with --engine-only: a real Asterisk plays neither back).
+    #[arg(long, default_value = "ulaw")]
     codec: String,
     /// Packet loss on each direction (0.0–1.0).
     #[arg(long, default_value_t = 0.01)]

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (each test binary uses some).
 #![allow(dead_code)]
 
+pub mod asterisk;
+
 use aiagc::runtime::media::{CallSummary, DialogueFactory};
 use aiagc_ari::sim::Simulator;
 use aiagc_models::dialogue::scenario::Scenario;

@@ -264,8 +264,10 @@ impl Line {
                 ((since_start + path.delay).as_secs_f64() * rate) as u64,
             )
         });
-        let offset = timestamp.wrapping_sub(ts0) as i32 / self.codec.ticks_per_sample() as i32;
-        let Some(pos) = pos0.checked_add_signed(offset as i64) else {
+        let offset = self
+            .codec
+            .samples_of_ticks(timestamp.wrapping_sub(ts0) as i32 as i64);
+        let Some(pos) = pos0.checked_add_signed(offset) else {
             return;
         };
         let len = self.ring.len();

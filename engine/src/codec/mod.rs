@@ -1,13 +1,20 @@
-//! Payload codecs at the RTP edge: G.711 µ-law/A-law, `slin16` and Opus.
+//! Payload codecs at the RTP edge: G.711 µ-law/A-law, G.722, `slin16` and
+//! Opus.
 //!
 //! Every codec decodes to and encodes from mono `i16` PCM at its
-//! [`Codec::pcm_rate`]. Opus runs its decoder and encoder at 16 kHz (the
-//! engine's internal rate), so Opus audio is never resampled; its RTP clock
-//! stays 48 kHz as RFC 7587 requires.
+//! [`Codec::pcm_rate`]. G.722, Opus and slin16 run at 16 kHz (the engine's
+//! internal rate), so their audio is never resampled. RTP clocks follow the
+//! RFCs, not the PCM rate: 8000 Hz for G.722 (RFC 3551), 48 kHz for Opus
+//! (RFC 7587); [`Codec::ticks`] converts.
+//!
+//! Which of them a real Asterisk plays back over externalMedia RTP is
+//! [`Codec::rtp_playback`]: only formats with a static payload type.
 
 pub mod g711;
+mod g722;
 mod opus;
 
+pub use g722::{G722Decoder, G722Encoder};
 pub use opus::{OpusDecoder, OpusEncoder};
 
 /// Largest PCM frame any codec produces from one payload, in samples
@@ -21,6 +28,8 @@ pub enum Codec {
     Ulaw,
     /// G.711 A-law, 8 kHz, payload type 8.
     Alaw,
+    /// G.722 64 kbit/s, 16 kHz audio, RTP clock 8000 Hz, payload type 9.
+    G722,
     /// Signed linear 16-bit at 16 kHz, big-endian on the wire; Asterisk uses
     /// dynamic payload type 118 for it.
     Slin16,
@@ -40,9 +49,41 @@ pub enum CodecError {
     /// The Opus library rejected the payload or the call.
     #[error("opus: {0}")]
     Opus(String),
+    /// The G.722 codec rejected the payload or buffer.
+    #[error("g722: {0}")]
+    G722(String),
     /// An unknown format name.
-    #[error("unknown codec {0:?}; accepted: ulaw, alaw, slin16, opus")]
+    #[error("unknown codec {0:?}; accepted: ulaw, alaw, g722, slin16, opus")]
     Unknown(String),
+}
+
+/// Why Asterisk does not play a format it is sent over externalMedia RTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unplayable {
+    /// A dynamic payload type: a UnicastRTP channel has no SDP, so its
+    /// receive map is empty and `res_rtp_asterisk` drops every packet
+    /// (only static types ≤ 34 are looked up in the fixed table).
+    DynamicPayloadType(u8),
+    /// Asterisk's open-source tree has no Opus transcoder: it sends nothing
+    /// and plays nothing ("No path to translate").
+    NoTranscoder,
+}
+
+impl std::fmt::Display for Unplayable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DynamicPayloadType(pt) => write!(
+                f,
+                "payload type {pt} is dynamic: Asterisk's externalMedia (UnicastRTP, no SDP) \
+                 silently drops every packet sent to it, so the caller hears nothing"
+            ),
+            Self::NoTranscoder => write!(
+                f,
+                "Asterisk has no Opus transcoder (codec_opus is a separate binary module): \
+                 it sends and plays nothing"
+            ),
+        }
+    }
 }
 
 impl Codec {
@@ -51,6 +92,7 @@ impl Codec {
         match name.to_ascii_lowercase().as_str() {
             "ulaw" | "pcmu" => Ok(Self::Ulaw),
             "alaw" | "pcma" => Ok(Self::Alaw),
+            "g722" => Ok(Self::G722),
             "slin16" => Ok(Self::Slin16),
             "opus" => Ok(Self::Opus),
             _ => Err(CodecError::Unknown(name.to_owned())),
@@ -62,6 +104,7 @@ impl Codec {
         match self {
             Self::Ulaw => "ulaw",
             Self::Alaw => "alaw",
+            Self::G722 => "g722",
             Self::Slin16 => "slin16",
             Self::Opus => "opus",
         }
@@ -72,6 +115,7 @@ impl Codec {
         match self {
             Self::Ulaw => 0,
             Self::Alaw => 8,
+            Self::G722 => 9,
             Self::Slin16 => 118,
             Self::Opus => 107,
         }
@@ -80,7 +124,7 @@ impl Codec {
     /// RTP timestamp clock rate in Hz.
     pub fn clock_rate(self) -> u32 {
         match self {
-            Self::Ulaw | Self::Alaw => 8000,
+            Self::Ulaw | Self::Alaw | Self::G722 => 8000,
             Self::Slin16 => 16000,
             Self::Opus => 48000,
         }
@@ -90,13 +134,30 @@ impl Codec {
     pub fn pcm_rate(self) -> u32 {
         match self {
             Self::Ulaw | Self::Alaw => 8000,
-            Self::Slin16 | Self::Opus => 16000,
+            Self::G722 | Self::Slin16 | Self::Opus => 16000,
         }
     }
 
-    /// RTP clock ticks per PCM sample (3 for Opus, else 1).
-    pub fn ticks_per_sample(self) -> u32 {
-        self.clock_rate() / self.pcm_rate()
+    /// RTP clock ticks spanned by `samples` PCM samples (×3 for Opus, ×½
+    /// for G.722, else ×1).
+    pub fn ticks(self, samples: usize) -> u32 {
+        (samples as u64 * self.clock_rate() as u64 / self.pcm_rate() as u64) as u32
+    }
+
+    /// PCM samples spanned by a (signed) timestamp difference.
+    pub fn samples_of_ticks(self, ticks: i64) -> i64 {
+        ticks * self.pcm_rate() as i64 / self.clock_rate() as i64
+    }
+
+    /// Whether a real Asterisk plays this format to the caller when aiagc
+    /// sends it over externalMedia RTP (observed on 22.10.1, see
+    /// `shared/asterisk/README.md`): formats with a static payload type do.
+    pub fn rtp_playback(self) -> Result<(), Unplayable> {
+        match self {
+            Self::Ulaw | Self::Alaw | Self::G722 => Ok(()),
+            Self::Slin16 => Err(Unplayable::DynamicPayloadType(self.default_payload_type())),
+            Self::Opus => Err(Unplayable::NoTranscoder),
+        }
     }
 
     /// PCM samples in one 20 ms frame.
@@ -109,6 +170,8 @@ impl Codec {
 pub enum Decoder {
     /// G.711 and slin16: stateless.
     Pcm(Codec),
+    /// G.722 keeps ADPCM state.
+    G722(Box<G722Decoder>),
     /// Opus keeps state (and does its own loss concealment).
     Opus(Box<OpusDecoder>),
 }
@@ -118,6 +181,7 @@ impl Decoder {
     pub fn new(codec: Codec) -> Result<Self, CodecError> {
         Ok(match codec {
             Codec::Opus => Self::Opus(Box::new(OpusDecoder::new()?)),
+            Codec::G722 => Self::G722(Box::default()),
             other => Self::Pcm(other),
         })
     }
@@ -128,6 +192,7 @@ impl Decoder {
             Self::Pcm(Codec::Ulaw) => g711_decode(payload, out, g711::ulaw_decode),
             Self::Pcm(Codec::Alaw) => g711_decode(payload, out, g711::alaw_decode),
             Self::Pcm(_) => slin16_decode(payload, out),
+            Self::G722(d) => d.decode(payload, out),
             Self::Opus(d) => d.decode(payload, out),
         }
     }
@@ -143,6 +208,7 @@ impl Decoder {
                 }
             }
             Self::Pcm(_) => Ok(payload.len()),
+            Self::G722(_) => Ok(payload.len() * 2),
             Self::Opus(d) => d.samples_in(payload),
         }
     }
@@ -162,7 +228,7 @@ impl Decoder {
     ) -> Option<Result<usize, CodecError>> {
         match self {
             Self::Opus(d) => Some(d.conceal(next, out)),
-            Self::Pcm(_) => None,
+            Self::Pcm(_) | Self::G722(_) => None,
         }
     }
 }
@@ -171,6 +237,8 @@ impl Decoder {
 pub enum Encoder {
     /// G.711 and slin16: stateless.
     Pcm(Codec),
+    /// G.722 keeps ADPCM state.
+    G722(Box<G722Encoder>),
     /// Opus keeps state.
     Opus(Box<OpusEncoder>),
 }
@@ -180,6 +248,7 @@ impl Encoder {
     pub fn new(codec: Codec) -> Result<Self, CodecError> {
         Ok(match codec {
             Codec::Opus => Self::Opus(Box::new(OpusEncoder::new()?)),
+            Codec::G722 => Self::G722(Box::default()),
             other => Self::Pcm(other),
         })
     }
@@ -190,6 +259,7 @@ impl Encoder {
             Self::Pcm(Codec::Ulaw) => Ok(g711_encode(pcm, out, g711::ulaw_encode)),
             Self::Pcm(Codec::Alaw) => Ok(g711_encode(pcm, out, g711::alaw_encode)),
             Self::Pcm(_) => slin16_encode(pcm, out),
+            Self::G722(e) => e.encode(pcm, out),
             Self::Opus(e) => e.encode(pcm, out),
         }
     }
@@ -280,7 +350,25 @@ mod tests {
         assert!(Codec::from_asterisk_format("g729").is_err());
         assert_eq!(Codec::Ulaw.frame_samples(), 160);
         assert_eq!(Codec::Slin16.frame_samples(), 320);
-        assert_eq!(Codec::Opus.ticks_per_sample(), 3);
+        assert_eq!(Codec::Opus.ticks(320), 960);
+        assert_eq!(Codec::G722.ticks(320), 160);
+        assert_eq!(Codec::G722.samples_of_ticks(-160), -320);
+        assert_eq!(Codec::G722.frame_samples(), 320);
+        assert_eq!(Codec::from_asterisk_format("G722"), Ok(Codec::G722));
+        assert_eq!(Codec::G722.default_payload_type(), 9);
         assert_eq!(Codec::Slin16.default_payload_type(), 118);
+    }
+
+    /// The formats a real Asterisk plays back over externalMedia RTP.
+    #[test]
+    fn only_static_payload_types_reach_the_caller() {
+        for c in [Codec::Ulaw, Codec::Alaw, Codec::G722] {
+            assert_eq!(c.rtp_playback(), Ok(()), "{c:?}");
+        }
+        assert_eq!(
+            Codec::Slin16.rtp_playback(),
+            Err(Unplayable::DynamicPayloadType(118))
+        );
+        assert_eq!(Codec::Opus.rtp_playback(), Err(Unplayable::NoTranscoder));
     }
 }
