@@ -218,6 +218,21 @@ impl Asterisk {
         }
     }
 
+    /// Replaces the dialplan (`{dir}` expanded) and reloads it.
+    pub fn set_dialplan(&self, text: &str) {
+        let d = self.dir.display().to_string();
+        std::fs::write(
+            self.dir.join("etc/extensions.conf"),
+            text.replace("{dir}", &d),
+        )
+        .expect("extensions.conf");
+        let out = self.cli("dialplan reload");
+        assert!(
+            out.contains("reloaded") || out.is_empty() || !out.contains("rror"),
+            "{out}"
+        );
+    }
+
     /// Runs a CLI command on the instance (`asterisk -rx`).
     pub fn cli(&self, command: &str) -> String {
         self.cli_output(command)
