@@ -342,3 +342,91 @@ async fn alaw_call_is_heard_both_ways() {
 async fn g722_call_is_heard_both_ways() {
     one_turn_call(Codec::G722, 35020..=35029).await;
 }
+
+/// A caller who books: asks for an appointment, gives day and time,
+/// confirms; each reply recorded.
+fn booking_dialplan(ast: &Asterisk) -> String {
+    let book = ast.add_sound("book", &wav16("book_01_v0_r150_16k.wav"));
+    let when = ast.add_sound("when", &wav16("book_10_v0_r150_16k.wav"));
+    let yes = ast.add_sound("yes", &wav16("yes_02_v0_r150_16k.wav"));
+    format!(
+        "[caller]\n\
+         exten => s,1,Answer()\n\
+         same => n,Record({{dir}}/rec/greeting.wav16,0,9,qkx)\n\
+         same => n,Playback({book})\n\
+         same => n,Record({{dir}}/rec/reply1.wav16,0,7,qkx)\n\
+         same => n,Playback({when})\n\
+         same => n,Record({{dir}}/rec/reply2.wav16,0,9,qkx)\n\
+         same => n,Playback({yes})\n\
+         same => n,Record({{dir}}/rec/reply3.wav16,0,9,qkx)\n\
+         same => n,Hangup()\n"
+    )
+}
+
+/// Kills the TCP connections to Asterisk's HTTP port (the events WebSocket
+/// among them) as a network fault would; returns how many.
+fn kill_ari_connections(ast: &Asterisk) -> usize {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-K",
+            "-t",
+            "-n",
+            "dst",
+            "127.0.0.1",
+            "dport",
+            "=",
+            &format!(":{}", ast.http_port),
+        ])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("ESTAB"))
+        .count()
+}
+
+/// The events WebSocket dies mid-call (its TCP connection killed): aiagc
+/// reconnects, the call goes on with the same media, no second call is
+/// set up, and the caller is served to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_websocket_dropped_mid_call_keeps_the_call() {
+    let ast = Asterisk::start(Setup::default());
+    ast.set_dialplan(&booking_dialplan(&ast));
+    let mut rig = Rig::start(&ast, Codec::Ulaw, 35030..=35039).await;
+    let caller = rig.call("caller").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The app also lists the caller's `;2` half (it is subscribed to it):
+    // after the reconnect it must not be taken for a new caller.
+    let listed = rig.client.application().await.unwrap().channel_ids.len();
+    assert_eq!(listed, 3, "caller ;1, its ;2 and our externalMedia");
+    let killed = kill_ari_connections(&ast);
+    assert!(killed >= 1, "the events connection was killed");
+    let summary = rig.summary(&caller, Duration::from_secs(90)).await;
+    let app = rig.app.as_ref().unwrap();
+    let stats = app.controller.stats();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "turns {:?}; connects {}, calls started {}, setups failed {}, adopted {}, orphans removed {}",
+        summary.turns.iter().map(|t| (&t.input, &t.transcript, &t.reply)).collect::<Vec<_>>(),
+        get(&stats.connects),
+        get(&stats.calls_started),
+        get(&stats.setups_failed),
+        get(&stats.adopted),
+        get(&stats.orphans_removed),
+    );
+    assert!(get(&stats.connects) >= 2, "reconnected");
+    assert_eq!(get(&stats.calls_started), 1, "one call, set up once");
+    assert_eq!(get(&stats.setups_failed), 0, "no second setup");
+    let speech: Vec<_> = summary
+        .turns
+        .iter()
+        .filter(|t| t.input == "speech")
+        .collect();
+    assert!(
+        speech.len() >= 2,
+        "the call went on after the drop: {:?}",
+        summary.turns
+    );
+    rig.assert_nothing_left().await;
+    rig.stop().await;
+}

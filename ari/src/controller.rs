@@ -483,7 +483,7 @@ impl<M: MediaHost> Controller<M> {
             self.teardown(slot, false).await;
         }
         // Channels in the app we do not know: orphaned externalMedia legs
-        // are removed, callers are adopted.
+        // are removed, callers in Stasis are adopted.
         for id in &app.channel_ids {
             if self.slot_of_channel(id).is_some() {
                 continue;
@@ -494,10 +494,14 @@ impl<M: MediaHost> Controller<M> {
                         s.stats.orphans_removed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok(ch) => {
+                Ok(ch) if ch.in_stasis(&s.client.config().app) => {
                     s.stats.adopted.fetch_add(1, Ordering::Relaxed);
                     self.adopt(ch);
                 }
+                // Listed because the app is subscribed to it (the other half
+                // of a Local channel, a channel it originated that is still
+                // in the dialplan): not ours to answer.
+                Ok(_) => {}
                 Err(_) => {}
             }
         }

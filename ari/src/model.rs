@@ -76,6 +76,15 @@ pub struct Channel {
 }
 
 impl Channel {
+    /// Whether the channel is running `Stasis(app, …)` now. Asterisk's
+    /// `GET /applications/{app}` also lists channels the app is merely
+    /// subscribed to (the `;2` half of a `Local/` channel it originated,
+    /// which runs the dialplan): those are not calls of the app.
+    pub fn in_stasis(&self, app: &str) -> bool {
+        self.dialplan.app_name.eq_ignore_ascii_case("Stasis")
+            && self.dialplan.app_data.split(',').next().map(str::trim) == Some(app)
+    }
+
     /// Whether this is an externalMedia (UnicastRTP) channel, which enters
     /// the app too but is never a caller.
     pub fn is_external_media(&self) -> bool {
@@ -215,4 +224,33 @@ pub struct Playback {
     /// State (`queued`, `playing`, `done`, …).
     #[serde(default)]
     pub state: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(name: &str, app_name: &str, app_data: &str) -> Channel {
+        serde_json::from_value(serde_json::json!({
+            "id": "1795522994.0", "name": name, "state": "Up",
+            "dialplan": {"context": "c", "exten": "s", "priority": 1,
+                         "app_name": app_name, "app_data": app_data}
+        }))
+        .unwrap()
+    }
+
+    /// What a real Asterisk lists in `GET /applications/aiagc` during a
+    /// call originated into the app (seen on 22.10.1): only the `;1` half
+    /// is in Stasis; the `;2` half runs the dialplan.
+    #[test]
+    fn only_channels_running_our_stasis_app_are_ours() {
+        let one = channel("Local/s@caller-00000000;1", "Stasis", "aiagc,inbound");
+        let two = channel("Local/s@caller-00000000;2", "Record", "/tmp/x.wav,0,9,qkx");
+        let em = channel("UnicastRTP/127.0.0.1:35030-0x7f", "Stasis", "aiagc");
+        let other = channel("PJSIP/trunk-1", "Stasis", "aiagc-loadtest");
+        assert!(one.in_stasis("aiagc"));
+        assert!(!two.in_stasis("aiagc"));
+        assert!(em.in_stasis("aiagc") && em.is_external_media());
+        assert!(!other.in_stasis("aiagc") && other.in_stasis("aiagc-loadtest"));
+    }
 }
