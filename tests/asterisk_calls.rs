@@ -430,3 +430,134 @@ async fn events_websocket_dropped_mid_call_keeps_the_call() {
     rig.assert_nothing_left().await;
     rig.stop().await;
 }
+
+/// The caller presses 1 in the menu (`SendDTMF`): the practice takes it as
+/// "a new appointment" and asks for the day, as for the spoken request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_from_the_caller_drives_the_menu() {
+    let ast = Asterisk::start(Setup::default());
+    ast.set_dialplan(
+        "[caller]\n\
+         exten => s,1,Answer()\n\
+         same => n,Record({dir}/rec/greeting.wav16,0,9,qkx)\n\
+         same => n,SendDTMF(1,250)\n\
+         same => n,Record({dir}/rec/reply.wav16,0,7,qkx)\n\
+         same => n,Hangup()\n",
+    );
+    let mut rig = Rig::start(&ast, Codec::Ulaw, 35040..=35049).await;
+    let caller = rig.call("caller").await;
+    let summary = rig.summary(&caller, Duration::from_secs(60)).await;
+    assert_eq!(summary.dtmf, vec!["1".to_string()], "{:?}", summary.turns);
+    let turn = summary
+        .turns
+        .iter()
+        .find(|t| t.input == "dtmf")
+        .unwrap_or_else(|| panic!("no key turn: {:?}", summary.turns));
+    assert!(turn.reply.contains("welchem Tag"), "{:?}", turn.reply);
+    let heard = transcribe(&ast.dir.join("rec/reply.wav16"));
+    let ideal = heard_fraction(
+        &turn.reply,
+        &heard_over_ideal_line(&turn.reply, Codec::Ulaw),
+    );
+    let fraction = heard_fraction(&turn.reply, &heard);
+    eprintln!("after the key: heard {heard:?} ({fraction:.2}, ideal line {ideal:.2})");
+    assert!(fraction >= 0.3 && fraction >= ideal.min(0.9) - 0.25);
+    rig.assert_nothing_left().await;
+    rig.stop().await;
+}
+
+/// The caller hangs up at once (its `;2` half answers and hangs up while
+/// aiagc is still setting the call up), and another during the greeting:
+/// both calls are torn down completely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hangs_up_during_setup_and_during_a_reply() {
+    let ast = Asterisk::start(Setup::default());
+    ast.set_dialplan(
+        "[gone]\n\
+         exten => s,1,Answer()\n\
+         same => n,Hangup()\n\
+         [impatient]\n\
+         exten => s,1,Answer()\n\
+         same => n,Wait(2)\n\
+         same => n,Hangup()\n",
+    );
+    let mut rig = Rig::start(&ast, Codec::Ulaw, 35050..=35059).await;
+    for context in ["gone", "impatient", "gone"] {
+        let _ = rig.call(context).await;
+    }
+    let app = rig.app.as_ref().unwrap();
+    let t = Instant::now();
+    while app
+        .controller
+        .stats()
+        .calls_ended
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 3
+    {
+        assert!(t.elapsed() < Duration::from_secs(20), "three calls ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.seen.extend(rig.summaries.try_iter());
+    eprintln!(
+        "summaries: {:?}",
+        rig.seen
+            .iter()
+            .map(|s| (&s.call, s.turns.len(), &s.ended_by))
+            .collect::<Vec<_>>()
+    );
+    rig.assert_nothing_left().await;
+    rig.stop().await;
+}
+
+/// Asterisk is killed and restarted mid-call: the call is gone with it;
+/// aiagc reconnects, forgets the call (socket, media task), and answers
+/// the next caller as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_restarted_mid_call() {
+    let mut ast = Asterisk::start(Setup::default());
+    let dialplan = one_turn_dialplan(&ast);
+    ast.set_dialplan(&dialplan);
+    let mut rig = Rig::start(&ast, Codec::Ulaw, 35060..=35069).await;
+    let first = rig.call("caller").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ast.restart();
+    let summary = rig.summary(&first, Duration::from_secs(30)).await;
+    eprintln!(
+        "first call ended by {:?} after {} turns",
+        summary.ended_by,
+        summary.turns.len()
+    );
+    let app = rig.app.as_ref().unwrap();
+    let t = Instant::now();
+    while app.media.sockets() > 0 || app.controller.active_calls() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the call that died with Asterisk is cleaned up: sockets {}, calls {}",
+            app.media.sockets(),
+            app.controller.active_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = Instant::now();
+    while !app.controller.is_connected() || rig.client.application().await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(15), "reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = rig.call("caller").await;
+    let summary = rig.summary(&second, Duration::from_secs(60)).await;
+    assert!(
+        summary
+            .turns
+            .iter()
+            .any(|t| t.input == "speech" && t.reply.contains("welchem Tag")),
+        "the next caller is served: {:?}",
+        summary.turns
+    );
+    let level = rms(&read_wav(&ast.dir.join("rec/greeting.wav16")).0);
+    assert!(
+        level > 0.02,
+        "the second caller heard the greeting: RMS {level}"
+    );
+    rig.assert_nothing_left().await;
+    rig.stop().await;
+}

@@ -308,6 +308,15 @@ impl Asterisk {
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
+        // The group is killed but the old process may take a moment to go;
+        // its control socket must be gone before the new one starts.
+        let t = Instant::now();
+        while self.cli_output("core show version").is_ok() {
+            assert!(t.elapsed() < Duration::from_secs(10), "old asterisk still answering");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(self.dir.join("run/asterisk.ctl"));
+        let _ = std::fs::remove_file(self.dir.join("run/asterisk.pid"));
         self.launch();
     }
 
