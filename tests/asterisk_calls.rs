@@ -561,3 +561,137 @@ async fn asterisk_restarted_mid_call() {
     rig.assert_nothing_left().await;
     rig.stop().await;
 }
+
+/// Wall-clock time of an Instant (the test's own clocks, read together).
+fn wall(at: Instant) -> std::time::SystemTime {
+    let (now_i, now_w) = (Instant::now(), std::time::SystemTime::now());
+    if at <= now_i {
+        now_w - (now_i - at)
+    } else {
+        now_w + (at - now_i)
+    }
+}
+
+/// When the Asterisk log says a line containing `needle` happened.
+fn logged_at(ast: &Asterisk, needle: &str) -> Option<std::time::SystemTime> {
+    let line = ast.log().lines().find(|l| l.contains(needle))?.to_owned();
+    let stamp = line.get(1..24)?;
+    let t = chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S%.3f").ok()?;
+    let t = t.and_local_timezone(chrono::Local).single()?;
+    Some(std::time::SystemTime::from(t))
+}
+
+/// 20 ms frame levels of a recording, dBFS.
+fn frame_levels(pcm: &[i16], rate: u32) -> Vec<f64> {
+    pcm.chunks(rate as usize / 50)
+        .map(|f| 20.0 * rms(f).max(1e-6).log10())
+        .collect()
+}
+
+/// The caller talks into the greeting, with no RTP at all before their
+/// first word (the `;2` half is in `Wait()` until then): aiagc stops the
+/// greeting, hears the whole sentence, and answers it. What the caller
+/// hears is recorded through a snoop channel; the test states how soon the
+/// reply stopped after the caller began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_into_the_greeting_without_prior_rtp() {
+    let ast = Asterisk::start(Setup::default());
+    let book = ast.add_sound("book", &wav16("book_01_v0_r150_16k.wav"));
+    ast.set_dialplan(&format!(
+        "[caller]\n\
+         exten => s,1,Answer()\n\
+         same => n,Wait(2.5)\n\
+         same => n,Playback({book})\n\
+         same => n,Record({{dir}}/rec/after.wav16,0,8,qkx)\n\
+         same => n,Hangup()\n"
+    ));
+    // An app of the test's own for the snoop channel.
+    let (spy_tx, mut spy_rx) = tokio::sync::mpsc::channel(256);
+    let (spy_stop, spy_stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(aiagc_ari::stream::run(ast.ari("spy"), spy_tx, spy_stop_rx));
+    tokio::spawn(async move { while spy_rx.recv().await.is_some() {} });
+    let mut rig = Rig::start(&ast, Codec::Ulaw, 35070..=35079).await;
+    let spy = AriClient::new(ast.ari("spy")).unwrap();
+    let t = Instant::now();
+    while spy.application().await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "spy app registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let caller = rig.call("caller").await;
+    // The caller's other half, where the caller's ear is.
+    let ear = loop {
+        let chans = rig.client.channels().await.unwrap();
+        if let Some(c) = chans.iter().find(|c| c.name.ends_with(";2")) {
+            break c.id.clone();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the ;2 half");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let snoop = rig.client.snoop(&ear, "in", "spy").await.unwrap();
+    let recording_started = std::time::SystemTime::now();
+    rig.client
+        .record(&snoop.id, "heard", "wav16", 30)
+        .await
+        .unwrap();
+    let summary = rig.summary(&caller, Duration::from_secs(60)).await;
+    let _ = rig.client.hangup(&snoop.id, "normal").await;
+    let _ = spy_stop.send(true);
+
+    let began = logged_at(&ast, "book.slin16").expect("Playback in the log");
+    let barge = summary
+        .barge_ins
+        .first()
+        .map(|&b| wall(b))
+        .unwrap_or_else(|| panic!("no barge-in: {:?}", summary.turns));
+    let noticed = barge.duration_since(began).unwrap_or_default();
+    let turn = summary
+        .turns
+        .iter()
+        .find(|t| t.input == "speech")
+        .unwrap_or_else(|| panic!("the caller's sentence was lost: {:?}", summary.turns));
+    // What the caller heard: the greeting, then silence from soon after
+    // they began.
+    let path = ast.dir.join("spool/recording/heard.wav16");
+    let (pcm, rate) = read_wav(&path);
+    let levels = frame_levels(&pcm, rate);
+    let offset = began
+        .duration_since(recording_started)
+        .unwrap_or_default()
+        .as_millis() as usize
+        / 20;
+    let before = &levels[offset.saturating_sub(25)..offset.min(levels.len())];
+    let loud_before = before.iter().filter(|&&l| l > -35.0).count();
+    let stopped = levels[offset.min(levels.len())..]
+        .windows(15)
+        .position(|w| w.iter().all(|&l| l < -45.0))
+        .map(|i| i * 20);
+    eprintln!(
+        "barge-in {} ms after the caller began; the caller heard the greeting stop {:?} ms after; \
+         {loud_before} of 25 frames before were greeting; aiagc heard {:?}, replied {:?}",
+        noticed.as_millis(),
+        stopped,
+        turn.transcript,
+        turn.reply
+    );
+    assert!(
+        loud_before > 10,
+        "the greeting was playing when the caller began"
+    );
+    let stopped = stopped.expect("the greeting stopped");
+    assert!(
+        stopped < 1000,
+        "the greeting stopped {stopped} ms after the caller began"
+    );
+    assert!(
+        noticed < Duration::from_millis(1000),
+        "barge-in noticed {noticed:?} after the caller began"
+    );
+    assert!(
+        turn.reply.contains("welchem Tag"),
+        "the whole request was understood: {:?} -> {:?}",
+        turn.transcript,
+        turn.reply
+    );
+    rig.assert_nothing_left().await;
+    rig.stop().await;
+}

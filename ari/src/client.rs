@@ -439,6 +439,46 @@ impl AriClient {
         .await
     }
 
+    /// `POST /channels/{id}/snoop?spy=…&app=…`: a channel in `app` that
+    /// hears `id` (`spy`: `in` = what the channel receives from its peer,
+    /// `out` = what is sent to it, `both`). For recording what a caller
+    /// hears, e.g. in quality checks and tests.
+    pub async fn snoop(&self, id: &str, spy: &str, app: &str) -> Result<Channel, AriError> {
+        let q = vec![("spy", spy.to_owned()), ("app", app.to_owned())];
+        self.json(
+            reqwest::Method::POST,
+            &format!("/channels/{id}/snoop"),
+            q,
+            None,
+        )
+        .await
+    }
+
+    /// `POST /channels/{id}/record?name=…&format=…&maxDurationSeconds=…`:
+    /// records the channel into Asterisk's recordings folder.
+    pub async fn record(
+        &self,
+        id: &str,
+        name: &str,
+        format: &str,
+        max_seconds: u32,
+    ) -> Result<(), AriError> {
+        let q = vec![
+            ("name", name.to_owned()),
+            ("format", format.to_owned()),
+            ("maxDurationSeconds", max_seconds.to_string()),
+            ("ifExists", "overwrite".to_owned()),
+        ];
+        self.send(
+            reqwest::Method::POST,
+            &format!("/channels/{id}/record"),
+            &q,
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// `DELETE /playbacks/{id}`.
     pub async fn stop_playback(&self, id: &str) -> Result<(), AriError> {
         self.unit(reqwest::Method::DELETE, &format!("/playbacks/{id}"), vec![])

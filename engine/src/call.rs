@@ -212,6 +212,10 @@ pub struct Call {
     echo: EchoCanceller,
     /// Last inbound timestamp and its place on the send timeline.
     echo_anchor: Option<(u32, u64)>,
+    /// Arrival of the last stored inbound packet (the call's creation
+    /// before the first): a long gap tells the echo canceller the line
+    /// returned nothing of what we said meanwhile.
+    last_arrival: Instant,
 }
 
 impl Call {
@@ -272,6 +276,7 @@ impl Call {
             send_origin: now,
             echo: EchoCanceller::new(config.echo, codec.pcm_rate(), n),
             echo_anchor: None,
+            last_arrival: now,
             config,
         })
     }
@@ -364,10 +369,14 @@ impl Call {
             return self.reject(Rejection::PayloadType);
         }
         match self.jitter.push(&view, now) {
-            Push::Stored | Push::Resynced => self.stats.received += 1,
+            Push::Stored | Push::Resynced => {
+                self.stats.received += 1;
+                self.arrived(now);
+            }
             Push::Reordered => {
                 self.stats.received += 1;
                 self.stats.reordered += 1;
+                self.arrived(now);
             }
             Push::Duplicate => self.stats.duplicate += 1,
             Push::Late => self.stats.late += 1,
@@ -377,6 +386,21 @@ impl Call {
         if self.next_tick.is_none() && self.jitter.started() {
             self.next_tick = Some(now + self.jitter.initial_delay());
         }
+    }
+
+    /// A packet arrived at `now`: after a gap longer than any echo takes to
+    /// come back, the far end was silent while we (perhaps) talked.
+    fn arrived(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_arrival);
+        if gap > self.config.echo.max_delay + 4 * FRAME {
+            let pos = |t: Instant| {
+                let slots =
+                    t.saturating_duration_since(self.send_origin).as_micros() / FRAME.as_micros();
+                slots as u64 * self.config.codec.frame_samples() as u64
+            };
+            self.echo.far_end_silent(pos(self.last_arrival), pos(now));
+        }
+        self.last_arrival = now;
     }
 
     /// The next instant at which [`Call::handle_timeout`] or

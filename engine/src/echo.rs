@@ -81,6 +81,13 @@ const ACTIVE_DB: f32 = -55.0;
 /// filter still lets an onset or a concealed packet through now and then,
 /// and a caller is rarely more than this far below our own level.
 const MAX_GATE_LOSS_DB: f32 = 18.0;
+/// Talk of ours, in a gap without any packet from the far end, that shows
+/// the line has no echo (see [`EchoCanceller::far_end_silent`]).
+const SILENT_EVIDENCE_MS: usize = 300;
+/// Echo loss a line that stayed silent through our talk is taken to have:
+/// whatever it returns lies below the far end's silence suppression (its
+/// threshold is typically 30–40 dB under speech).
+const SILENT_LINE_LOSS_DB: f32 = 30.0;
 /// Envelope correlation under which a line is taken to have no echo.
 const NO_ECHO_CORRELATION: f32 = 0.3;
 /// NLMS step size.
@@ -121,6 +128,9 @@ pub struct EchoCanceller {
     no_echo_seen: u32,
     last_active_block: u64,
     max_lag_blocks: usize,
+    /// Lowest loss the gate assumes, raised when the far end stayed silent
+    /// through our talk (see [`EchoCanceller::far_end_silent`]).
+    silent_floor_db: f32,
 }
 
 impl EchoCanceller {
@@ -156,6 +166,7 @@ impl EchoCanceller {
             no_echo_seen: 0,
             last_active_block: 0,
             max_lag_blocks,
+            silent_floor_db: config.min_loss_db,
         }
     }
 
@@ -168,6 +179,40 @@ impl EchoCanceller {
     /// Echo loss learned so far (path plus cancellation), in dB.
     pub fn loss_db(&self) -> f32 {
         self.loss_db
+    }
+
+    /// The far end sent no packet at all while the reference ran from
+    /// position `since` to `until` (silence suppression on a phone, a
+    /// dialplan in `Wait()`; a real Asterisk sends no RTP then). An echo
+    /// comes back within the echo window of what we said: if we talked for
+    /// longer than that inside the gap and nothing came back, the line
+    /// returns nothing above the far end's own silence threshold. The gate
+    /// then trusts a line without echo, so the caller who starts in the
+    /// middle of a reply is heard from their first word (without this,
+    /// every frame of theirs was judged against a loss of 6 dB and only
+    /// their loudest syllables got through, seconds late).
+    pub fn far_end_silent(&mut self, since: u64, until: u64) {
+        if !self.config.enabled {
+            return;
+        }
+        let block = self.block as u64;
+        let newest = (self.written / block).min(until / block);
+        // Echo of the last window's worth could still be on its way.
+        let last = newest.saturating_sub(self.max_lag_blocks as u64);
+        let oldest = newest.saturating_sub(self.ref_env.len() as u64 - 1);
+        let first = (since / block).max(oldest);
+        let active = (first..last)
+            .filter(|&b| 20.0 * (self.ref_env_at(b as i64) + 1e-5).log10() > ACTIVE_DB)
+            .count();
+        if active * BLOCK_MS >= SILENT_EVIDENCE_MS {
+            self.no_echo_seen = self.no_echo_seen.max(2);
+            // A floor, not just a start: the caller's own softer frames
+            // (judged "not near-end") would otherwise pull the learned
+            // loss down towards their level, frame by frame. Only an echo
+            // the envelopes actually find lifts it.
+            self.silent_floor_db = SILENT_LINE_LOSS_DB;
+            self.loss_db = self.loss_db.max(self.silent_floor_db);
+        }
     }
 
     /// Records one frame we sent (silence included), in send order.
@@ -369,7 +414,7 @@ impl EchoCanceller {
 
     fn reset_filter(&mut self) {
         self.weights.fill(0.0);
-        self.loss_db = self.config.min_loss_db;
+        self.loss_db = self.silent_floor_db.max(self.config.min_loss_db);
         self.near_run = 0;
     }
 
@@ -391,7 +436,8 @@ impl EchoCanceller {
         if !self.near_end && ref_level > -45.0 {
             let rate = if observed > self.loss_db { up } else { down };
             self.loss_db += rate * (observed - self.loss_db);
-            self.loss_db = self.loss_db.clamp(self.config.min_loss_db, 40.0);
+            let floor = self.silent_floor_db.max(self.config.min_loss_db);
+            self.loss_db = self.loss_db.clamp(floor, 40.0);
         }
         if self.near_end {
             EchoVerdict::NearEnd
@@ -455,6 +501,8 @@ impl EchoCanceller {
             return;
         }
         self.no_echo_seen = 0;
+        // An echo is there after all: the silence was not evidence.
+        self.silent_floor_db = self.config.min_loss_db;
         // The filter's newest tap sits `LEAD_MS` before the lag, so an
         // envelope error of two blocks either way stays inside it.
         let lag = (best.1 as usize * self.block).saturating_sub(self.lead);

@@ -101,7 +101,14 @@ impl Asterisk {
         let dir = std::env::temp_dir().join(format!("aiagc-asterisk-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for sub in [
-            "etc", "run", "log", "spool", "lib/keys", "agi", "rec", "snd",
+            "etc",
+            "run",
+            "log",
+            "spool/recording",
+            "lib/keys",
+            "agi",
+            "rec",
+            "snd",
         ] {
             std::fs::create_dir_all(dir.join(sub)).expect("instance directory");
         }
@@ -312,7 +319,10 @@ impl Asterisk {
         // its control socket must be gone before the new one starts.
         let t = Instant::now();
         while self.cli_output("core show version").is_ok() {
-            assert!(t.elapsed() < Duration::from_secs(10), "old asterisk still answering");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "old asterisk still answering"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = std::fs::remove_file(self.dir.join("run/asterisk.ctl"));
