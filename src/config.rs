@@ -97,7 +97,8 @@ pub struct Media {
     pub bind: String,
     /// UDP port range, `"20000-20999"`.
     pub ports: String,
-    /// externalMedia format: `ulaw`, `alaw` or `g722` (wideband). `slin16`
+    /// externalMedia format: `g722` (wideband, the default), `ulaw` or
+    /// `alaw`. `slin16`
     /// and `opus` are refused: a real Asterisk plays neither back over RTP.
     pub format: String,
     /// Transcribe at a pause and end the turn there when the words (and
@@ -138,7 +139,7 @@ impl Default for Media {
             echo_cancel: true,
             bind: "127.0.0.1".into(),
             ports: "20000-20999".into(),
-            format: "ulaw".into(),
+            format: "g722".into(),
             semantic_endpointing: true,
             turn_model: true,
             turn_ceiling_ms: 1500,

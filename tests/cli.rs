@@ -52,7 +52,7 @@ fn demo_rejects_an_unknown_codec_with_the_accepted_values() {
     let out = aiagc(&["demo", "--engine-only", "--codec", "g729"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("ulaw, alaw, slin16, opus"), "{err}");
+    assert!(err.contains("ulaw, alaw, g722, slin16, opus"), "{err}");
 }
 
 #[test]

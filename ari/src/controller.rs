@@ -56,7 +56,7 @@ pub struct ControllerConfig {
 impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
-            format: Codec::Ulaw,
+            format: Codec::G722,
             hangup_on_setup_failure: true,
             drain_to: None,
         }

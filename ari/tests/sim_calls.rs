@@ -87,6 +87,10 @@ struct Rig {
 }
 
 async fn rig(config: SimConfig) -> Rig {
+    rig_in(config, Codec::Ulaw).await
+}
+
+async fn rig_in(config: SimConfig, format: Codec) -> Rig {
     let sim = Simulator::start(config).await.unwrap();
     let mut client_config = sim.client_config("aiagc");
     client_config.timeout = Duration::from_secs(2);
@@ -96,7 +100,7 @@ async fn rig(config: SimConfig) -> Rig {
         client,
         media.clone(),
         ControllerConfig {
-            format: Codec::Ulaw,
+            format,
             ..ControllerConfig::default()
         },
     );
@@ -233,6 +237,59 @@ async fn full_call_media_both_ways_then_nothing_left() {
         s.validate(&kind, &e)
             .unwrap_or_else(|errs| panic!("{kind}: {errs:?}"));
     }
+    let _ = r.shutdown.send(true);
+}
+
+/// What a real Asterisk does with the formats it cannot play back over
+/// externalMedia RTP (observed on 22.10.1): slin16 is sent to us, but what
+/// we send back (dynamic payload type 118) is dropped; Opus has no
+/// transcoder, so nothing flows either way. And RTP flows only while the
+/// caller makes a sound: a caller silent after its script sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formats_asterisk_does_not_play_back_are_dropped_like_asterisk() {
+    let r = rig_in(SimConfig::default(), Codec::Slin16).await;
+    let caller = r.call(1000);
+    wait_for(
+        "slin16 echoed back to the simulator",
+        Duration::from_secs(5),
+        || r.media.echoed.load(Ordering::Relaxed) >= 25,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        r.sim.received_for_caller(&caller).is_empty(),
+        "slin16 toward Asterisk never reaches the caller"
+    );
+    // The 1 s tone was sent; the silence after it is not.
+    let echoed = r.media.echoed.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        r.media.echoed.load(Ordering::Relaxed),
+        echoed,
+        "no RTP while silent"
+    );
+    assert!(
+        (45..=55).contains(&echoed),
+        "one packet per 20 ms of tone: {echoed}"
+    );
+    assert!(r.sim.hangup(&caller));
+    r.quiescent().await;
+    let _ = r.shutdown.send(true);
+
+    let r = rig_in(SimConfig::default(), Codec::Opus).await;
+    let caller = r.call(1000);
+    wait_for("call set up", Duration::from_secs(5), || {
+        r.controller.stats().calls_started.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        r.media.echoed.load(Ordering::Relaxed),
+        0,
+        "Opus: Asterisk sends nothing"
+    );
+    assert!(r.sim.hangup(&caller));
+    r.quiescent().await;
     let _ = r.shutdown.send(true);
 }
 

@@ -120,6 +120,10 @@ pub struct RtpSender {
     pub timestamp: u32,
     /// SSRC.
     pub ssrc: u32,
+    /// The next packet starts a talk-spurt after silence that was not sent.
+    marker_next: bool,
+    /// A packet has been sent.
+    sent: bool,
 }
 
 impl RtpSender {
@@ -137,7 +141,24 @@ impl RtpSender {
             sequence,
             timestamp,
             ssrc,
+            marker_next: false,
+            sent: false,
         })
+    }
+
+    /// `samples` of silence that are not sent, as Asterisk does while the
+    /// far end makes no sound: the timestamp moves on with the clock and the
+    /// next packet carries the marker bit (observed on 22.10.1: a gap of
+    /// 1.52 s advanced the µ-law timestamp by 12 168 and set the marker).
+    pub fn skip(&mut self, samples: usize) {
+        // Before its first packet a stream has no clock yet (Asterisk's
+        // first timestamp is the first packet's, however long it waited),
+        // and that packet carries no marker.
+        if !self.sent {
+            return;
+        }
+        self.timestamp = self.timestamp.wrapping_add(self.codec.ticks(samples));
+        self.marker_next = true;
     }
 
     /// Encodes one frame of PCM at the codec's rate (20 ms, or shorter for
@@ -159,11 +180,12 @@ impl RtpSender {
             self.sequence,
             self.timestamp,
             self.ssrc,
-            false,
+            std::mem::take(&mut self.marker_next),
             |p| encoder.encode(pcm, p).unwrap_or(0),
         )
         .unwrap_or(0);
         buf.truncate(len);
+        self.sent = true;
         self.sequence = self.sequence.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(self.codec.ticks(pcm.len()));
         buf

@@ -71,7 +71,7 @@ pub struct LoadArgs {
     plot: Option<std::path::PathBuf>,
     /// externalMedia format of the simulator target: ulaw, alaw or g722
     /// (the ari target takes `media.format` of the configuration).
-    #[arg(long, default_value = "ulaw")]
+    #[arg(long, default_value = "g722")]
     codec: String,
     /// Speech worker threads (0: one per two cores).
     #[arg(long, default_value_t = 0)]

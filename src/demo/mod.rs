@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub struct DemoArgs {
     /// Format externalMedia is asked for: ulaw, alaw or g722 (slin16 and
     /// opus only with --engine-only: a real Asterisk plays neither back).
-    #[arg(long, default_value = "ulaw")]
+    #[arg(long, default_value = "g722")]
     codec: String,
     /// Packet loss on each direction (0.0–1.0).
     #[arg(long, default_value_t = 0.01)]

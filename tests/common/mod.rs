@@ -18,11 +18,10 @@ pub fn wav16(name: &str) -> Vec<i16> {
     r.samples::<i16>().map(|s| s.unwrap()).collect()
 }
 
-/// Whether a slin16 payload (big-endian) carries speech-level audio.
-pub fn loud(payload: &[u8]) -> bool {
-    payload
-        .chunks_exact(2)
-        .any(|s| i16::from_be_bytes([s[0], s[1]]).unsigned_abs() > 1000)
+/// Whether a packet the simulated caller received carries speech-level
+/// audio (as decoded by the simulator, in any format).
+pub fn loud(record: &aiagc_ari::sim::RtpRecord) -> bool {
+    record.loud()
 }
 
 /// The practice scenario as the dialogue of every call.
@@ -60,7 +59,7 @@ pub async fn agent_spoke(sim: &Simulator, caller: &str, since: Instant) -> Insta
         let rec = sim.received_for_caller(caller);
         let audible: Vec<Instant> = rec
             .iter()
-            .filter(|r| r.at > since && loud(&r.payload))
+            .filter(|r| r.at > since && loud(r))
             .map(|r| r.at)
             .collect();
         if let (Some(first), Some(last)) = (audible.first(), audible.last()) {

@@ -302,7 +302,7 @@ fn application(inner: &Inner, app: &str) -> Response {
     let channel_ids: Vec<&String> = st
         .channels
         .iter()
-        .filter(|(id, c)| c.in_stasis && mine(st.channel_apps.get(*id)))
+        .filter(|(id, c)| (c.in_stasis || c.companion.is_some()) && mine(st.channel_apps.get(*id)))
         .map(|(id, _)| id)
         .collect();
     let bridge_ids: Vec<&String> = st
@@ -330,8 +330,17 @@ async fn originate(inner: &Arc<Inner>, params: &Params, body: Option<Value>) -> 
         return message(400, "Application or extension must be specified");
     }
     let number = params.get("callerId").cloned().unwrap_or_default();
+    let local = endpoint.starts_with("Local/");
+    let tag = inner.random_u64() as u32;
+    // A Local channel is a pair: `;1` is the originated channel (it enters
+    // the app), `;2` runs the dialplan (Asterisk 22 names them so).
+    let name = if local {
+        format!("{endpoint}-{tag:08x};1")
+    } else {
+        format!("{endpoint}-{tag:08x}")
+    };
     let mut channel = inner.new_channel(
-        format!("{endpoint}-{:08x}", inner.random_u64() as u32),
+        name,
         "Down",
         &number,
         context.as_deref().unwrap_or("default"),
@@ -360,6 +369,20 @@ async fn originate(inner: &Arc<Inner>, params: &Params, body: Option<Value>) -> 
     if let Some(app) = &app {
         inner.lock().channel_apps.insert(id.clone(), app.clone());
     }
+    let companion = (local && app.is_some()).then(|| {
+        let mut half = inner.new_channel(
+            format!("{endpoint}-{tag:08x};2"),
+            "Up",
+            &number,
+            endpoint
+                .strip_prefix("Local/")
+                .and_then(|t| t.split('@').nth(1))
+                .unwrap_or("default"),
+            "",
+        );
+        half.dialplan.app_name = "Playback".into();
+        half
+    });
     // A Local channel's other half runs the dialplan: its script is what the
     // app's half hears.
     let script = endpoint
@@ -367,16 +390,34 @@ async fn originate(inner: &Arc<Inner>, params: &Params, body: Option<Value>) -> 
         .map(|target| target.split('/').next().unwrap_or_default())
         .and_then(|target| inner.config.dialplan.get(target))
         .cloned();
-    inner.lock().channels.insert(
-        id.clone(),
-        SimChannel {
-            model: channel.clone(),
-            in_stasis: false,
-            bridge: None,
-            external: None,
-            script,
-        },
-    );
+    {
+        let mut st = inner.lock();
+        if let (Some(half), Some(app)) = (&companion, &app) {
+            st.channel_apps.insert(half.id.clone(), app.clone());
+            st.channels.insert(
+                half.id.clone(),
+                SimChannel {
+                    model: half.clone(),
+                    in_stasis: false,
+                    bridge: None,
+                    external: None,
+                    script: None,
+                    companion: Some(id.clone()),
+                },
+            );
+        }
+        st.channels.insert(
+            id.clone(),
+            SimChannel {
+                model: channel.clone(),
+                in_stasis: false,
+                bridge: None,
+                external: None,
+                script,
+                companion: companion.as_ref().map(|h| h.id.clone()),
+            },
+        );
+    }
     // Ringing, then the callee answers and the channel enters the app.
     let args: Vec<String> = match &app {
         Some(_) => params
@@ -503,6 +544,7 @@ async fn external_media(inner: &Arc<Inner>, params: &Params) -> Response {
             bridge: None,
             external: Some(leg),
             script: None,
+            companion: None,
         },
     );
     reply(200, json!(channel))

@@ -29,6 +29,16 @@ pub struct RtpRecord {
     pub ssrc: u32,
     /// Payload.
     pub payload: Vec<u8>,
+    /// The payload decoded (in stream order, at the codec's PCM rate):
+    /// what the caller hears of it.
+    pub pcm: Vec<i16>,
+}
+
+impl RtpRecord {
+    /// Whether the packet carries speech-level audio.
+    pub fn loud(&self) -> bool {
+        self.pcm.iter().any(|s| s.unsigned_abs() > 1000)
+    }
 }
 
 /// A running RTP stream.
@@ -147,6 +157,15 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
     ) else {
         return;
     };
+    // What Asterisk does with each direction of this format (observed on
+    // 22.10.1): Opus has no transcoder, so nothing flows either way; a
+    // dynamic payload type (slin16) is sent to us but what we send back is
+    // dropped without a trace.
+    let sends = s.codec != aiagc_engine::Codec::Opus;
+    let plays = s.codec.rtp_playback().is_ok();
+    let mut decoder = aiagc_engine::codec::Decoder::new(s.codec).ok();
+    let mut decoded = vec![0i16; aiagc_engine::codec::MAX_DECODED_SAMPLES];
+    let mut dropped = 0u64;
     let mut net = Network::new(s.impairment, s.seed);
     let start = Instant::now();
     let frames_of_script = pcm.len().div_ceil(n) as u64;
@@ -159,6 +178,7 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
     let silence = vec![0i16; n];
     let mut live = vec![0i16; n];
     let mut line = Line::new(s.echo, s.codec, s.seed);
+    let playing = playback_frames(&pcm, n);
     loop {
         let next_tick = start + Duration::from_millis(20 * frame);
         let mut wake = net.next_arrival().map_or(next_tick, |a| a.min(next_tick));
@@ -170,8 +190,19 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
             r = s.socket.recv_from(&mut buf) => {
                 if let Ok((len, from)) = r {
                     if let Ok(v) = aiagc_engine::packet::parse(&buf[..len]) {
-                        let rec = RtpRecord { at: Instant::now(), from, sequence: v.sequence, timestamp: v.timestamp, marker: v.marker, payload_type: v.payload_type, ssrc: v.ssrc, payload: v.payload.to_vec() };
-                        line.heard(&rec.payload, rec.timestamp, rec.at.saturating_duration_since(start));
+                        if !plays {
+                            dropped += 1;
+                            if dropped == 1 {
+                                tracing::debug!(call = %s.caller_id, codec = ?s.codec, "simulator drops RTP in a format Asterisk does not play back");
+                            }
+                            continue;
+                        }
+                        let k = decoder
+                            .as_mut()
+                            .and_then(|d| d.decode(v.payload, &mut decoded).ok())
+                            .unwrap_or(0);
+                        let rec = RtpRecord { at: Instant::now(), from, sequence: v.sequence, timestamp: v.timestamp, marker: v.marker, payload_type: v.payload_type, ssrc: v.ssrc, payload: v.payload.to_vec(), pcm: decoded[..k].to_vec() };
+                        line.heard(&rec.pcm, rec.timestamp, rec.at.saturating_duration_since(start));
                         s.records.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
                     }
                 }
@@ -197,9 +228,18 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
                     } else {
                         &silence[..]
                     };
+                    let in_playback = playing.get(frame as usize).copied().unwrap_or(spoken);
                     let chunk = line.mix(chunk, frame * n as u64);
-                    net.send(&sender.packet(chunk), at);
                     frame += 1;
+                    // The far end sends RTP only while it makes a sound: a
+                    // Local channel in Wait() or Record() sends nothing, one
+                    // in Playback() every frame of the file, quiet or not.
+                    let silent = !in_playback && chunk.iter().all(|&x| x == 0);
+                    if !sends || silent {
+                        sender.skip(chunk.len());
+                        continue;
+                    }
+                    net.send(&sender.packet(chunk), at);
                 }
                 while let Some((_, d)) = net.poll(now) {
                     let _ = s.socket.send_to(&d, s.target).await;
@@ -207,6 +247,29 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
             }
         }
     }
+}
+
+/// Which frames of a script are inside a `Playback()`: every frame with
+/// sound, and digital silence shorter than 200 ms between two of them
+/// (a pause inside a recording). Longer silence is a `Wait()`.
+fn playback_frames(pcm: &[i16], n: usize) -> Vec<bool> {
+    const WAIT_FRAMES: usize = 10;
+    let sound: Vec<bool> = pcm.chunks(n).map(|f| f.iter().any(|&x| x != 0)).collect();
+    let mut out = sound.clone();
+    let mut i = 0;
+    while i < sound.len() {
+        if sound[i] {
+            i += 1;
+            continue;
+        }
+        let run = sound[i..].iter().take_while(|&&s| !s).count();
+        let inside = i > 0 && i + run < sound.len();
+        if inside && run < WAIT_FRAMES {
+            out[i..i + run].fill(true);
+        }
+        i += run;
+    }
+    out
 }
 
 /// The line between the caller's mouth and the network: the agent's echo
@@ -217,13 +280,11 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
 struct Line {
     path: Option<super::EchoPath>,
     codec: Codec,
-    decoder: Option<aiagc_engine::codec::Decoder>,
     /// Echo samples waiting to be mixed, a ring indexed by the caller's
     /// sample position.
     ring: Vec<f32>,
     /// Agent timestamp and caller sample position of the first packet.
     anchor: Option<(u32, u64)>,
-    pcm: Vec<i16>,
     mixed: Vec<i16>,
     rng: rand::rngs::SmallRng,
 }
@@ -232,7 +293,6 @@ impl Line {
     fn new(path: Option<super::EchoPath>, codec: Codec, seed: u64) -> Self {
         use rand::SeedableRng;
         Self {
-            decoder: path.and_then(|_| aiagc_engine::codec::Decoder::new(codec).ok()),
             path,
             codec,
             // Only a line that echoes holds sound.
@@ -242,7 +302,6 @@ impl Line {
                 Vec::new()
             },
             anchor: None,
-            pcm: vec![0; aiagc_engine::codec::MAX_DECODED_SAMPLES],
             mixed: Vec::new(),
             rng: rand::rngs::SmallRng::seed_from_u64(seed ^ 0xEC40),
         }
@@ -250,11 +309,8 @@ impl Line {
 
     /// An agent packet with `timestamp` arrived `since_start` after the
     /// caller's stream began.
-    fn heard(&mut self, payload: &[u8], timestamp: u32, since_start: Duration) {
-        let (Some(path), Some(decoder)) = (self.path, self.decoder.as_mut()) else {
-            return;
-        };
-        let Ok(k) = decoder.decode(payload, &mut self.pcm) else {
+    fn heard(&mut self, pcm: &[i16], timestamp: u32, since_start: Duration) {
+        let Some(path) = self.path else {
             return;
         };
         let rate = self.codec.pcm_rate() as f64;
@@ -271,7 +327,7 @@ impl Line {
             return;
         };
         let len = self.ring.len();
-        for (i, &x) in self.pcm[..k].iter().enumerate() {
+        for (i, &x) in pcm.iter().enumerate() {
             self.ring[(pos as usize + i) % len] = x as f32;
         }
     }

@@ -91,6 +91,11 @@ pub(super) struct SimChannel {
     pub bridge: Option<String>,
     pub external: Option<ExternalLeg>,
     pub script: Option<CallerScript>,
+    /// The other half of a `Local/` channel (`;1` ↔ `;2`). The `;2` half
+    /// runs the dialplan and is not in Stasis, but the app that originated
+    /// the pair is subscribed to it: Asterisk lists it in
+    /// `GET /applications/{app}` and sends its hangup events.
+    pub companion: Option<String>,
 }
 
 #[derive(Default)]
@@ -357,6 +362,7 @@ impl Inner {
                 bridge: None,
                 external: None,
                 script: Some(script),
+                companion: None,
             },
         );
         Ok(id)
@@ -369,9 +375,32 @@ impl Inner {
     }
 
     pub fn hangup_locked(&self, st: &mut State, id: &str, cause: i64) -> bool {
+        // A Local pair goes down together, led by the half in the app.
+        let id = match st.channels.get(id) {
+            Some(c) if !c.in_stasis && c.external.is_none() && c.companion.is_some() => {
+                c.companion.clone().unwrap_or_default()
+            }
+            Some(_) => id.to_owned(),
+            None => return false,
+        };
+        let id = id.as_str();
         let Some(ch) = st.channels.remove(id) else {
             return false;
         };
+        // Order seen on 22.10.1 when the dialplan half hangs up: its
+        // HangupRequest, the app half's, its ChannelDestroyed, then the app
+        // half's StasisEnd and ChannelDestroyed.
+        let other = ch
+            .companion
+            .as_ref()
+            .and_then(|c| st.channels.remove(c))
+            .map(|c| json!(c.model));
+        if let Some(other) = &other {
+            self.emit(
+                st,
+                json!({"type": "ChannelHangupRequest", "cause": cause, "channel": other}),
+            );
+        }
         if !self.config.retain_history {
             st.mouths.remove(id);
             st.media_started.remove(id);
@@ -391,6 +420,9 @@ impl Inner {
                     json!({"type": "ChannelLeftBridge", "bridge": bridge, "channel": channel}),
                 );
             }
+        }
+        if let Some(other) = &other {
+            self.emit(st, json!({"type": "ChannelDestroyed", "cause": cause, "cause_txt": "Normal Clearing", "channel": other}));
         }
         if ch.in_stasis {
             self.emit(st, json!({"type": "StasisEnd", "channel": channel}));

@@ -1,0 +1,402 @@
+//! The simulator against the real Asterisk: one scripted call, driven the
+//! way aiagc's controller drives it (answer, mixing bridge, externalMedia,
+//! both into the bridge, RTP both ways, the caller hangs up, we remove
+//! what is ours), through `ari::sim` and through a private Asterisk
+//! 22.10.1. The event sequences (types, order, the fields aiagc reads), the
+//! application listing and the RTP facts (payload type, sizes, timestamps,
+//! marker, gaps) must agree. Where they differ, the simulator is wrong.
+
+mod common;
+use common::asterisk::{Asterisk, Setup};
+
+use aiagc_ari::client::{AriClient, AriConfig, ExternalMedia, Originate};
+use aiagc_ari::event::Event;
+use aiagc_ari::sim::{CallerScript, SimConfig, Simulator};
+use aiagc_ari::stream::StreamEvent;
+use std::time::{Duration, Instant};
+
+/// One caller utterance, `pcm` at 16 kHz, and where it goes.
+fn sound(name: &str) -> Vec<i16> {
+    common::wav16(name)
+}
+
+/// What aiagc sees of a call, reduced to what must agree.
+#[derive(Debug, Default)]
+struct Facts {
+    /// (role, event type) in order, for the events aiagc acts on.
+    events: Vec<(String, String)>,
+    /// StasisStart of the caller: args, state, the app in its dialplan.
+    caller_start: Option<(Vec<String>, String, String)>,
+    /// externalMedia's answer has the RTP address variables.
+    em_has_rtp_vars: bool,
+    /// The externalMedia channel's StasisStart: args, name prefix.
+    em_start: Option<(Vec<String>, String)>,
+    /// Channels `GET /applications/{app}` listed during the call, by role.
+    listed: Vec<String>,
+    /// After the caller left: the externalMedia channel and the bridge were
+    /// still there until we removed them.
+    left_behind_by_asterisk: (bool, bool),
+    /// RTP from Asterisk.
+    rtp: Vec<Packet>,
+}
+
+#[derive(Debug, Clone)]
+struct Packet {
+    at: Instant,
+    sequence: u16,
+    timestamp: u32,
+    marker: bool,
+    payload_type: u8,
+    ssrc: u32,
+    len: usize,
+}
+
+fn role(name: &str, id: &str, caller: &str) -> String {
+    if id == caller {
+        "caller".into()
+    } else if name.starts_with("UnicastRTP/") {
+        "externalMedia".into()
+    } else if name.starts_with("Local/") && name.ends_with(";2") {
+        "caller;2".into()
+    } else {
+        format!("other:{name}")
+    }
+}
+
+/// Drives the scripted call against `ari` (originating `Local/s@caller`).
+async fn scripted_call(ari: AriConfig) -> Facts {
+    let client = AriClient::new(ari.clone()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(aiagc_ari::stream::run(ari.clone(), tx, stop_rx));
+    let t = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(StreamEvent::Connected)) => break,
+            Ok(Some(_)) => {}
+            other => panic!("no events connection: {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let caller = client
+        .originate(&Originate {
+            endpoint: "Local/s@caller".into(),
+            app: Some(ari.app.clone()),
+            app_args: Some("inbound".into()),
+            ..Originate::default()
+        })
+        .await
+        .unwrap()
+        .id;
+    let mut facts = Facts::default();
+    let mut names = std::collections::HashMap::new();
+    let em_id = format!("{caller}-em");
+    let mut bridge = None;
+    let mut peer = None;
+    let mut caller_gone = false;
+    let mut em_gone = false;
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !(caller_gone && em_gone) {
+        assert!(Instant::now() < deadline, "the call did not end: {facts:?}");
+        tokio::select! {
+            item = rx.recv() => {
+                let Some(StreamEvent::Event(event)) = item else { continue };
+                let (kind, ch) = match *event {
+                    Event::StasisStart { args, channel, .. } => {
+                        if channel.id == caller {
+                            facts.caller_start = Some((args, channel.state.clone(), channel.dialplan.app_name.clone()));
+                        } else if channel.is_external_media() {
+                            let prefix = channel.name.split('/').next().unwrap_or_default().to_owned();
+                            facts.em_start = Some((args, prefix));
+                        }
+                        ("StasisStart", channel)
+                    }
+                    Event::StasisEnd { channel } => ("StasisEnd", channel),
+                    Event::ChannelHangupRequest { channel, .. } => ("ChannelHangupRequest", channel),
+                    Event::ChannelDestroyed { channel, .. } => ("ChannelDestroyed", channel),
+                    Event::ChannelDtmfReceived { channel, .. } => ("ChannelDtmfReceived", channel),
+                    _ => continue,
+                };
+                names.insert(ch.id.clone(), ch.name.clone());
+                let r = role(&ch.name, &ch.id, &caller);
+                // Repeated hangup requests carry nothing new.
+                if facts.events.last() != Some(&(r.clone(), kind.to_owned())) {
+                    facts.events.push((r.clone(), kind.to_owned()));
+                }
+                if r == "caller" && kind == "StasisStart" {
+                    if ch.state != "Up" {
+                        client.answer(&caller).await.unwrap();
+                    }
+                    let b = client.create_bridge(Some("diff")).await.unwrap();
+                    let em = client
+                        .external_media(&ExternalMedia {
+                            external_host: socket.local_addr().unwrap().to_string(),
+                            format: "ulaw".into(),
+                            channel_id: Some(em_id.clone()),
+                        })
+                        .await
+                        .unwrap();
+                    facts.em_has_rtp_vars = em.unicast_rtp_peer().is_some();
+                    peer = em.unicast_rtp_peer();
+                    client.add_channel(&b.id, &caller).await.unwrap();
+                    client.add_channel(&b.id, &em.id).await.unwrap();
+                    bridge = Some(b.id);
+                    // Mid-call: what the app is said to hold.
+                    let app = client.application().await.unwrap();
+                    for id in &app.channel_ids {
+                        let name = match client.channel(id).await {
+                            Ok(c) => c.name,
+                            Err(_) => String::new(),
+                        };
+                        facts.listed.push(role(&name, id, &caller));
+                    }
+                    facts.listed.sort();
+                }
+                if r == "caller" && kind == "StasisEnd" {
+                    caller_gone = true;
+                    // Asterisk leaves our side in place: see that, then clean up.
+                    let em_there = client.channel(&em_id).await.is_ok();
+                    let bridge_there = match &bridge {
+                        Some(b) => client.bridges().await.unwrap().iter().any(|x| &x.id == b),
+                        None => false,
+                    };
+                    facts.left_behind_by_asterisk = (em_there, bridge_there);
+                    let _ = client.hangup(&em_id, "normal").await;
+                    if let Some(b) = &bridge {
+                        let _ = client.destroy_bridge(b).await;
+                    }
+                }
+                if r == "externalMedia" && kind == "ChannelDestroyed" {
+                    em_gone = true;
+                }
+            }
+            r = socket.recv_from(&mut buf) => {
+                let Ok((len, from)) = r else { continue };
+                if Some(from) != peer {
+                    continue;
+                }
+                if let Ok(v) = aiagc_engine::packet::parse(&buf[..len]) {
+                    facts.rtp.push(Packet {
+                        at: Instant::now(),
+                        sequence: v.sequence,
+                        timestamp: v.timestamp,
+                        marker: v.marker,
+                        payload_type: v.payload_type,
+                        ssrc: v.ssrc,
+                        len: v.payload.len(),
+                    });
+                }
+            }
+        }
+    }
+    let _ = stop.send(true);
+    facts
+}
+
+/// Talk-spurts of a packet list: runs of packets less than 100 ms apart.
+fn spurts(rtp: &[Packet]) -> Vec<&[Packet]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=rtp.len() {
+        if i == rtp.len() || rtp[i].at.duration_since(rtp[i - 1].at) > Duration::from_millis(100) {
+            if i > start {
+                out.push(&rtp[start..i]);
+            }
+            start = i;
+        }
+    }
+    out
+}
+
+/// The RTP facts that must agree, as text for a readable diff.
+fn rtp_facts(rtp: &[Packet]) -> Vec<String> {
+    let mut out = Vec::new();
+    let s = spurts(rtp);
+    out.push(format!("talk-spurts: {}", s.len()));
+    out.push(format!(
+        "first timestamp: {:?}",
+        rtp.first().map(|p| p.timestamp)
+    ));
+    let pts: std::collections::BTreeSet<u8> = rtp.iter().map(|p| p.payload_type).collect();
+    out.push(format!("payload types: {pts:?}"));
+    let ssrcs: std::collections::BTreeSet<u32> = rtp.iter().map(|p| p.ssrc).collect();
+    out.push(format!("one SSRC: {}", ssrcs.len() == 1));
+    out.push(format!("all but the last of each spurt 160 bytes: {}", {
+        s.iter()
+            .all(|sp| sp[..sp.len() - 1].iter().all(|p| p.len == 160))
+    }));
+    let steady = rtp
+        .windows(2)
+        .all(|w| w[1].sequence == w[0].sequence.wrapping_add(1));
+    out.push(format!("sequence +1 throughout (also over gaps): {steady}"));
+    for (i, sp) in s.iter().enumerate() {
+        // µ-law: one timestamp tick per payload byte (sample), between
+        // full packets. (Asterisk stamps a short last packet with its own
+        // length, i.e. each timestamp marks the end of its packet; the
+        // simulator sends no short packets.)
+        let ts_step = sp
+            .windows(2)
+            .filter(|w| w[0].len == 160 && w[1].len == 160)
+            .all(|w| w[1].timestamp.wrapping_sub(w[0].timestamp) == 160);
+        out.push(format!(
+            "spurt {i}: timestamps +160 between full packets: {ts_step}"
+        ));
+        out.push(format!(
+            "spurt {i}: marker on first packet: {}",
+            sp[0].marker
+        ));
+        out.push(format!(
+            "spurt {i}: marker elsewhere: {}",
+            sp[1..].iter().any(|p| p.marker)
+        ));
+    }
+    for (i, w) in s.windows(2).enumerate() {
+        let (a, b) = (w[0].last().unwrap(), &w[1][0]);
+        let wall = b.at.duration_since(a.at).as_secs_f64();
+        let ticks = b.timestamp.wrapping_sub(a.timestamp) as f64 / 8000.0;
+        // The timestamp follows the wall clock over a gap (within 60 ms),
+        // or it does not (it continues as if there were no gap).
+        out.push(format!(
+            "gap {i}: timestamp follows the wall clock: {}",
+            (ticks - wall).abs() < 0.06
+        ));
+    }
+    out
+}
+
+fn compare(real: &Facts, sim: &Facts) {
+    let mut diffs = Vec::new();
+    let mut check = |what: &str, a: String, b: String| {
+        if a != b {
+            diffs.push(format!("{what}:\n  real: {a}\n  sim:  {b}"));
+        }
+    };
+    check(
+        "events",
+        format!("{:?}", real.events),
+        format!("{:?}", sim.events),
+    );
+    check(
+        "caller StasisStart",
+        format!("{:?}", real.caller_start),
+        format!("{:?}", sim.caller_start),
+    );
+    check(
+        "externalMedia StasisStart",
+        format!("{:?}", real.em_start),
+        format!("{:?}", sim.em_start),
+    );
+    check(
+        "externalMedia RTP variables",
+        format!("{}", real.em_has_rtp_vars),
+        format!("{}", sim.em_has_rtp_vars),
+    );
+    check(
+        "application listing",
+        format!("{:?}", real.listed),
+        format!("{:?}", sim.listed),
+    );
+    check(
+        "left behind when the caller hangs up (externalMedia, bridge)",
+        format!("{:?}", real.left_behind_by_asterisk),
+        format!("{:?}", sim.left_behind_by_asterisk),
+    );
+    let (r, s) = (rtp_facts(&real.rtp), rtp_facts(&sim.rtp));
+    for i in 0..r.len().max(s.len()) {
+        check(
+            "rtp",
+            r.get(i).cloned().unwrap_or_default(),
+            s.get(i).cloned().unwrap_or_default(),
+        );
+    }
+    // Gap lengths agree within 150 ms (scheduling on both sides).
+    let gaps = |f: &Facts| -> Vec<f64> {
+        spurts(&f.rtp)
+            .windows(2)
+            .map(|w| {
+                w[1][0]
+                    .at
+                    .duration_since(w[0].last().unwrap().at)
+                    .as_secs_f64()
+            })
+            .collect()
+    };
+    let (gr, gs) = (gaps(real), gaps(sim));
+    if gr.len() != gs.len() || gr.iter().zip(&gs).any(|(a, b)| (a - b).abs() > 0.15) {
+        diffs.push(format!("gaps (s):\n  real: {gr:.2?}\n  sim:  {gs:.2?}"));
+    }
+    eprintln!(
+        "real: {:?}\nreal rtp: {r:#?}\nreal gaps {gr:.2?}",
+        real.events
+    );
+    if std::env::var("DIFF_DUMP").is_ok() {
+        for f in [real, sim] {
+            let d: Vec<(usize, u32, usize, usize, bool)> = f
+                .rtp
+                .windows(2)
+                .enumerate()
+                .map(|(i, w)| {
+                    (
+                        i,
+                        w[1].timestamp.wrapping_sub(w[0].timestamp),
+                        w[0].len,
+                        w[1].len,
+                        w[1].marker,
+                    )
+                })
+                .filter(|x| x.1 != x.2 as u32 || x.4)
+                .collect();
+            eprintln!(
+                "first ts {:?} deltas {d:?}",
+                f.rtp.first().map(|p| p.timestamp)
+            );
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "the simulator differs from Asterisk:\n{}",
+        diffs.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_matches_the_real_asterisk() {
+    let a = sound("book_01_v0_r150_16k.wav");
+    let b = sound("yes_02_v0_r150_16k.wav");
+    // The real one: a Local caller whose other half plays two sentences
+    // with a pause between them, then hangs up.
+    let ast = Asterisk::start(Setup::default());
+    let pa = ast.add_sound("a", &a);
+    let pb = ast.add_sound("b", &b);
+    ast.set_dialplan(&format!(
+        "[caller]\n\
+         exten => s,1,Answer()\n\
+         same => n,Wait(1)\n\
+         same => n,Playback({pa})\n\
+         same => n,Wait(1.5)\n\
+         same => n,Playback({pb})\n\
+         same => n,Wait(1)\n\
+         same => n,Hangup()\n"
+    ));
+    let real = scripted_call(ast.ari("diff")).await;
+
+    // The simulator with the same dialplan.
+    let mut audio = vec![0i16; 16000];
+    audio.extend_from_slice(&a);
+    audio.extend(std::iter::repeat_n(0, 24000));
+    audio.extend_from_slice(&b);
+    let mut config = SimConfig::default();
+    config.dialplan.insert(
+        "s@caller".into(),
+        CallerScript {
+            audio,
+            hangup_after: Some(Duration::from_secs(1)),
+            ..CallerScript::default()
+        },
+    );
+    let sim = Simulator::start(config).await.unwrap();
+    let simulated = scripted_call(sim.client_config("diff")).await;
+    compare(&real, &simulated);
+}
