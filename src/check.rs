@@ -3,9 +3,190 @@
 //! check passes (warnings allowed).
 
 use crate::config::Config;
+use aiagc_ari::client::ExternalMedia;
 use aiagc_ari::client::{AriClient, AriError};
 use aiagc_ari::stream::{self, StreamEvent};
-use std::time::Duration;
+use aiagc_engine::codec::Decoder;
+use aiagc_engine::impair::RtpSender;
+use aiagc_engine::Codec;
+use std::time::{Duration, Instant};
+
+/// The tone the media check sends, Hz.
+const TONE_HZ: f64 = 1000.0;
+
+/// A round trip through Asterisk without any dialplan: two externalMedia
+/// channels in one mixing bridge, a 1 kHz tone sent into one in `format`,
+/// looked for at the other. This is what a call's replies go through; a
+/// format Asterisk does not play back (slin16, Opus) fails here on the
+/// user's own Asterisk, with the reason and the fix.
+async fn media_path(config: &Config, client: &AriClient, format: Codec) -> Outcome {
+    const NAME: &str = "media path";
+    let ip: std::net::IpAddr = config.media.bind.parse().unwrap_or([127, 0, 0, 1].into());
+    let Ok(range) = config.port_range() else {
+        return fail(NAME, "no RTP port range", "[media] ports = \"20000-20999\"");
+    };
+    let ports = aiagc_ari::ports::PortRange::new(ip, range);
+    let sockets = (ports.bind(), ports.bind());
+    let (Ok(a), Ok(b)) = sockets else {
+        return fail(
+            NAME,
+            format!("no two free ports in {}:{}", config.media.bind, config.media.ports),
+            "[media] bind must be an address of this host that Asterisk can reach, with free ports in the range",
+        );
+    };
+    let tag = format!("aiagc-check-{}", std::process::id());
+    let mut made = Vec::new();
+    let result = round_trip(client, format, a, b, &tag, &mut made).await;
+    // Always remove what the check made, whatever happened.
+    for id in made.iter().filter(|(kind, _)| *kind == "channel") {
+        let _ = client.hangup(&id.1, "normal").await;
+    }
+    for id in made.iter().filter(|(kind, _)| *kind == "bridge") {
+        let _ = client.destroy_bridge(&id.1).await;
+    }
+    let name = format.asterisk_format();
+    match result {
+        Ok((packets, level)) if packets >= 10 => pass(
+            NAME,
+            format!(
+                "{name}: a {TONE_HZ} Hz tone sent into one externalMedia channel came out of the other ({packets} packets, RMS {level:.3})"
+            ),
+        ),
+        Ok((packets, level)) => match format.rtp_playback() {
+            Err(why) => fail(
+                NAME,
+                format!("{name}: the tone did not come back ({packets} packets, RMS {level:.3}): {why}"),
+                "set [media] format = \"g722\" (wideband, static payload type 9) or \"ulaw\"/\"alaw\"",
+            ),
+            Ok(()) => fail(
+                NAME,
+                format!("{name}: the tone did not come back ({packets} packets with it, RMS {level:.3})"),
+                format!(
+                    "Asterisk must reach [media] bind = {} on UDP {} (firewall, routing) and transcode {name} (`module show like codec_`; for g722 `module load codec_g722.so`)",
+                    config.media.bind, config.media.ports
+                ),
+            ),
+        },
+        Err(e) => fail(
+            NAME,
+            format!("{name}: {e}"),
+            "the externalMedia request failed: chan_rtp.so and res_ari_channels.so must be loaded, and the format known to this Asterisk (its codec module loaded)",
+        ),
+    }
+}
+
+/// Sets up the bridge and both externalMedia channels (recording each in
+/// `made`), sends the tone from `a` and listens at `b`. Returns the packets
+/// that carried the tone and the RMS level of what arrived.
+async fn round_trip(
+    client: &AriClient,
+    format: Codec,
+    a: std::net::UdpSocket,
+    b: std::net::UdpSocket,
+    tag: &str,
+    made: &mut Vec<(&'static str, String)>,
+) -> Result<(usize, f64), AriError> {
+    let io = |e: std::io::Error| AriError::Transport(e.to_string());
+    let (a, b) = (
+        tokio::net::UdpSocket::from_std(a).map_err(io)?,
+        tokio::net::UdpSocket::from_std(b).map_err(io)?,
+    );
+    let bridge = client.create_bridge(Some(tag)).await?;
+    made.push(("bridge", bridge.id.clone()));
+    let mut peers = Vec::new();
+    for (leg, socket) in [("a", &a), ("b", &b)] {
+        let em = client
+            .external_media(&ExternalMedia {
+                external_host: socket.local_addr().map_err(io)?.to_string(),
+                format: format.asterisk_format().into(),
+                channel_id: Some(format!("{tag}-{leg}")),
+            })
+            .await?;
+        made.push(("channel", em.id.clone()));
+        peers.push(em.unicast_rtp_peer().ok_or_else(|| {
+            AriError::Decode("externalMedia channel without UNICASTRTP_LOCAL_ADDRESS/PORT".into())
+        })?);
+        client.add_new_channel(&bridge.id, &em.id).await?;
+    }
+    let (to_a, from_b) = (peers[0], peers[1]);
+    let mut sender =
+        RtpSender::new(format, 1, 160, 0xA1A6_C0DE).map_err(|e| AriError::Decode(e.to_string()))?;
+    let mut decoder = Decoder::new(format).map_err(|e| AriError::Decode(e.to_string()))?;
+    let n = format.frame_samples();
+    let rate = format.pcm_rate() as f64;
+    let mut frame = vec![0i16; n];
+    let mut decoded = vec![0i16; aiagc_engine::codec::MAX_DECODED_SAMPLES];
+    let mut heard: Vec<i16> = Vec::new();
+    let mut with_tone = 0;
+    let mut buf = [0u8; 2048];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    // One second of tone, then half a second to let the last of it arrive.
+    while start.elapsed() < Duration::from_millis(1500) {
+        let due = start + Duration::from_millis(20 * sent);
+        if sent < 50 {
+            for (i, s) in frame.iter_mut().enumerate() {
+                let t = (sent as usize * n + i) as f64 / rate;
+                *s = (9000.0 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()), if sent < 50 => {
+                let _ = a.send_to(&sender.packet(&frame), to_a).await;
+                sent += 1;
+            }
+            r = b.recv_from(&mut buf) => {
+                let Ok((len, from)) = r else { continue };
+                if from != from_b {
+                    continue;
+                }
+                let Ok(v) = aiagc_engine::packet::parse(&buf[..len]) else { continue };
+                if let Ok(k) = decoder.decode(v.payload, &mut decoded) {
+                    if tone_share(&decoded[..k], rate) > 0.5 {
+                        with_tone += 1;
+                    }
+                    heard.extend_from_slice(&decoded[..k]);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)), if sent >= 50 => {}
+        }
+    }
+    let level = if heard.is_empty() {
+        0.0
+    } else {
+        (heard
+            .iter()
+            .map(|&s| (s as f64 / 32768.0).powi(2))
+            .sum::<f64>()
+            / heard.len() as f64)
+            .sqrt()
+    };
+    Ok((with_tone, level))
+}
+
+/// The share of a frame's power at the test tone (Goertzel).
+fn tone_share(x: &[i16], rate: f64) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * TONE_HZ / rate;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    let mut total = 0.0;
+    for &v in x {
+        let v = v as f64;
+        total += v * v;
+        let s0 = v + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    // A pure tone of N samples gives power = total · N / 2.
+    if total <= 0.0 {
+        0.0
+    } else {
+        (2.0 * power / (total * x.len() as f64)).min(1.0)
+    }
+}
 
 /// One line of the report.
 pub struct Outcome {
@@ -33,8 +214,9 @@ fn pass(name: &'static str, detail: impl Into<String>) -> Outcome {
     }
 }
 
-/// Runs every check against the configured Asterisk and host.
-pub async fn run(config: &Config) -> Vec<Outcome> {
+/// Runs every check against the configured Asterisk and host; the media
+/// path is proven in `format` (the configured one unless overridden).
+pub async fn run(config: &Config, format: Codec) -> Vec<Outcome> {
     let ari = config.ari_config();
     let mut out = Vec::new();
     let base = ari.base_url.clone();
@@ -151,6 +333,7 @@ pub async fn run(config: &Config) -> Vec<Outcome> {
         Ok(Err(why)) => Err(why),
         Err(_) => Err("no WebSocket connection within 5 s".into()),
     };
+    let app_ok = registered.is_ok();
     out.push(match registered {
         Ok(()) => pass("app registration", format!("`{}` registered over the events WebSocket", config.ari.app)),
         Err(why) => fail(
@@ -159,9 +342,14 @@ pub async fn run(config: &Config) -> Vec<Outcome> {
             "the events WebSocket (/ari/events) must open: res_http_websocket.so loaded, and a proxy in between must pass `Upgrade: websocket`",
         ),
     });
+    // 6: the media path, for real, while the app is registered (the
+    // externalMedia channels enter it).
+    if app_ok {
+        out.push(media_path(config, &client, format).await);
+    }
     let _ = stop.send(true);
     ws.abort();
-    // 6: RTP ports.
+    // 7: RTP ports.
     out.push(match config.port_range() {
         Ok(range) => {
             let ip: std::net::IpAddr = config.media.bind.parse().unwrap_or([127, 0, 0, 1].into());
@@ -177,7 +365,7 @@ pub async fn run(config: &Config) -> Vec<Outcome> {
         }
         Err(e) => fail("RTP ports", e.to_string(), "[media] ports = \"20000-20999\""),
     });
-    // 7: models.
+    // 8: models.
     out.push(models(config));
     if config.speech.backend == "openai" {
         let config = config.clone();

@@ -435,6 +435,7 @@ impl Config {
         set(&mut self.ari.app, "AIAGC_APP");
         set(&mut self.media.bind, "AIAGC_MEDIA_BIND");
         set(&mut self.media.ports, "AIAGC_MEDIA_PORTS");
+        set(&mut self.media.format, "AIAGC_MEDIA_FORMAT");
         set(&mut self.media.records_dir, "AIAGC_RECORDS_DIR");
         set(&mut self.speech.models_dir, "AIAGC_MODELS");
         set(&mut self.dialogue.backend, "AIAGC_DIALOGUE");
@@ -638,7 +639,7 @@ fn redacted(secret: &str) -> &'static str {
 }
 
 /// Keys the environment can set, and the variable.
-const ENV_KEYS: [(&str, &str); 19] = [
+const ENV_KEYS: [(&str, &str); 20] = [
     ("speech.backend", "AIAGC_STT"),
     ("speech.remote.base_url", "AIAGC_STT_URL"),
     ("speech.remote.model", "AIAGC_STT_MODEL"),
@@ -652,6 +653,7 @@ const ENV_KEYS: [(&str, &str); 19] = [
     ("ari.app", "AIAGC_APP"),
     ("media.bind", "AIAGC_MEDIA_BIND"),
     ("media.ports", "AIAGC_MEDIA_PORTS"),
+    ("media.format", "AIAGC_MEDIA_FORMAT"),
     ("media.records_dir", "AIAGC_RECORDS_DIR"),
     ("speech.models_dir", "AIAGC_MODELS"),
     ("dialogue.backend", "AIAGC_DIALOGUE"),

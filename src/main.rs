@@ -51,6 +51,10 @@ enum Command {
         /// Configuration file (default: ./aiagc.toml if present).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Prove the media path in this format instead of `[media] format`
+        /// (e.g. `slin16`, to see on your own Asterisk why it is refused).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// German recognition over the labelled fixtures: per telephone
     /// condition (µ-law, A-law, 16 kHz) and biasing (none, prompt,
@@ -156,10 +160,14 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Loadtest(args) => demo::loadtest(&args),
         Command::Originate(args) => tokio::runtime::Runtime::new()?.block_on(originate::run(args)),
-        Command::Check { config } => {
+        Command::Check { config, format } => {
             let c = config::Config::load(config.as_deref(), &|k| std::env::var(k).ok())?;
+            let codec = match &format {
+                Some(f) => aiagc_engine::Codec::from_asterisk_format(f).context("--format")?,
+                None => c.codec()?,
+            };
             let rt = tokio::runtime::Runtime::new()?;
-            let outcomes = rt.block_on(check::run(&c));
+            let outcomes = rt.block_on(check::run(&c, codec));
             if check::print(&outcomes) {
                 Ok(())
             } else {

@@ -5,8 +5,13 @@ use aiagc_ari::sim::{Fault, SimConfig, Simulator};
 use std::process::Command;
 
 async fn check(port: u16, env: &[(&str, &str)]) -> (bool, String) {
+    check_args(port, &[], env).await
+}
+
+async fn check_args(port: u16, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiagc"));
     cmd.arg("check")
+        .args(args)
         .current_dir(std::env::temp_dir())
         .env("ASTERISK_ARI_HOST", "127.0.0.1")
         .env("ASTERISK_ARI_PORT", port.to_string())
@@ -38,6 +43,7 @@ async fn each_fault_is_named_with_its_fix() {
         "Asterisk version",
         "ARI resources",
         "app registration",
+        "media path",
         "RTP ports",
         "models",
     ] {
@@ -86,6 +92,15 @@ async fn each_fault_is_named_with_its_fix() {
     let (ok, text) = check(port, &[("AIAGC_MEDIA_BIND", "192.0.2.1")]).await;
     assert!(!ok);
     assert!(text.contains("FAIL RTP ports"), "{text}");
+
+    // The simulator drops slin16 toward Asterisk as the real one does
+    // (tests/asterisk_cli.rs runs the same against Asterisk 22.10.1).
+    let (ok, text) = check_args(port, &["--format", "slin16"], &[]).await;
+    assert!(!ok);
+    assert!(
+        text.contains("FAIL media path") && text.contains("payload type 118"),
+        "{text}"
+    );
 
     let (ok, text) = check(port, &[("AIAGC_MODELS", "/nonexistent/models")]).await;
     assert!(!ok);

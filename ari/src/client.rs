@@ -534,6 +534,29 @@ impl AriClient {
         .await
     }
 
+    /// [`AriClient::add_channel`] for a channel that was just created and
+    /// is still on its way into Stasis: Asterisk answers the externalMedia
+    /// request before that channel has entered the app, and an
+    /// `addChannel` right after it can meet 422 "Channel not in Stasis
+    /// application" (seen on 22.10.1 when `aiagc check` ran twice in a
+    /// row). Retried for up to about a second; any other error at once.
+    pub async fn add_new_channel(&self, bridge: &str, channel: &str) -> Result<(), AriError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.add_channel(bridge, channel).await {
+                Err(AriError::Rejected {
+                    status: 422,
+                    message,
+                }) if attempt < 8 && message.contains("not in Stasis") => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(15 << attempt.min(5)))
+                        .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// `POST /bridges/{id}/removeChannel?channel=…`.
     pub async fn remove_channel(&self, bridge: &str, channel: &str) -> Result<(), AriError> {
         self.unit(

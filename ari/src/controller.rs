@@ -397,7 +397,7 @@ impl<M: MediaHost> Controller<M> {
         res.external = Some(em.id.clone());
         check()?;
         s.client.add_channel(&bridge.id, id).await?;
-        s.client.add_channel(&bridge.id, &em.id).await?;
+        s.client.add_new_channel(&bridge.id, &em.id).await?;
         let peer = em.unicast_rtp_peer().ok_or_else(|| {
             AriError::Decode("externalMedia channel without UNICASTRTP_LOCAL_ADDRESS/PORT".into())
         })?;

@@ -249,6 +249,73 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
     }
 }
 
+/// One externalMedia leg of a bridge without a caller.
+pub(super) struct RelayLeg {
+    pub socket: Arc<UdpSocket>,
+    pub target: SocketAddr,
+    pub codec: Codec,
+}
+
+/// Two externalMedia channels in one bridge: what arrives on either is
+/// sent out of the other with that leg's own SSRC, sequence and
+/// timestamps, as Asterisk's mixing does; formats it cannot play back are
+/// dropped (slin16) or never flow (Opus), as in [`run`].
+pub(super) fn start_relay(a: RelayLeg, b: RelayLeg, bridge: &str, seed: u64) -> MediaHandle {
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut state = [
+            (seed as u16, 160u32, (seed >> 16) as u32),
+            ((seed >> 8) as u16, 160u32, (seed >> 24) as u32 ^ 0x5A5A),
+        ];
+        let (mut ba, mut bb) = ([0u8; 2048], [0u8; 2048]);
+        let mut out = [0u8; 2048];
+        loop {
+            let (from, len, to) = tokio::select! {
+                _ = &mut stop_rx => break,
+                r = a.socket.recv_from(&mut ba) => match r { Ok((n, f)) if f == a.target => (0, n, 1), _ => continue },
+                r = b.socket.recv_from(&mut bb) => match r { Ok((n, f)) if f == b.target => (1, n, 0), _ => continue },
+            };
+            let (src_leg, dst_leg) = if from == 0 { (&a, &b) } else { (&b, &a) };
+            if src_leg.codec.rtp_playback().is_err() {
+                continue;
+            }
+            let data = if from == 0 { &ba[..len] } else { &bb[..len] };
+            let Ok(v) = aiagc_engine::packet::parse(data) else {
+                continue;
+            };
+            let (seq, ts, ssrc) = &mut state[to];
+            let payload = v.payload;
+            let samples = aiagc_engine::codec::Decoder::new(dst_leg.codec)
+                .ok()
+                .and_then(|d| d.samples_in(payload).ok())
+                .unwrap_or(dst_leg.codec.frame_samples());
+            let Ok(n) = aiagc_engine::packet::write(
+                &mut out,
+                dst_leg.codec.default_payload_type(),
+                *seq,
+                *ts,
+                *ssrc,
+                v.marker,
+                |p| {
+                    let k = payload.len().min(p.len());
+                    p[..k].copy_from_slice(&payload[..k]);
+                    k
+                },
+            ) else {
+                continue;
+            };
+            *seq = seq.wrapping_add(1);
+            *ts = ts.wrapping_add(dst_leg.codec.ticks(samples));
+            let _ = dst_leg.socket.send_to(&out[..n], dst_leg.target).await;
+        }
+    });
+    MediaHandle {
+        bridge: bridge.to_owned(),
+        stop: Some(stop_tx),
+        task,
+    }
+}
+
 /// Which frames of a script are inside a `Playback()`: every frame with
 /// sound, and digital silence shorter than 200 ms between two of them
 /// (a pause inside a recording). Longer silence is a `Wait()`.

@@ -453,6 +453,31 @@ impl Inner {
             .iter()
             .find(|c| st.channels.get(*c).is_some_and(|ch| ch.external.is_none()));
         let (Some(ext), Some(caller)) = (ext.cloned(), caller.cloned()) else {
+            // Two externalMedia channels and no caller (`aiagc check`'s
+            // round trip): Asterisk mixes them into each other.
+            let legs: Vec<&String> = members
+                .iter()
+                .filter(|c| st.channels.get(*c).is_some_and(|ch| ch.external.is_some()))
+                .collect();
+            if let [a, b] = legs[..] {
+                if st.media.contains_key(a) {
+                    return;
+                }
+                let leg = |id: &String| {
+                    st.channels
+                        .get(id)
+                        .and_then(|c| c.external.as_ref())
+                        .map(|l| media::RelayLeg {
+                            socket: l.socket.clone(),
+                            target: l.target,
+                            codec: l.codec,
+                        })
+                };
+                if let (Some(la), Some(lb)) = (leg(a), leg(b)) {
+                    let handle = media::start_relay(la, lb, bridge_id, self.random_u64());
+                    st.media.insert(a.clone(), handle);
+                }
+            }
             return;
         };
         if st.media.contains_key(&ext) {
