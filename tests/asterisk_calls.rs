@@ -392,7 +392,7 @@ fn kill_ari_connections(ast: &Asterisk) -> usize {
 async fn events_websocket_dropped_mid_call_keeps_the_call() {
     let ast = Asterisk::start(Setup::default());
     ast.set_dialplan(&booking_dialplan(&ast));
-    let mut rig = Rig::start(&ast, Codec::Ulaw, 35030..=35039).await;
+    let mut rig = Rig::start(&ast, Codec::G722, 35030..=35039).await;
     let caller = rig.call("caller").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The app also lists the caller's `;2` half (it is subscribed to it):
@@ -444,7 +444,7 @@ async fn dtmf_from_the_caller_drives_the_menu() {
          same => n,Record({dir}/rec/reply.wav16,0,7,qkx)\n\
          same => n,Hangup()\n",
     );
-    let mut rig = Rig::start(&ast, Codec::Ulaw, 35040..=35049).await;
+    let mut rig = Rig::start(&ast, Codec::G722, 35040..=35049).await;
     let caller = rig.call("caller").await;
     let summary = rig.summary(&caller, Duration::from_secs(60)).await;
     assert_eq!(summary.dtmf, vec!["1".to_string()], "{:?}", summary.turns);
@@ -457,7 +457,7 @@ async fn dtmf_from_the_caller_drives_the_menu() {
     let heard = transcribe(&ast.dir.join("rec/reply.wav16"));
     let ideal = heard_fraction(
         &turn.reply,
-        &heard_over_ideal_line(&turn.reply, Codec::Ulaw),
+        &heard_over_ideal_line(&turn.reply, Codec::G722),
     );
     let fraction = heard_fraction(&turn.reply, &heard);
     eprintln!("after the key: heard {heard:?} ({fraction:.2}, ideal line {ideal:.2})");
@@ -517,7 +517,7 @@ async fn asterisk_restarted_mid_call() {
     let mut ast = Asterisk::start(Setup::default());
     let dialplan = one_turn_dialplan(&ast);
     ast.set_dialplan(&dialplan);
-    let mut rig = Rig::start(&ast, Codec::Ulaw, 35060..=35069).await;
+    let mut rig = Rig::start(&ast, Codec::G722, 35060..=35069).await;
     let first = rig.call("caller").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     ast.restart();
@@ -610,7 +610,7 @@ async fn barge_in_into_the_greeting_without_prior_rtp() {
     let (spy_stop, spy_stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(aiagc_ari::stream::run(ast.ari("spy"), spy_tx, spy_stop_rx));
     tokio::spawn(async move { while spy_rx.recv().await.is_some() {} });
-    let mut rig = Rig::start(&ast, Codec::Ulaw, 35070..=35079).await;
+    let mut rig = Rig::start(&ast, Codec::G722, 35070..=35079).await;
     let spy = AriClient::new(ast.ari("spy")).unwrap();
     let t = Instant::now();
     while spy.application().await.is_err() {
