@@ -28,7 +28,7 @@ fi
 modules=(
   app_playback app_record app_stasis app_senddtmf app_echo app_dial app_exec
   app_verbose app_originate app_db app_system chan_rtp pbx_config
-  func_channel func_strings func_rand func_logic func_db func_callerid func_cut
+  func_channel func_strings func_rand func_logic func_db func_callerid func_cut func_cdr
   res_ari res_ari_applications res_ari_asterisk res_ari_bridges res_ari_channels
   res_ari_device_states res_ari_endpoints res_ari_events res_ari_playbacks
   res_ari_recordings res_ari_sounds res_ari_model
@@ -49,6 +49,10 @@ categories=(
 )
 
 [ -f "$tarball" ] || { echo "asterisk.sh: no source tarball at $tarball" >&2; exit 1; }
+mkdir -p "$cache/asterisk"
+# One build at a time (parallel test processes may all ask for it).
+exec 9>"$cache/asterisk/.lock"
+flock 9
 key=$( (echo "$version"; printf '%s\n' "${modules[@]}"; sha256sum "$tarball" | cut -c1-16) | sha256sum | cut -c1-12)
 prefix="$cache/asterisk/$version-$key"
 if [ -f "$prefix/.built" ] && [ -x "$prefix/sbin/asterisk" ]; then
@@ -82,4 +86,9 @@ echo "asterisk.sh: building Asterisk $version into $prefix (log: $log)" >&2
 } >"$log" 2>&1 || { tail -40 "$log" >&2; echo "asterisk.sh: build failed (full log: $log)" >&2; exit 1; }
 rm -rf "$build"
 touch "$prefix/.built"
+[ -n "${AIAGC_KEEP_BUILD_LOG:-}" ] || rm -f "$log"
+# Builds of other module lists or sources are not needed any more.
+for old in "$cache/asterisk/$version"-* "$cache/asterisk"/build-*.log; do
+  [ "$old" = "$prefix" ] || [ "$old" = "$log" ] || rm -rf "$old"
+done
 echo "$prefix"
