@@ -35,7 +35,13 @@ fn peer() -> SocketAddr {
 fn inbound(c: &mut Criterion) {
     let mut group = c.benchmark_group("media_graph/inbound");
     group.throughput(Throughput::Elements(1));
-    for codec in [Codec::Ulaw, Codec::Slin16, Codec::Alaw, Codec::Opus] {
+    for codec in [
+        Codec::Ulaw,
+        Codec::G722,
+        Codec::Slin16,
+        Codec::Alaw,
+        Codec::Opus,
+    ] {
         let n = codec.frame_samples();
         let mut sender = RtpSender::new(codec, 0, 0, 7).unwrap();
         let templates: Vec<Vec<u8>> = (0..50).map(|i| sender.packet(&voiced(n, i * n))).collect();
@@ -65,7 +71,13 @@ fn inbound(c: &mut Criterion) {
 fn outbound(c: &mut Criterion) {
     let mut group = c.benchmark_group("media_graph/outbound");
     group.throughput(Throughput::Elements(1));
-    for codec in [Codec::Ulaw, Codec::Slin16, Codec::Alaw, Codec::Opus] {
+    for codec in [
+        Codec::Ulaw,
+        Codec::G722,
+        Codec::Slin16,
+        Codec::Alaw,
+        Codec::Opus,
+    ] {
         // TTS output at 22.05 kHz (a Piper voice), 10 s a batch.
         let reply: Vec<f32> = voiced(22050 * 10, 0)
             .iter()
@@ -168,7 +180,13 @@ fn resamplers(c: &mut Criterion) {
 
 fn codecs(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
-    for codec in [Codec::Ulaw, Codec::Alaw, Codec::Slin16, Codec::Opus] {
+    for codec in [
+        Codec::Ulaw,
+        Codec::Alaw,
+        Codec::G722,
+        Codec::Slin16,
+        Codec::Opus,
+    ] {
         let pcm = voiced(codec.frame_samples(), 0);
         let mut enc = Encoder::new(codec).unwrap();
         let mut dec = Decoder::new(codec).unwrap();

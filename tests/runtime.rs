@@ -38,7 +38,21 @@ async fn start(
     crossbeam_channel::Receiver<CallSummary>,
     Arc<Metrics>,
 ) {
-    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    start_with(ports, records, pool(), SimConfig::default()).await
+}
+
+async fn start_with(
+    ports: std::ops::RangeInclusive<u16>,
+    records: Option<std::path::PathBuf>,
+    pool: SpeechPool,
+    sim_config: SimConfig,
+) -> (
+    Simulator,
+    App,
+    crossbeam_channel::Receiver<CallSummary>,
+    Arc<Metrics>,
+) {
+    let sim = Simulator::start(sim_config).await.unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let metrics = Arc::new(Metrics::default());
     let app = App::start_with_metrics(
@@ -53,7 +67,7 @@ async fn start(
             ..MediaConfig::default()
         },
         ControllerConfig::default(),
-        pool(),
+        pool,
         praxis(),
         Some(tx),
         Some(metrics.clone()),
@@ -402,4 +416,58 @@ fn stale_jobs_are_cancelled() {
     );
     assert_eq!(pool.stats.stale.load(Ordering::Relaxed), 3);
     pool.shutdown();
+}
+
+/// A caller who, as on a real Asterisk, sends no RTP between utterances:
+/// every utterance after the first is heard as well as the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utterances_after_silent_gaps_are_understood() {
+    let records = std::env::temp_dir().join(format!("aiagc-gaps-{}", std::process::id()));
+    // As `aiagc serve` and the demo run it: with the Smart Turn model.
+    let model = Arc::new(
+        WhisperModel::load(
+            &aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT),
+        )
+        .unwrap(),
+    );
+    let pool = SpeechPool::start_with_turn_model(
+        model,
+        1,
+        8,
+        SttConfig::default(),
+        Some(aiagc_models::manifest::default_dir()),
+    )
+    .unwrap();
+    // A phone with silence suppression: no RTP between utterances, as a
+    // real Asterisk sends none while a Local caller waits.
+    let vad = SimConfig {
+        silence_suppression: true,
+        ..SimConfig::default()
+    };
+    let (sim, app, summaries, _metrics) =
+        start_with(31500..=31599, Some(records.clone()), pool, vad).await;
+    let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
+    let bridged = Instant::now();
+    agent_spoke(&sim, &caller, bridged).await;
+    for utterance in [
+        wav16("book_01_v2_r150_16k.wav"),
+        wav16("book_10_v2_r150_16k.wav"),
+    ] {
+        assert!(sim.say(&caller, &utterance));
+        let said = Instant::now();
+        agent_spoke(&sim, &caller, said + Duration::from_millis(500)).await;
+    }
+    sim.hangup(&caller);
+    let summary = summary_of(&summaries, &mut Vec::new(), &caller).await;
+    let heard: Vec<&str> = summary
+        .turns
+        .iter()
+        .filter(|t| t.input == "speech")
+        .map(|t| t.transcript.as_str())
+        .collect();
+    eprintln!("heard {heard:?}; records in {}", records.display());
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    assert!(heard[0].to_lowercase().contains("termin"), "{heard:?}");
+    assert!(heard[1].to_lowercase().contains("elf"), "{heard:?}");
+    app.drain(Duration::from_secs(1)).await;
 }

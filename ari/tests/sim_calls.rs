@@ -247,7 +247,12 @@ async fn full_call_media_both_ways_then_nothing_left() {
 /// caller makes a sound: a caller silent after its script sends nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn formats_asterisk_does_not_play_back_are_dropped_like_asterisk() {
-    let r = rig_in(SimConfig::default(), Codec::Slin16).await;
+    // A phone with silence suppression: no RTP after its tone.
+    let vad = SimConfig {
+        silence_suppression: true,
+        ..SimConfig::default()
+    };
+    let r = rig_in(vad, Codec::Slin16).await;
     let caller = r.call(1000);
     wait_for(
         "slin16 echoed back to the simulator",

@@ -212,6 +212,9 @@ pub struct Call {
     echo: EchoCanceller,
     /// Last inbound timestamp and its place on the send timeline.
     echo_anchor: Option<(u32, u64)>,
+    /// The inbound timestamp expected before a run of empty ticks began,
+    /// and the run's length (see the underrun count in `inbound_tick`).
+    empty_ticks: Option<(u32, u64)>,
     /// Arrival of the last stored inbound packet (the call's creation
     /// before the first): a long gap tells the echo canceller the line
     /// returned nothing of what we said meanwhile.
@@ -277,6 +280,7 @@ impl Call {
             echo: EchoCanceller::new(config.echo, codec.pcm_rate(), n),
             echo_anchor: None,
             last_arrival: now,
+            empty_ticks: None,
             config,
         })
     }
@@ -510,11 +514,20 @@ impl Call {
         let n = self.config.codec.frame_samples();
         let codec = self.config.codec;
         while self.fifo_len < n {
-            let pop = self.jitter.pop();
+            let pop = self.jitter.pop_at(at);
             match pop {
                 Pop::Packet {
                     payload, timestamp, ..
                 } => {
+                    // Empty ticks before this packet were our fault (an
+                    // underrun) only if the sender's stream went on without
+                    // a gap; a far end that paused (no RTP while silent,
+                    // timestamps moved on) is no underrun.
+                    if let Some((expected, ticks)) = self.empty_ticks.take() {
+                        if expected == timestamp {
+                            self.stats.underruns += ticks;
+                        }
+                    }
                     if let Some(expected) = self.expected_ts {
                         if expected != timestamp {
                             self.stats.timestamp_jumps += 1;
@@ -547,7 +560,8 @@ impl Call {
                 }
                 Pop::Underrun => {
                     if self.jitter.started() {
-                        self.stats.underruns += 1;
+                        let expected = self.expected_ts.unwrap_or(self.fifo_ts);
+                        self.empty_ticks.get_or_insert((expected, 0)).1 += 1;
                     }
                     self.conceal(None);
                     break;

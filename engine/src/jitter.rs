@@ -12,6 +12,13 @@
 //! has held more than the target plus one frame for 10 ticks in a row, one
 //! packet is dropped to shrink the delay again. Underruns grow it.
 //!
+//! Talk-spurts: a far end that sends nothing while it is silent (a real
+//! Asterisk does not send RTP while a `Local/` channel waits, nor a phone
+//! with silence suppression) leaves the buffer empty for seconds. The first
+//! packet after such a pause is held for the target delay before it plays,
+//! as the very first packet is, so the spurt gets the same protection
+//! against jitter as a continuous stream ([`JitterBuffer::pop_at`]).
+//!
 //! Streams: sequence numbers wrap (extended to 64 bits); a jump of more than
 //! [`RESYNC_DISTANCE`] packets either way restarts the stream; a new SSRC is
 //! adopted when the old one has been quiet for 100 ms or after
@@ -125,7 +132,15 @@ pub struct JitterBuffer {
     over_target_ticks: u32,
     dropped_for_delay: u64,
     resyncs: u64,
+    /// Pops in a row that found nothing to play.
+    empty_run: u32,
+    /// A new talk-spurt's first packet plays no earlier than this.
+    hold_until: Option<Instant>,
 }
+
+/// Empty pops in a row after which the far end is taken to have paused
+/// (60 ms: longer than any packet is late on a working line).
+const PAUSE_TICKS: u32 = 3;
 
 impl JitterBuffer {
     /// A buffer for a stream with the given RTP clock rate.
@@ -155,7 +170,27 @@ impl JitterBuffer {
             over_target_ticks: 0,
             dropped_for_delay: 0,
             resyncs: 0,
+            empty_run: 0,
+            hold_until: None,
         }
+    }
+
+    /// Pops in a row that found nothing to play (the far end's pause so far).
+    pub fn empty_run(&self) -> u32 {
+        self.empty_run
+    }
+
+    /// [`JitterBuffer::pop`] on the playout tick at `now`, holding the
+    /// first packet of a talk-spurt until the target delay has passed.
+    pub fn pop_at(&mut self, now: Instant) -> Pop<'_> {
+        if let Some(h) = self.hold_until {
+            if now < h {
+                self.empty_run = self.empty_run.saturating_add(1);
+                return Pop::Underrun;
+            }
+            self.hold_until = None;
+        }
+        self.pop()
     }
 
     /// RFC 3550 interarrival jitter.
@@ -300,6 +335,9 @@ impl JitterBuffer {
             self.next = Some(ext + 1 - window);
         }
         self.update_jitter(packet.timestamp, arrival);
+        if self.empty_run >= PAUSE_TICKS && self.depth() == 0 && self.hold_until.is_none() {
+            self.hold_until = Some(arrival + self.target_delay());
+        }
         let slot = &mut self.slots[idx];
         slot.state = SlotState::Buffered;
         slot.seq = ext;
@@ -322,6 +360,7 @@ impl JitterBuffer {
     /// Takes what the next playout tick plays (see [`Pop`]).
     pub fn pop(&mut self) -> Pop<'_> {
         let Some(mut next) = self.next else {
+            self.empty_run = self.empty_run.saturating_add(1);
             return Pop::Underrun;
         };
         // Shrink the delay when the buffer has run deep for a while.
@@ -339,6 +378,7 @@ impl JitterBuffer {
             self.over_target_ticks = 0;
         }
         if self.buffered(next) {
+            self.empty_run = 0;
             self.next = Some(next + 1);
             let idx = self.index(next);
             let slot = &mut self.slots[idx];
@@ -366,9 +406,11 @@ impl JitterBuffer {
             } else {
                 None
             };
+            self.empty_run = 0;
             return Pop::Lost { next: next_payload };
         }
         self.next = Some(next);
+        self.empty_run = self.empty_run.saturating_add(1);
         Pop::Underrun
     }
 }

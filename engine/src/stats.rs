@@ -34,7 +34,9 @@ pub struct CallStats {
     pub decode_errors: u64,
     /// 20 ms frames filled by concealment (loss or underrun).
     pub concealed_frames: u64,
-    /// Ticks with nothing to play (the delay grew by one frame).
+    /// Ticks with nothing to play while the sender's stream went on (the
+    /// delay grew by one frame). Ticks while the far end sent nothing at
+    /// all (a pause; its next timestamp moved on) are not underruns.
     pub underruns: u64,
     /// Packets dropped to shrink the playout delay.
     pub dropped_for_delay: u64,

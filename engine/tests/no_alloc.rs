@@ -37,7 +37,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn steady_state_frame_path_does_not_allocate() {
-    for codec in [Codec::Ulaw, Codec::Slin16, Codec::Opus] {
+    for codec in [Codec::Ulaw, Codec::G722, Codec::Slin16, Codec::Opus] {
         let n = codec.frame_samples();
         let mut sender = RtpSender::new(codec, 7, 0, 99).unwrap();
         // Continuous voiced caller audio (no utterance ends inside the window;

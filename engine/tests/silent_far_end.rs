@@ -133,3 +133,72 @@ fn caller_after_a_silent_gap_barges_in_at_once() {
         );
     }
 }
+
+/// Two utterances with seconds of no RTP between them (the sender's
+/// timestamps move on over the gap and the marker is set, as Asterisk
+/// does): the second is heard as whole as the first, and the pause is no
+/// underrun.
+#[test]
+fn an_utterance_after_a_pause_in_the_stream_is_heard_whole() {
+    for codec in [Codec::Ulaw, Codec::G722] {
+        let fx = fixtures().join("de");
+        let tag = if codec.pcm_rate() == 8000 {
+            "8k"
+        } else {
+            "16k"
+        };
+        let (_, a) = read_wav(&fx.join(format!("book_01_v0_r150_{tag}.wav")));
+        let (_, b) = read_wav(&fx.join(format!("book_10_v0_r150_{tag}.wav")));
+        let t0 = Instant::now();
+        let mut config = CallConfig::new(codec, 5);
+        config.peer = Some(peer());
+        let mut call = Call::new(config, t0).unwrap();
+        let n = codec.frame_samples();
+        let mut sender = aiagc_engine::impair::RtpSender::new(codec, 9, 160, 0xBEEF).unwrap();
+        let mut packets = Vec::new();
+        let mut at = t0 + Duration::from_millis(500);
+        for c in a.chunks(n) {
+            packets.push((at, sender.packet(c)));
+            at += Duration::from_millis(20);
+        }
+        // Four seconds without a packet.
+        sender.skip(n * 200);
+        at += Duration::from_secs(4);
+        for c in b.chunks(n) {
+            packets.push((at, sender.packet(c)));
+            at += Duration::from_millis(20);
+        }
+        let end = at + Duration::from_secs(2);
+        let mut lens = Vec::new();
+        let mut now = t0;
+        let mut next = 0;
+        while now < end {
+            while next < packets.len() && packets[next].0 <= now {
+                call.receive(peer(), &packets[next].1, packets[next].0);
+                next += 1;
+            }
+            call.handle_timeout(now);
+            while call.poll_transmit(now).is_some() {}
+            while let Some(e) = call.poll_event() {
+                if let CallEvent::SpeechEnded(u) = e {
+                    lens.push(u.samples.len() as f64 / 16000.0);
+                }
+            }
+            let due = packets.get(next).map_or(end, |p| p.0);
+            now = call
+                .poll_timeout()
+                .min(due)
+                .max(now + Duration::from_micros(1));
+        }
+        let stats = call.stats();
+        let rate = codec.pcm_rate() as f64;
+        let (la, lb) = (a.len() as f64 / rate, b.len() as f64 / rate);
+        assert_eq!(lens.len(), 2, "{codec:?}: two utterances: {lens:?}");
+        assert!(
+            lens[0] >= la - 0.4 && lens[1] >= lb - 0.4,
+            "{codec:?}: {lens:?} of {la:.2}/{lb:.2}"
+        );
+        assert_eq!(stats.underruns, 0, "a pause of the far end is no underrun");
+        assert_eq!(stats.lost + stats.late, 0);
+    }
+}

@@ -28,7 +28,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-    let codec = [Codec::Slin16, Codec::Ulaw, Codec::Alaw, Codec::Opus][input.codec as usize % 4];
+    let codec = [Codec::Slin16, Codec::Ulaw, Codec::Alaw, Codec::Opus, Codec::G722][input.codec as usize % 5];
     let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
     let mut config = CallConfig::new(codec, 7);
     config.peer = Some(peer);

@@ -855,6 +855,10 @@ impl CallTask {
 struct Recorder {
     inbound: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
     outbound: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    out_rate: u32,
+    /// Samples written to each file.
+    in_samples: u64,
+    out_samples: u64,
 }
 
 impl Recorder {
@@ -873,10 +877,24 @@ impl Recorder {
                 dir.join(format!("{name}.out.wav")),
                 spec(out_rate),
             )?,
+            out_rate,
+            in_samples: 0,
+            out_samples: 0,
         })
     }
 
     fn caller(&mut self, frame: &[f32]) -> Result<(), hound::Error> {
+        // The caller's stream starts at their first packet (a real Asterisk
+        // sends none while they are silent, e.g. during the greeting): the
+        // silence before it is written, so both files share one timeline.
+        if self.in_samples == 0 {
+            let before = self.out_samples * 16000 / self.out_rate as u64;
+            for _ in 0..before {
+                self.inbound.write_sample(0i16)?;
+            }
+            self.in_samples = before;
+        }
+        self.in_samples += frame.len() as u64;
         for &s in frame {
             self.inbound
                 .write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
@@ -885,6 +903,7 @@ impl Recorder {
     }
 
     fn agent(&mut self, frame: &[i16]) -> Result<(), hound::Error> {
+        self.out_samples += frame.len() as u64;
         for &s in frame {
             self.outbound.write_sample(s)?;
         }

@@ -73,6 +73,9 @@ pub(super) struct Stream {
     pub echo: Option<super::EchoPath>,
     pub seed: u64,
     pub mouth: Arc<Mutex<Mouth>>,
+    /// Send no RTP for silent frames (a `Local/` channel outside
+    /// `Playback()`, a phone with VAD); else every 20 ms.
+    pub suppress_silence: bool,
 }
 
 /// What the caller says live, after its script (see `Simulator::say`).
@@ -234,7 +237,8 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
                     // The far end sends RTP only while it makes a sound: a
                     // Local channel in Wait() or Record() sends nothing, one
                     // in Playback() every frame of the file, quiet or not.
-                    let silent = !in_playback && chunk.iter().all(|&x| x == 0);
+                    let silent =
+                        s.suppress_silence && !in_playback && chunk.iter().all(|&x| x == 0);
                     if !sends || silent {
                         sender.skip(chunk.len());
                         continue;

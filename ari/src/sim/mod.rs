@@ -55,6 +55,12 @@ pub struct SimConfig {
     /// The agent's own audio fed back into the caller's stream, as a
     /// telephone hybrid or a speakerphone would (off by default).
     pub echo: Option<EchoPath>,
+    /// Callers placed with [`Simulator::place_call`] (SIP phones) send no
+    /// RTP while they are silent, as a phone with silence suppression (VAD)
+    /// does. Off by default: a SIP phone or trunk without VAD sends every
+    /// 20 ms. `Local/` callers (originated into a dialplan) always send
+    /// RTP only while their dialplan plays, as Asterisk does.
+    pub silence_suppression: bool,
 }
 
 /// How the simulated line echoes the agent back to it.
@@ -81,6 +87,7 @@ impl Default for SimConfig {
             dialplan: Default::default(),
             retain_history: true,
             echo: None,
+            silence_suppression: false,
         }
     }
 }

@@ -505,6 +505,11 @@ impl Inner {
                 echo: self.config.echo,
                 seed: self.random_u64(),
                 mouth: st.mouths.entry(caller.clone()).or_default().clone(),
+                suppress_silence: self.config.silence_suppression
+                    || st
+                        .channels
+                        .get(&caller)
+                        .is_some_and(|c| c.model.name.starts_with("Local/")),
             },
         );
         st.media.insert(ext, handle);
