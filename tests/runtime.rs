@@ -291,7 +291,7 @@ async fn a_key_transfers_to_a_person_and_a_draining_app_turns_callers_away() {
     let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
     // Pressing 0 during the greeting interrupts it and asks for the team.
     let t = Instant::now();
-    while !sim.received_for_caller(&caller).iter().any(|r| loud(r)) {
+    while !sim.received_for_caller(&caller).iter().any(loud) {
         assert!(t.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

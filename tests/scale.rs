@@ -172,7 +172,7 @@ fn serve(sim: &Simulator, dir: &std::path::Path, app: &str, ports: &str) -> Runn
 
 async fn greeted(sim: &Simulator, caller: &str) {
     let t = Instant::now();
-    while !sim.received_for_caller(caller).iter().any(|r| loud(r)) {
+    while !sim.received_for_caller(caller).iter().any(loud) {
         assert!(
             t.elapsed() < Duration::from_secs(15),
             "{caller} was not greeted"

@@ -159,9 +159,9 @@ impl Band {
         let gain = if d == 0 { 0 } else { 128 };
         let gd = sign(d);
         let mut b = [0i32; 7];
-        for i in 1..7 {
+        for (i, bi) in b.iter_mut().enumerate().skip(1) {
             let towards = if sign(self.d[i]) == gd { gain } else { -gain };
-            b[i] = sat(towards + ((self.b[i] * 32640) >> 15));
+            *bi = sat(towards + ((self.b[i] * 32640) >> 15));
         }
 
         // Delay lines.
