@@ -39,17 +39,7 @@ fn model() -> Arc<WhisperModel> {
 /// A recording as 16 kHz float samples for whisper.
 fn as_16k(pcm: &[i16], rate: u32) -> Vec<f32> {
     let x: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
-    if rate == 16000 {
-        return x;
-    }
-    let mut r = aiagc_engine::resample::Resampler::new(rate, 16000).unwrap();
-    let mut out = Vec::new();
-    let mut sink = |o: &[f32]| out.extend_from_slice(o);
-    let delay = r.delay_samples();
-    r.push(&x, &mut sink).unwrap();
-    r.flush(&mut sink).unwrap();
-    out.drain(..delay.min(out.len()));
-    out
+    resample(&x, rate, 16000)
 }
 
 /// What whisper hears in a recording.
@@ -59,20 +49,6 @@ fn transcribe(path: &Path) -> String {
     w.transcribe(&as_16k(&pcm, rate), &SttConfig::default())
         .map(|t| t.text)
         .unwrap_or_default()
-}
-
-fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to {
-        return x.to_vec();
-    }
-    let mut r = aiagc_engine::resample::Resampler::new(from, to).unwrap();
-    let mut out = Vec::new();
-    let mut sink = |o: &[f32]| out.extend_from_slice(o);
-    let delay = r.delay_samples();
-    r.push(x, &mut sink).unwrap();
-    r.flush(&mut sink).unwrap();
-    out.drain(..delay.min(out.len()));
-    out
 }
 
 /// What whisper hears of `text` over a perfect line in `format`: our TTS,

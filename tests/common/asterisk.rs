@@ -345,15 +345,11 @@ impl Asterisk {
 
 /// 16 → 8 kHz through the engine's resampler (the same one aiagc uses).
 fn downsample(pcm: &[i16]) -> Vec<i16> {
-    let mut r = aiagc_engine::resample::Resampler::new(16000, 8000).expect("resampler");
-    let input: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
-    let mut out = Vec::new();
-    let mut sink = |o: &[f32]| out.extend(o.iter().map(|&x| (x.clamp(-1.0, 1.0) * 32767.0) as i16));
-    let delay = r.delay_samples();
-    r.push(&input, &mut sink).expect("resample");
-    r.flush(&mut sink).expect("resample");
-    out.drain(..delay.min(out.len()));
-    out
+    let x: Vec<f32> = pcm.iter().map(|&s| s as f32 / 32768.0).collect();
+    super::resample(&x, 16000, 8000)
+        .iter()
+        .map(|&y| (y.clamp(-1.0, 1.0) * 32767.0) as i16)
+        .collect()
 }
 
 impl Drop for Asterisk {

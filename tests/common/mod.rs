@@ -18,6 +18,22 @@ pub fn wav16(name: &str) -> Vec<i16> {
     r.samples::<i16>().map(|s| s.unwrap()).collect()
 }
 
+/// `x` resampled from `from` to `to` Hz by the engine's resampler (its
+/// delay removed): the one aiagc uses.
+pub fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == to {
+        return x.to_vec();
+    }
+    let mut r = aiagc_engine::resample::Resampler::new(from, to).expect("resampler");
+    let mut out = Vec::new();
+    let mut sink = |o: &[f32]| out.extend_from_slice(o);
+    let delay = r.delay_samples();
+    r.push(x, &mut sink).expect("resample");
+    r.flush(&mut sink).expect("resample");
+    out.drain(..delay.min(out.len()));
+    out
+}
+
 /// Whether a packet the simulated caller received carries speech-level
 /// audio (as decoded by the simulator, in any format).
 pub fn loud(record: &aiagc_ari::sim::RtpRecord) -> bool {
