@@ -273,36 +273,25 @@ fn compare(real: &Facts, sim: &Facts) {
             diffs.push(format!("{what}:\n  real: {a}\n  sim:  {b}"));
         }
     };
-    check(
-        "events",
-        format!("{:?}", real.events),
-        format!("{:?}", sim.events),
-    );
-    check(
-        "caller StasisStart",
-        format!("{:?}", real.caller_start),
-        format!("{:?}", sim.caller_start),
-    );
-    check(
-        "externalMedia StasisStart",
-        format!("{:?}", real.em_start),
-        format!("{:?}", sim.em_start),
-    );
-    check(
-        "externalMedia RTP variables",
-        format!("{}", real.em_has_rtp_vars),
-        format!("{}", sim.em_has_rtp_vars),
-    );
-    check(
-        "application listing",
-        format!("{:?}", real.listed),
-        format!("{:?}", sim.listed),
-    );
-    check(
-        "left behind when the caller hangs up (externalMedia, bridge)",
-        format!("{:?}", real.left_behind_by_asterisk),
-        format!("{:?}", sim.left_behind_by_asterisk),
-    );
+    let facts = |f: &Facts| {
+        [
+            ("events", format!("{:?}", f.events)),
+            ("caller StasisStart", format!("{:?}", f.caller_start)),
+            ("externalMedia StasisStart", format!("{:?}", f.em_start)),
+            (
+                "externalMedia RTP variables",
+                format!("{}", f.em_has_rtp_vars),
+            ),
+            ("application listing", format!("{:?}", f.listed)),
+            (
+                "left behind when the caller hangs up (externalMedia, bridge)",
+                format!("{:?}", f.left_behind_by_asterisk),
+            ),
+        ]
+    };
+    for ((what, a), (_, b)) in facts(real).into_iter().zip(facts(sim)) {
+        check(what, a, b);
+    }
     let (r, s) = (rtp_facts(&real.rtp), rtp_facts(&sim.rtp));
     for i in 0..r.len().max(s.len()) {
         check(

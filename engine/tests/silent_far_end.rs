@@ -20,6 +20,36 @@ struct Run {
     utterance_len: f64,
 }
 
+/// Drives `call` in simulated time from `t0` to `end`: each packet is
+/// received at its arrival time, the call is ticked as the runtime would
+/// (transmits drained), and each event goes to `on_event` with its time.
+fn play(
+    call: &mut Call,
+    packets: &[(Instant, Vec<u8>)],
+    t0: Instant,
+    end: Instant,
+    mut on_event: impl FnMut(CallEvent, Instant),
+) {
+    let mut now = t0;
+    let mut next = 0;
+    while now < end {
+        while next < packets.len() && packets[next].0 <= now {
+            call.receive(peer(), &packets[next].1, packets[next].0);
+            next += 1;
+        }
+        call.handle_timeout(now);
+        while call.poll_transmit(now).is_some() {}
+        while let Some(e) = call.poll_event() {
+            on_event(e, now);
+        }
+        let due = packets.get(next).map_or(end, |p| p.0);
+        now = call
+            .poll_timeout()
+            .min(due)
+            .max(now + Duration::from_micros(1));
+    }
+}
+
 fn run(codec: Codec, echo: bool, packets_before: bool) -> Run {
     let fx = fixtures().join("de");
     let rate = codec.pcm_rate();
@@ -72,32 +102,15 @@ fn run(codec: Codec, echo: bool, packets_before: bool) -> Run {
         barge_in_after: None,
         utterance_len: 0.0,
     };
-    let mut now = t0;
-    let mut next_packet = 0;
-    while now < end {
-        while next_packet < packets.len() && packets[next_packet].0 <= now {
-            call.receive(peer(), &packets[next_packet].1, packets[next_packet].0);
-            next_packet += 1;
+    play(&mut call, &packets, t0, end, |e, now| match e {
+        CallEvent::BargeIn { .. } if out.barge_in_after.is_none() => {
+            out.barge_in_after = Some(now.saturating_duration_since(voiced_at));
         }
-        call.handle_timeout(now);
-        while call.poll_transmit(now).is_some() {}
-        while let Some(e) = call.poll_event() {
-            match e {
-                CallEvent::BargeIn { .. } if out.barge_in_after.is_none() => {
-                    out.barge_in_after = Some(now.saturating_duration_since(voiced_at));
-                }
-                CallEvent::SpeechEnded(u) if u.barge_in => {
-                    out.utterance_len = u.samples.len() as f64 / 16000.0;
-                }
-                _ => {}
-            }
+        CallEvent::SpeechEnded(u) if u.barge_in => {
+            out.utterance_len = u.samples.len() as f64 / 16000.0;
         }
-        let due = packets.get(next_packet).map_or(end, |p| p.0);
-        now = call
-            .poll_timeout()
-            .min(due)
-            .max(now + Duration::from_micros(1));
-    }
+        _ => {}
+    });
     out
 }
 
@@ -170,26 +183,11 @@ fn an_utterance_after_a_pause_in_the_stream_is_heard_whole() {
         }
         let end = at + Duration::from_secs(2);
         let mut lens = Vec::new();
-        let mut now = t0;
-        let mut next = 0;
-        while now < end {
-            while next < packets.len() && packets[next].0 <= now {
-                call.receive(peer(), &packets[next].1, packets[next].0);
-                next += 1;
+        play(&mut call, &packets, t0, end, |e, _| {
+            if let CallEvent::SpeechEnded(u) = e {
+                lens.push(u.samples.len() as f64 / 16000.0);
             }
-            call.handle_timeout(now);
-            while call.poll_transmit(now).is_some() {}
-            while let Some(e) = call.poll_event() {
-                if let CallEvent::SpeechEnded(u) = e {
-                    lens.push(u.samples.len() as f64 / 16000.0);
-                }
-            }
-            let due = packets.get(next).map_or(end, |p| p.0);
-            now = call
-                .poll_timeout()
-                .min(due)
-                .max(now + Duration::from_micros(1));
-        }
+        });
         let stats = call.stats();
         let rate = codec.pcm_rate() as f64;
         let (la, lb) = (a.len() as f64 / rate, b.len() as f64 / rate);
