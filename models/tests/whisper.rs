@@ -298,3 +298,43 @@ fn quantized_conversions_load_and_transcribe() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The app's model (q8_0) gives the same words after ONNX Runtime ran
+/// Smart Turn on the same thread, as a speech worker does between two
+/// decodes. ggml's AMX kernels set the CPU's tile configuration once per
+/// thread and trust it from then on; ONNX Runtime's AMX kernels load their
+/// own, so on a CPU with AMX every decode after the first Smart Turn came
+/// back as "-" or "The body of the body." — the live demo's 0.91 WER. Our
+/// ggml is built without AMX (`.cargo/config.toml`).
+#[test]
+fn smart_turn_between_decodes_leaves_whisper_intact() {
+    let _serial = serial();
+    let q8 = WhisperModel::load(&default_dir().join(aiagc_models::WHISPER_DEFAULT))
+        .expect("converted model (run scripts/setup.sh)");
+    use aiagc_models::smart_turn::EndOfTurn;
+    let mut turn = aiagc_models::smart_turn::SmartTurn::from_dir(&default_dir())
+        .expect("Smart Turn model (run scripts/setup.sh)");
+    let mut w = q8.worker().unwrap();
+    let names = ["book_01_v0_r150_16k.wav", "greet_02_v0_r150_16k.wav"];
+    let audio: Vec<Vec<f32>> = names
+        .iter()
+        .map(|n| read_wav_16k(&fixtures().join("de").join(n)).unwrap())
+        .collect();
+    let before: Vec<String> = audio
+        .iter()
+        .map(|a| w.transcribe(a, &SttConfig::default()).unwrap().text)
+        .collect();
+    assert!(
+        before.iter().all(|t| t.split_whitespace().count() >= 3),
+        "{before:?}"
+    );
+    for a in &audio {
+        let p = turn.complete_probability(a).unwrap();
+        assert!((0.0..=1.0).contains(&p));
+    }
+    let after: Vec<String> = audio
+        .iter()
+        .map(|a| w.transcribe(a, &SttConfig::default()).unwrap().text)
+        .collect();
+    assert_eq!(before, after);
+}
