@@ -233,9 +233,7 @@ fn rtp_facts(rtp: &[Packet]) -> Vec<String> {
     out.push(format!("sequence +1 throughout (also over gaps): {steady}"));
     for (i, sp) in s.iter().enumerate() {
         // µ-law: one timestamp tick per payload byte (sample), between
-        // full packets. (Asterisk stamps a short last packet with its own
-        // length, i.e. each timestamp marks the end of its packet; the
-        // simulator sends no short packets.)
+        // full packets.
         let ts_step = sp
             .windows(2)
             .filter(|w| w[0].len == 160 && w[1].len == 160)
@@ -243,6 +241,17 @@ fn rtp_facts(rtp: &[Packet]) -> Vec<String> {
         out.push(format!(
             "spurt {i}: timestamps +160 between full packets: {ts_step}"
         ));
+        // A file's last frame is what is left of it, and Asterisk stamps
+        // each packet with its end: a short one by its own length.
+        let last = &sp[sp.len() - 1];
+        out.push(format!("spurt {i}: last packet short: {}", last.len < 160));
+        if sp.len() > 1 && last.len < 160 {
+            let step = last.timestamp.wrapping_sub(sp[sp.len() - 2].timestamp);
+            out.push(format!(
+                "spurt {i}: short packet stamped by its own length: {}",
+                step == last.len as u32
+            ));
+        }
         out.push(format!(
             "spurt {i}: marker on first packet: {}",
             sp[0].marker

@@ -116,7 +116,7 @@ pub struct RtpSender {
     payload_type: u8,
     /// Next sequence number.
     pub sequence: u16,
-    /// Next timestamp.
+    /// Next timestamp (with [`Self::with_end_stamps`]: the last one sent).
     pub timestamp: u32,
     /// SSRC.
     pub ssrc: u32,
@@ -124,6 +124,8 @@ pub struct RtpSender {
     marker_next: bool,
     /// A packet has been sent.
     sent: bool,
+    /// Each packet carries the timestamp of its end, as Asterisk's do.
+    end_stamps: bool,
 }
 
 impl RtpSender {
@@ -143,7 +145,17 @@ impl RtpSender {
             ssrc,
             marker_next: false,
             sent: false,
+            end_stamps: false,
         })
+    }
+
+    /// Stamps each packet with the timestamp of its end instead of its
+    /// start, as Asterisk 22.10.1 does (seen in the differential test): a
+    /// stream that starts at 0 sends 160 first, and the short last packet
+    /// of a playback carries the previous timestamp plus its own length.
+    pub fn with_end_stamps(mut self) -> Self {
+        self.end_stamps = true;
+        self
     }
 
     /// `samples` of silence that are not sent, as Asterisk does while the
@@ -172,6 +184,10 @@ impl RtpSender {
         } else {
             pcm
         };
+        let ticks = self.codec.ticks(pcm.len());
+        if self.end_stamps {
+            self.timestamp = self.timestamp.wrapping_add(ticks);
+        }
         let mut buf = vec![0u8; crate::packet::MAX_PAYLOAD + 12];
         let encoder = &mut self.encoder;
         let len = crate::packet::write(
@@ -187,7 +203,9 @@ impl RtpSender {
         buf.truncate(len);
         self.sent = true;
         self.sequence = self.sequence.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(self.codec.ticks(pcm.len()));
+        if !self.end_stamps {
+            self.timestamp = self.timestamp.wrapping_add(ticks);
+        }
         buf
     }
 }
@@ -258,5 +276,33 @@ mod tests {
         );
         assert!(out.len() > 500);
         assert!(out.windows(2).any(|w| w[0].1 > w[1].1));
+    }
+
+    /// Asterisk's stamps: the end of each packet, a short one by its own
+    /// length; a skipped gap moves the clock on either way.
+    #[test]
+    fn end_stamps_mark_the_end_of_each_packet() {
+        let ts = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        let frame = [100i16; 160];
+        let mut start = RtpSender::new(crate::Codec::Ulaw, 1, 160, 7).unwrap();
+        let mut end = RtpSender::new(crate::Codec::Ulaw, 1, 0, 7)
+            .unwrap()
+            .with_end_stamps();
+        let a: Vec<u32> = [&frame[..], &frame[..], &frame[..106]]
+            .iter()
+            .map(|f| ts(&start.packet(f)))
+            .collect();
+        let b: Vec<u32> = [&frame[..], &frame[..], &frame[..106]]
+            .iter()
+            .map(|f| ts(&end.packet(f)))
+            .collect();
+        assert_eq!(a, [160, 320, 480]);
+        assert_eq!(b, [160, 320, 426]);
+        end.skip(54 + 160);
+        assert_eq!(ts(&end.packet(&frame)), 800);
+        let mut g722 = RtpSender::new(crate::Codec::G722, 1, 0, 7)
+            .unwrap()
+            .with_end_stamps();
+        assert_eq!(ts(&g722.packet(&[0i16; 320])), 160);
     }
 }

@@ -152,14 +152,11 @@ pub(super) fn start(inner: Arc<Inner>, s: Stream) -> MediaHandle {
 async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
     let pcm = at_codec_rate(&s.script.audio, s.codec);
     let n = s.codec.frame_samples();
-    let Ok(mut sender) = RtpSender::new(
-        s.codec,
-        (s.seed & 0xFFFF) as u16,
-        160,
-        (s.seed >> 16) as u32,
-    ) else {
+    let Ok(sender) = RtpSender::new(s.codec, (s.seed & 0xFFFF) as u16, 0, (s.seed >> 16) as u32)
+    else {
         return;
     };
+    let mut sender = sender.with_end_stamps();
     // What Asterisk does with each direction of this format (observed on
     // 22.10.1): Opus has no transcoder, so nothing flows either way; a
     // dynamic payload type (slin16) is sent to us but what we send back is
@@ -232,8 +229,23 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
                         &silence[..]
                     };
                     let in_playback = playing.get(frame as usize).copied().unwrap_or(spoken);
+                    // A file's last frame is as long as what is left of it:
+                    // Asterisk sends it short (a 106-byte µ-law payload was
+                    // seen) and the next packet after the gap.
+                    let file_ends = s.suppress_silence
+                        && in_playback
+                        && lo < pcm.len()
+                        && !playing.get(frame as usize + 1).copied().unwrap_or(false);
                     let chunk = line.mix(chunk, frame * n as u64);
                     frame += 1;
+                    if file_ends && sends {
+                        let keep = last_sound(chunk, s.codec);
+                        if keep < chunk.len() {
+                            net.send(&sender.packet(&chunk[..keep]), at);
+                            sender.skip(chunk.len() - keep);
+                            continue;
+                        }
+                    }
                     // The far end sends RTP only while it makes a sound: a
                     // Local channel in Wait() or Record() sends nothing, one
                     // in Playback() every frame of the file, quiet or not.
@@ -318,6 +330,18 @@ pub(super) fn start_relay(a: RelayLeg, b: RelayLeg, bridge: &str, seed: u64) -> 
         stop: Some(stop_tx),
         task,
     }
+}
+
+/// How much of a file's last frame is the file: up to its last sample
+/// with sound, whole G.722 sample pairs (one byte each), at least one.
+fn last_sound(chunk: &[i16], codec: Codec) -> usize {
+    let end = chunk.iter().rposition(|&x| x != 0).map_or(1, |i| i + 1);
+    let end = if codec == Codec::G722 {
+        end.div_ceil(2) * 2
+    } else {
+        end
+    };
+    end.min(chunk.len())
 }
 
 /// Which frames of a script are inside a `Playback()`: every frame with
