@@ -674,10 +674,9 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 })
             })
             .count();
-        if matches!(
-            summary.outcome.as_deref(),
-            Some("booked" | "moved" | "cancelled" | "transferred")
-        ) {
+        // The caller's own task, not just any end: a move that ends with
+        // a transfer to the team after two misheard dates is not done.
+        if summary.outcome.as_deref() == Some(goal) {
             completed += 1;
         }
         if !args.json {
