@@ -88,6 +88,12 @@ const SILENT_EVIDENCE_MS: usize = 300;
 /// whatever it returns lies below the far end's silence suppression (its
 /// threshold is typically 30–40 dB under speech).
 const SILENT_LINE_LOSS_DB: f32 = 30.0;
+/// How far under the least echo loss the envelopes may place an echo
+/// before it is taken for the caller, in dB.
+const LOSS_SLACK_DB: f32 = 3.0;
+/// Echo loss past which the envelopes' finding is taken for chance (the
+/// line's own noise against our onsets), in dB.
+const MAX_ECHO_LOSS_DB: f32 = 40.0;
 /// Envelope correlation under which a line is taken to have no echo.
 const NO_ECHO_CORRELATION: f32 = 0.3;
 /// NLMS step size.
@@ -470,6 +476,19 @@ impl EchoCanceller {
         (var_in > 1e-9 && var_r > 1e-9).then(|| cov / (var_r * var_in).sqrt())
     }
 
+    /// How much quieter the inbound envelope is than ours `lag` blocks
+    /// earlier, over the window, in dB.
+    fn envelope_loss_db(&self, lag: i64) -> f32 {
+        let newest = self.in_blocks as i64;
+        let start = newest - WINDOW_BLOCKS as i64;
+        let env_mask = self.in_env.len() - 1;
+        let inbound: f32 = (start..newest)
+            .map(|b| self.in_env[b as usize & env_mask])
+            .sum();
+        let ours: f32 = (start..newest).map(|b| self.ref_env_at(b - lag)).sum();
+        20.0 * ((ours + 1e-9) / (inbound + 1e-9)).log10()
+    }
+
     /// Correlates the envelopes over the echo window and moves the filter
     /// to the best lag when it is clear and clearly better than the lag in
     /// use.
@@ -498,6 +517,18 @@ impl EchoCanceller {
             self.no_echo_seen += 1;
         }
         if best.0 < 0.5 || self.lag.is_some() && best.0 < current.unwrap_or(0.0) + 0.1 {
+            return;
+        }
+        // An echo comes back quieter than we said it (hybrids return at
+        // least 6 dB less): what arrives as loud as our own speech is the
+        // caller, whose words can follow ours closely enough to correlate.
+        // And what lies more than 40 dB under us is no echo worth a
+        // filter: in the live demo the first inbound packets, 53 dB down,
+        // "correlated" with the greeting's onset at 560 ms, and the filter
+        // that followed learned the caller's barge-in as our echo and
+        // subtracted our reply from their words.
+        let loss = self.envelope_loss_db(best.1);
+        if loss < self.config.min_loss_db - LOSS_SLACK_DB || loss > MAX_ECHO_LOSS_DB {
             return;
         }
         self.no_echo_seen = 0;
@@ -657,6 +688,28 @@ mod tests {
             voiced.len()
         );
         assert!(r.verdicts[..150].iter().all(|v| *v != EchoVerdict::NearEnd));
+    }
+
+    /// Inbound that follows our speech as loud as we said it is a caller
+    /// (repeating a date back, or just talking in our rhythm), and one
+    /// 55 dB down is the line's noise: neither is an echo, no delay is
+    /// taken and nothing is subtracted. 6 and 30 dB down it is an echo.
+    #[test]
+    fn only_a_plausible_loss_is_an_echo() {
+        let rate = 8000;
+        let far = talker(1, 6.0, rate, 0.1);
+        let near = vec![0.0; far.len()];
+        for loss in [0.0, 55.0] {
+            let r = run(rate, &far, &near, 150, loss);
+            assert_eq!(r.delay_ms, None, "{loss} dB");
+            assert!((r.echo_in_db - r.echo_out_db).abs() < 0.01, "{loss} dB");
+        }
+        for loss in [6.0, 30.0] {
+            assert!(
+                run(rate, &far, &near, 150, loss).delay_ms.is_some(),
+                "{loss} dB"
+            );
+        }
     }
 
     #[test]
