@@ -290,11 +290,29 @@ pub struct WhisperModel {
     n_vocab: i32,
 }
 
+/// Whether this build of ggml runs its AMX kernels. They load the CPU's
+/// tile configuration once per thread and trust it; ONNX Runtime (Smart
+/// Turn, Silero) loads its own on the same speech threads, after which
+/// every quantized decode came back as "-". The project builds ggml
+/// without them (`GGML_NATIVE=OFF` in `.cargo/config.toml`); a `target/`
+/// built natively before that keeps them until
+/// `cargo clean -p whisper-rs-sys`.
+pub fn built_with_amx() -> bool {
+    whisper_rs::print_system_info().contains("AMX_INT8 = 1")
+}
+
 impl WhisperModel {
     /// Loads a ggml whisper model (CPU).
     pub fn load(path: &Path) -> Result<Self, SttError> {
         // Route whisper.cpp's chatter away from stderr.
         LOG_HOOKS.call_once(whisper_rs::install_logging_hooks);
+        if built_with_amx() {
+            tracing::warn!(
+                "whisper.cpp was built with AMX kernels (a native build on this CPU): \
+                 beside ONNX Runtime its quantized decodes come out garbled; \
+                 rebuild after `cargo clean -p whisper-rs-sys`"
+            );
+        }
         if !path.is_file() {
             return Err(SttError::Load {
                 path: path.display().to_string(),

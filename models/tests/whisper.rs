@@ -299,6 +299,16 @@ fn quantized_conversions_load_and_transcribe() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The build has no AMX kernels (a `target/` built natively on an AMX CPU
+/// before `.cargo/config.toml` set `GGML_NATIVE=OFF` would).
+#[test]
+fn ggml_is_built_without_amx() {
+    assert!(
+        !aiagc_models::stt::built_with_amx(),
+        "run `cargo clean -p whisper-rs-sys` and rebuild"
+    );
+}
+
 /// The app's model (q8_0) gives the same words after ONNX Runtime ran
 /// Smart Turn on the same thread, as a speech worker does between two
 /// decodes. ggml's AMX kernels set the CPU's tile configuration once per
