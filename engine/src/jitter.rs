@@ -175,11 +175,6 @@ impl JitterBuffer {
         }
     }
 
-    /// Pops in a row that found nothing to play (the far end's pause so far).
-    pub fn empty_run(&self) -> u32 {
-        self.empty_run
-    }
-
     /// [`JitterBuffer::pop`] on the playout tick at `now`, holding the
     /// first packet of a talk-spurt until the target delay has passed.
     pub fn pop_at(&mut self, now: Instant) -> Pop<'_> {

@@ -856,8 +856,9 @@ struct Recorder {
     inbound: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
     outbound: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
     out_rate: u32,
-    /// Samples written to each file.
-    in_samples: u64,
+    /// The caller's first frame has been written.
+    caller_started: bool,
+    /// Samples written to the agent's file.
     out_samples: u64,
 }
 
@@ -878,7 +879,7 @@ impl Recorder {
                 spec(out_rate),
             )?,
             out_rate,
-            in_samples: 0,
+            caller_started: false,
             out_samples: 0,
         })
     }
@@ -887,14 +888,13 @@ impl Recorder {
         // The caller's stream starts at their first packet (a real Asterisk
         // sends none while they are silent, e.g. during the greeting): the
         // silence before it is written, so both files share one timeline.
-        if self.in_samples == 0 {
+        if !self.caller_started {
             let before = self.out_samples * 16000 / self.out_rate as u64;
             for _ in 0..before {
                 self.inbound.write_sample(0i16)?;
             }
-            self.in_samples = before;
+            self.caller_started = true;
         }
-        self.in_samples += frame.len() as u64;
         for &s in frame {
             self.inbound
                 .write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
