@@ -90,14 +90,104 @@ fn missing_slot_is_asked_for_and_closed_hours_are_refused() {
 }
 
 #[test]
-fn saying_no_to_the_confirmation_asks_again() {
+fn a_bare_no_to_the_confirmation_asks_what_to_change() {
     let mut d = Scenario::praxis().session();
     say(&mut d, Input::Speech("Termin vereinbaren, Montag um 8 Uhr"));
     assert_eq!(d.state(), "book_confirm");
     let r = say(&mut d, Input::Speech("Nein, das stimmt nicht."));
     assert_eq!(d.state(), "book_when");
-    assert!(r.text.starts_with("Kein Problem."));
-    assert!(d.slots().date.is_none());
+    assert_eq!(
+        r.text,
+        "Kein Problem. Was soll ich ändern: den Tag oder die Uhrzeit?"
+    );
+    assert!(d.slots().date.is_some() && d.slots().time.is_some());
+    // Naming the slot asks for it; the other one stays.
+    let r = say(&mut d, Input::Speech("Die Uhrzeit."));
+    assert_eq!(r.text, "Um wie viel Uhr am Montag, den 30. November?");
+    let r = say(&mut d, Input::Speech("Um zehn."));
+    assert_eq!(
+        r.text,
+        "Ich trage Sie ein für Montag, den 30. November um 10 Uhr. Ist das richtig?"
+    );
+    // A value right away changes just that slot.
+    let r = say(&mut d, Input::Speech("Nein."));
+    assert!(r.text.ends_with("den Tag oder die Uhrzeit?"), "{}", r.text);
+    let r = say(&mut d, Input::Speech("Am Donnerstag."));
+    assert_eq!(
+        r.text,
+        "Ich trage Sie ein für Donnerstag, den 26. November um 10 Uhr. Ist das richtig?"
+    );
+    let r = say(&mut d, Input::Speech("Ja."));
+    assert_eq!(r.outcome.as_deref(), Some("booked"));
+}
+
+#[test]
+fn a_correction_in_the_confirmation_changes_that_slot_and_confirms_again() {
+    let start = |d: &mut dyn Dialogue| {
+        say(d, Input::Speech("Einen Termin am Dienstag um zehn Uhr, bitte."));
+    };
+    let cases = [
+        ("Nein, Donnerstag.", "Donnerstag, den 26. November um 10 Uhr"),
+        ("Nein, am Donnerstag", "Donnerstag, den 26. November um 10 Uhr"),
+        ("Nein, um drei.", "Dienstag, den 1. Dezember um 15 Uhr"),
+        // A "ja" that names another value is no confirmation of the old one.
+        ("Ja, am Donnerstag.", "Donnerstag, den 26. November um 10 Uhr"),
+        (
+            "Nicht Dienstag, sondern Donnerstag um elf.",
+            "Donnerstag, den 26. November um 11 Uhr",
+        ),
+    ];
+    for (answer, want) in cases {
+        let mut d = Scenario::praxis().session();
+        start(&mut d);
+        assert_eq!(d.state(), "book_confirm");
+        let r = say(&mut d, Input::Speech(answer));
+        assert_eq!(d.state(), "book_confirm", "{answer}: {}", r.text);
+        assert_eq!(r.outcome, None, "{answer}");
+        assert_eq!(
+            r.text,
+            format!("Ich trage Sie ein für {want}. Ist das richtig?"),
+            "{answer}"
+        );
+    }
+    // The same value again is a plain yes.
+    let mut d = Scenario::praxis().session();
+    start(&mut d);
+    let r = say(&mut d, Input::Speech("Ja, am Dienstag um zehn."));
+    assert_eq!(r.outcome.as_deref(), Some("booked"), "{}", r.text);
+    // A correction into closed hours is refused like any other answer.
+    let mut d = Scenario::praxis().session();
+    start(&mut d);
+    let r = say(&mut d, Input::Speech("Nein, am Mittwoch um vier."));
+    assert!(r.text.contains("geschlossen"), "{}", r.text);
+    assert_eq!(d.state(), "book_when");
+    assert_eq!(d.outcome(), None);
+}
+
+#[test]
+fn a_slot_comes_from_where_the_caller_said_it() {
+    let cases = [
+        // Recognizers run on after a complete answer.
+        ("Am Dienstag um halb drei. Am Vormittag", "Dienstag, den 1. Dezember um 14 Uhr 30"),
+        (
+            "Am Dienstag um zehn Uhr, ein Früh, einen. Termin, frei,",
+            "Dienstag, den 1. Dezember um 10 Uhr",
+        ),
+        // A correction inside the answer wins; a negated clause gives nothing.
+        ("Am Dienstag, nein, am Donnerstag um zehn", "Donnerstag, den 26. November um 10 Uhr"),
+        ("Nicht am Montag, am Freitag um neun.", "Freitag, den 27. November um 9 Uhr"),
+        ("Um zehn, lieber um elf, am Montag", "Montag, den 30. November um 11 Uhr"),
+    ];
+    for (answer, want) in cases {
+        let mut d = Scenario::praxis().session();
+        say(&mut d, Input::Dtmf("1"));
+        let r = say(&mut d, Input::Speech(answer));
+        assert_eq!(
+            r.text,
+            format!("Ich trage Sie ein für {want}. Ist das richtig?"),
+            "{answer}"
+        );
+    }
 }
 
 #[test]

@@ -25,6 +25,10 @@ pub enum Answer {
     DateTime,
     /// "Zweiundvierzig", "eins zwei drei", "1980".
     Number,
+    /// A confirmation answered with a correction of the date or time read
+    /// back: "Nein, am Donnerstag", "Nein, um drei", "Nicht Dienstag,
+    /// sondern Donnerstag".
+    Correction,
 }
 
 impl Answer {
@@ -36,6 +40,7 @@ impl Answer {
             Self::Time => "time",
             Self::DateTime => "date_time",
             Self::Number => "number",
+            Self::Correction => "correction",
         }
     }
 }
@@ -474,6 +479,20 @@ fn number() -> Pattern {
     ])
 }
 
+fn correction() -> Pattern {
+    let when = || alt([seq([date(), opt(daypart()), opt(time())]), seq([time(), opt(date())])]);
+    alt([
+        seq([yes_no(), opt(any_of(["lieber", "sondern", "dann", "besser"])), when()]),
+        seq([
+            opt(any_of(["nein", "nee"])),
+            words("nicht"),
+            when(),
+            words("sondern"),
+            when(),
+        ]),
+    ])
+}
+
 /// The pattern for one kind of answer.
 pub fn pattern(answer: Answer) -> Pattern {
     match answer {
@@ -482,6 +501,7 @@ pub fn pattern(answer: Answer) -> Pattern {
         Answer::Time => wrapped(time()),
         Answer::DateTime => date_time(),
         Answer::Number => number(),
+        Answer::Correction => correction(),
     }
 }
 
@@ -643,6 +663,15 @@ mod tests {
         "eintausendzwei",
     ];
 
+    const CORRECTIONS: [&str; 6] = [
+        "Nein, am Donnerstag.",
+        "Nein, Donnerstag.",
+        "Nein, um drei.",
+        "Nein, lieber am Freitag um halb zehn.",
+        "Nicht Dienstag, sondern Donnerstag.",
+        "Ja, am Donnerstag um 10 Uhr.",
+    ];
+
     /// Every phrasing the slot parsers understand is inside its grammar:
     /// the grammar never keeps a caller's valid answer from being heard.
     #[test]
@@ -679,6 +708,16 @@ mod tests {
             assert!(g(Answer::Number).accepts(s), "number grammar: {s}");
             checked += 1;
         }
+        for s in CORRECTIONS {
+            let w = tokens(s);
+            assert!(
+                parse_date(&w, today()).is_some() || parse_time(&w).is_some(),
+                "parser: {s}"
+            );
+            assert!(g(Answer::Correction).accepts(s), "correction grammar: {s}");
+            assert!(!g(Answer::YesNo).accepts(s), "yes/no alone takes {s}");
+            checked += 1;
+        }
         assert!(checked >= 50, "{checked} phrases");
     }
 
@@ -698,6 +737,7 @@ mod tests {
                 Answer::Time,
                 Answer::DateTime,
                 Answer::Number,
+                Answer::Correction,
             ] {
                 assert!(!g(a).accepts(s), "{} accepts {s}", a.name());
                 assert!(
@@ -720,7 +760,10 @@ mod tests {
         let no_digits = |b: u8| b.is_ascii_digit();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         type Understood<'a> = &'a dyn Fn(&[String]) -> bool;
-        let cases: [(Answer, Understood<'_>); 4] = [
+        let cases: [(Answer, Understood<'_>); 5] = [
+            (Answer::Correction, &|w| {
+                parse_date(w, today()).is_some() || parse_time(w).is_some()
+            }),
             (Answer::Date, &|w| parse_date(w, today()).is_some()),
             (Answer::Time, &|w| parse_time(w).is_some()),
             (Answer::YesNo, &|w| parse_yes_no(w).is_some()),
@@ -772,6 +815,7 @@ mod tests {
             Answer::Time,
             Answer::DateTime,
             Answer::Number,
+            Answer::Correction,
         ] {
             assert!(g(x).states() < 100_000, "{}: {}", x.name(), g(x).states());
         }

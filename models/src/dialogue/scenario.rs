@@ -12,7 +12,7 @@
 use super::answers::{self, Answer};
 use super::hint;
 use super::number::{digits, first_number};
-use super::text::{contains, tokens};
+use super::text::{clauses, contains, tokens};
 use super::when::{parse_date, parse_time, speak_date, Time};
 use super::{Action, Dialogue, Expectation, Input, Reply, TurnHint};
 use chrono::{Datelike, NaiveDate};
@@ -85,6 +85,15 @@ pub struct State {
     pub within_hours: bool,
     /// Example answers, given to STT as a hint (default: the scenario's).
     pub vocabulary: Option<String>,
+    /// The collecting state whose slots this one reads back for
+    /// confirmation: an answer here that names a value of them ("Nein,
+    /// Donnerstag", even "Ja, am Donnerstag" after "Dienstag") changes that
+    /// slot alone and confirms again, instead of taking `yes` or `no`.
+    pub corrects: Option<String>,
+    /// With `corrects`: asked after a bare "nein" (after the `no`
+    /// transition's `say`), keeping what was collected; the next answer
+    /// changes what it names ("Donnerstag", "die Uhrzeit").
+    pub change: Option<String>,
 }
 
 /// Where a transfer goes (ARI `continue`).
@@ -200,6 +209,21 @@ impl Scenario {
             if !state.collect.is_empty() && state.next.is_none() {
                 return bad(format!("state `{sname}` collects slots but has no `next`"));
             }
+            if let Some(target) = &state.corrects {
+                match spec.states.get(target) {
+                    Some(t) if !t.collect.is_empty() => {}
+                    Some(_) => {
+                        return bad(format!(
+                            "state `{sname}` corrects `{target}`, which collects no slots"
+                        ))
+                    }
+                    None => {
+                        return bad(format!("state `{sname}` corrects undefined state `{target}`"))
+                    }
+                }
+            } else if state.change.is_some() {
+                return bad(format!("state `{sname}` has `change` but no `corrects`"));
+            }
             for (intent, t) in &state.on {
                 if !spec.intents.contains_key(intent) {
                     return bad(format!(
@@ -299,6 +323,7 @@ impl Scenario {
             reprompts: 0,
             silences: 0,
             outcome: None,
+            changing: None,
         }
     }
 }
@@ -337,15 +362,19 @@ impl Slots {
         }
     }
 
-    /// Fills `wanted` slots from `words`; how many were newly filled.
-    fn fill(&mut self, wanted: &[String], words: &[String], today: NaiveDate) -> usize {
+    /// Fills `wanted` slots from what was said; how many were filled. A
+    /// date or time comes from the first clause that gives one, unless a
+    /// later clause corrects it ("Dienstag, nein, Donnerstag"); a clause
+    /// that negates ("nicht am Dienstag") gives nothing. Number and digits
+    /// read all words: callers group digits with pauses.
+    fn fill(&mut self, wanted: &[String], said: &Said, today: NaiveDate) -> usize {
         let mut n = 0;
         for slot in wanted {
             let filled = match slot.as_str() {
-                "date" => parse_date(words, today).map(|d| self.date = Some(d)),
-                "time" => parse_time(words).map(|t| self.time = Some(t)),
-                "number" => first_number(words).map(|(_, v)| self.number = Some(v)),
-                "digits" => Some(digits(words))
+                "date" => said.slot(|w| parse_date(w, today)).map(|d| self.date = Some(d)),
+                "time" => said.slot(parse_time).map(|t| self.time = Some(t)),
+                "number" => first_number(&said.words).map(|(_, v)| self.number = Some(v)),
+                "digits" => Some(digits(&said.words))
                     .filter(|d| !d.is_empty())
                     .map(|d| self.digits = Some(d)),
                 _ => None,
@@ -353,6 +382,92 @@ impl Slots {
             n += filled.is_some() as usize;
         }
         n
+    }
+
+    /// The slots of `wanted` whose values `other` has and differ from ours.
+    fn differs(&self, other: &Slots, wanted: &[String]) -> bool {
+        wanted.iter().any(|slot| match slot.as_str() {
+            "date" => other.date.is_some() && other.date != self.date,
+            "time" => other.time.is_some() && other.time != self.time,
+            "number" => other.number.is_some() && other.number != self.number,
+            "digits" => other.digits.is_some() && other.digits != self.digits,
+            _ => false,
+        })
+    }
+}
+
+/// Words that open a clause correcting what came before ("…, nein,
+/// Donnerstag", "lieber um drei").
+const CORRECTING: &[&str] = &["nein", "nee", "lieber", "besser", "sondern", "doch", "korrektur"];
+
+/// One clause of an answer.
+#[derive(Debug, Clone)]
+struct Clause {
+    words: Vec<String>,
+    /// It corrects an earlier clause: its values replace theirs.
+    corrects: bool,
+    /// It says what the caller does not want ("nicht am Dienstag").
+    negated: bool,
+}
+
+/// What the caller said, as the scenario reads it: all words (intents,
+/// yes/no) and the clauses (slot values).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Said {
+    words: Vec<String>,
+    clauses: Vec<Clause>,
+}
+
+impl Said {
+    fn new(text: &str) -> Self {
+        let mut out = Self {
+            words: tokens(text),
+            clauses: Vec::new(),
+        };
+        let mut after_marker = false;
+        for clause in clauses(text) {
+            // "nicht Dienstag, sondern Donnerstag" in one clause: two.
+            let parts: Vec<&[String]> = match clause.iter().position(|w| w == "sondern") {
+                Some(i) => vec![&clause[..i], &clause[i..]],
+                None => vec![&clause[..]],
+            };
+            for words in parts.into_iter().filter(|p| !p.is_empty()) {
+                let first = words[0].as_str();
+                let only_markers = words.iter().all(|w| CORRECTING.contains(&w.as_str()));
+                out.clauses.push(Clause {
+                    corrects: after_marker || CORRECTING.contains(&first),
+                    negated: first == "nicht" || (first == "nein" && words.get(1).is_some_and(|w| w == "nicht")),
+                    words: words.to_vec(),
+                });
+                after_marker = only_markers;
+            }
+        }
+        out
+    }
+
+    /// Words with no clauses of their own (keys, an LLM's input).
+    fn words(words: &[String]) -> Self {
+        Self {
+            words: words.to_vec(),
+            clauses: vec![Clause {
+                words: words.to_vec(),
+                corrects: false,
+                negated: false,
+            }],
+        }
+    }
+
+    /// The value `parse` finds, clause by clause (see [`Slots::fill`]).
+    fn slot<T>(&self, parse: impl Fn(&[String]) -> Option<T>) -> Option<T> {
+        let mut value = None;
+        for c in self.clauses.iter().filter(|c| !c.negated) {
+            if let Some(v) = parse(&c.words) {
+                if value.is_none() || c.corrects {
+                    value = Some(v);
+                }
+            }
+        }
+        value
     }
 }
 
@@ -408,13 +523,21 @@ pub fn yes_no(words: &[String]) -> Option<bool> {
     None
 }
 
-/// The closed answers `state` takes: yes/no where it confirms, the slots
-/// it collects. A state of intents only (a menu) has none: its answers are
-/// free sentences.
-pub fn expected_answers(state: &State) -> Vec<Answer> {
+/// The closed answers `state` of `spec` takes: yes/no where it confirms
+/// (with a corrected date or time where it `corrects` a collection of
+/// them, and those alone), the slots it collects. A state of intents only
+/// (a menu) has none: its answers are free sentences.
+pub fn expected_answers(spec: &Spec, state: &State) -> Vec<Answer> {
     let mut out = Vec::new();
     if state.yes.is_some() || state.no.is_some() {
         out.push(Answer::YesNo);
+    }
+    if let Some(target) = state.corrects.as_ref().and_then(|t| spec.states.get(t)) {
+        let when = target.collect.iter().any(|c| c == "date" || c == "time");
+        if when {
+            out.push(Answer::Correction);
+        }
+        out.extend(expected_answers(spec, &State { corrects: None, ..target.clone() }));
     }
     let has = |s: &str| state.collect.iter().any(|c| c == s);
     match (has("date"), has("time")) {
@@ -451,6 +574,9 @@ pub struct ScenarioDialogue {
     /// Silences in a row.
     silences: u32,
     outcome: Option<String>,
+    /// After a bare "nein" to a confirmation: the question that asks what
+    /// to change, while the collecting state keeps its slots.
+    changing: Option<String>,
 }
 
 /// Which rule of the current state an input meets.
@@ -458,7 +584,31 @@ enum Matched<'s> {
     Transition(&'s Transition),
     /// Slots filled: all (`true`) or some.
     Slots(bool),
+    /// A confirmation answered with other values for the slots it reads
+    /// back: the collecting state's name.
+    Correction(&'s str),
+    /// A bare "nein" to a confirmation that asks what to change.
+    Change,
     Nothing,
+}
+
+/// Words that name a slot, for "Was soll ich ändern?" ("die Uhrzeit").
+fn named_slots(words: &[String]) -> Vec<&'static str> {
+    let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
+    if has(&["beides", "alles", "beide"]) {
+        return vec!["date", "time"];
+    }
+    let mut out = Vec::new();
+    if has(&["tag", "datum", "wochentag", "termin"]) {
+        out.push("date");
+    }
+    if has(&["uhrzeit", "zeit", "uhr"]) {
+        out.push("time");
+    }
+    if has(&["nummer", "zahl", "ziffern"]) {
+        out.extend(["number", "digits"]);
+    }
+    out
 }
 
 /// What a state makes of an answer (for measuring recognition: the
@@ -503,22 +653,23 @@ impl ScenarioDialogue {
     /// What the current state would do with `text`, in the order it
     /// decides (see the module doc), without doing it.
     pub fn understand(&self, text: &str, today: NaiveDate) -> Understood {
-        let words = tokens(text);
+        let said = Said::new(text);
+        let words = &said.words;
         let state = self.current();
-        if let Some(yes) = yes_no(&words) {
+        if let Some(yes) = yes_no(words) {
             match (yes, &state.yes, &state.no) {
                 (true, Some(_), _) => return Understood::Yes,
                 (false, _, Some(_)) => return Understood::No,
                 _ => {}
             }
         }
-        if let Some(intent) = self.best_intent(&words, state.on.keys()) {
+        if let Some(intent) = self.best_intent(words, state.on.keys()) {
             return Understood::Intent(intent.clone());
         }
-        if !state.collect.is_empty() && Slots::default().fill(&state.collect, &words, today) > 0 {
+        if !state.collect.is_empty() && Slots::default().fill(&state.collect, &said, today) > 0 {
             return Understood::Slots;
         }
-        match self.best_intent(&words, self.scenario.spec.global.keys()) {
+        match self.best_intent(words, self.scenario.spec.global.keys()) {
             Some(intent) => Understood::Intent(intent.clone()),
             None => Understood::Nothing,
         }
@@ -564,7 +715,7 @@ impl ScenarioDialogue {
         let t = spec.global[intent].clone();
         let before = self.outcome.clone();
         let mut parts = Vec::new();
-        let action = self.apply(&t, words, today, &mut parts, 0);
+        let action = self.apply(&t, &Said::words(words), today, &mut parts, 0);
         Some(self.reply(parts, action, before, say))
     }
 
@@ -613,10 +764,22 @@ impl ScenarioDialogue {
         best.map(|(n, _)| n)
     }
 
-    /// What the current state would do with `words`, without doing it.
-    fn classify(&self, words: &[String], today: NaiveDate) -> Matched<'_> {
+    /// What the current state would do with what was said, without doing it.
+    fn classify(&self, said: &Said, today: NaiveDate) -> Matched<'_> {
         let state = self.current();
-        if let Some(yes) = yes_no(words) {
+        let words = &said.words;
+        let answer = yes_no(words);
+        if let Some(target) = state.corrects.as_deref() {
+            let collect = &self.scenario.spec.states[target].collect;
+            let mut probe = Slots::default();
+            if probe.fill(collect, said, today) > 0 && self.slots.differs(&probe, collect) {
+                return Matched::Correction(target);
+            }
+            if answer == Some(false) && state.change.is_some() {
+                return Matched::Change;
+            }
+        }
+        if let Some(yes) = answer {
             let t = if yes { &state.yes } else { &state.no };
             if let Some(t) = t {
                 return Matched::Transition(t);
@@ -627,7 +790,7 @@ impl ScenarioDialogue {
         }
         if !state.collect.is_empty() {
             let mut probe = self.slots.clone();
-            if probe.fill(&state.collect, words, today) > 0 {
+            if probe.fill(&state.collect, said, today) > 0 {
                 return Matched::Slots(state.collect.iter().all(|s| probe.has(s)));
             }
         }
@@ -651,6 +814,9 @@ impl ScenarioDialogue {
 
     /// The question for the current state given what is already known.
     fn question(&self) -> String {
+        if let Some(change) = &self.changing {
+            return self.render(change);
+        }
         let state = self.current();
         let missing: Vec<&String> = state
             .collect
@@ -675,11 +841,12 @@ impl ScenarioDialogue {
     fn apply(
         &mut self,
         t: &Transition,
-        words: &[String],
+        said: &Said,
         today: NaiveDate,
         reply: &mut Vec<String>,
         depth: u32,
     ) -> Option<Action> {
+        self.changing = None;
         for slot in &t.clear {
             self.slots.clear(slot);
         }
@@ -712,9 +879,9 @@ impl ScenarioDialogue {
                 self.reprompts = 0;
                 let state = self.current().clone();
                 if !state.collect.is_empty() && depth < 4 {
-                    self.slots.fill(&state.collect, words, today);
+                    self.slots.fill(&state.collect, said, today);
                     if state.collect.iter().all(|s| self.slots.has(s)) {
-                        return self.complete(&state, words, today, reply, depth + 1);
+                        return self.complete(&state, today, reply, depth + 1);
                     }
                 }
                 reply.push(self.question());
@@ -728,11 +895,11 @@ impl ScenarioDialogue {
     fn complete(
         &mut self,
         state: &State,
-        words: &[String],
         today: NaiveDate,
         reply: &mut Vec<String>,
         depth: u32,
     ) -> Option<Action> {
+        self.changing = None;
         if state.within_hours {
             if let (Some(d), Some(t)) = (self.slots.date, self.slots.time) {
                 if !self.scenario.is_open(d, t) {
@@ -750,9 +917,8 @@ impl ScenarioDialogue {
             }
         }
         // The words are used up: they must not pre-fill the next state.
-        let _ = words;
         match &state.next {
-            Some(next) => self.apply(next, &[], today, reply, depth),
+            Some(next) => self.apply(next, &Said::default(), today, reply, depth),
             None => None,
         }
     }
@@ -761,7 +927,7 @@ impl ScenarioDialogue {
         self.reprompts += 1;
         if self.reprompts > self.scenario.spec.max_reprompts {
             let fallback = self.scenario.spec.fallback.clone();
-            return self.apply(&fallback, &[], NaiveDate::MIN, reply, 0);
+            return self.apply(&fallback, &Said::default(), NaiveDate::MIN, reply, 0);
         }
         if let Some(lead) = lead {
             reply.push(lead.to_owned());
@@ -791,7 +957,7 @@ impl ScenarioDialogue {
                 self.silences += 1;
                 if self.silences > self.scenario.spec.max_no_input {
                     let end = self.scenario.spec.no_input_end.clone();
-                    return self.apply(&end, &[], NaiveDate::MIN, reply, 0);
+                    return self.apply(&end, &Said::default(), NaiveDate::MIN, reply, 0);
                 }
                 // Silence is not a misunderstanding: it has its own count
                 // and never leads to the fallback.
@@ -804,7 +970,7 @@ impl ScenarioDialogue {
             Input::Dtmf(keys) => {
                 let state = self.current().clone();
                 if let Some(t) = state.dtmf.get(keys) {
-                    return self.apply(t, &[], today, reply, 0);
+                    return self.apply(t, &Said::default(), today, reply, 0);
                 }
                 let yes_no = match keys {
                     "1" => state.yes.as_ref(),
@@ -812,46 +978,96 @@ impl ScenarioDialogue {
                     _ => None,
                 };
                 if let Some(t) = yes_no {
-                    return self.apply(t, &[], today, reply, 0);
+                    return self.apply(t, &Said::default(), today, reply, 0);
                 }
                 if state.collect.iter().any(|s| s == "digits" || s == "number") {
-                    let words = vec![keys.to_owned()];
-                    return self.speech(&words, today, reply);
+                    return self.speech(&Said::words(&[keys.to_owned()]), today, reply);
                 }
                 self.reprompt(reply, None)
             }
-            Input::Speech(text) => {
-                let words = tokens(text);
-                self.speech(&words, today, reply)
-            }
+            Input::Speech(text) => self.speech(&Said::new(text), today, reply),
         }
     }
 
-    fn speech(
-        &mut self,
-        words: &[String],
-        today: NaiveDate,
-        reply: &mut Vec<String>,
-    ) -> Option<Action> {
-        let matched = match self.classify(words, today) {
+    fn speech(&mut self, said: &Said, today: NaiveDate, reply: &mut Vec<String>) -> Option<Action> {
+        let matched = match self.classify(said, today) {
             Matched::Transition(t) => Some(t.clone()),
             Matched::Slots(_) => None,
-            Matched::Nothing => return self.reprompt(reply, None),
+            Matched::Correction(target) => {
+                let target = target.to_owned();
+                return self.correct(&target, said, today, reply);
+            }
+            Matched::Change => return self.ask_change(reply),
+            Matched::Nothing => {
+                // "Was soll ich ändern?" — "die Uhrzeit": ask for it anew.
+                let named = named_slots(&said.words);
+                if self.changing.is_some() && !named.is_empty() {
+                    for slot in named {
+                        self.slots.clear(slot);
+                    }
+                    self.changing = None;
+                    self.reprompts = 0;
+                    reply.push(self.question());
+                    return None;
+                }
+                return self.reprompt(reply, None);
+            }
         };
         match matched {
-            Some(t) => self.apply(&t, words, today, reply, 0),
+            Some(t) => self.apply(&t, said, today, reply, 0),
             None => {
                 let state = self.current().clone();
-                self.slots.fill(&state.collect, words, today);
+                self.slots.fill(&state.collect, said, today);
                 self.reprompts = 0;
                 if state.collect.iter().all(|s| self.slots.has(s)) {
-                    self.complete(&state, words, today, reply, 0)
+                    self.complete(&state, today, reply, 0)
                 } else {
+                    self.changing = None;
                     reply.push(self.question());
                     None
                 }
             }
         }
+    }
+
+    /// A confirmation answered with other values: they replace those
+    /// slots alone in `target`'s collection, which then completes (hours
+    /// checked, confirmed again) or asks for what is missing.
+    fn correct(
+        &mut self,
+        target: &str,
+        said: &Said,
+        today: NaiveDate,
+        reply: &mut Vec<String>,
+    ) -> Option<Action> {
+        let state = self.scenario.spec.states[target].clone();
+        self.state = target.to_owned();
+        self.reprompts = 0;
+        self.changing = None;
+        self.slots.fill(&state.collect, said, today);
+        if state.collect.iter().all(|s| self.slots.has(s)) {
+            self.complete(&state, today, reply, 0)
+        } else {
+            reply.push(self.question());
+            None
+        }
+    }
+
+    /// A bare "nein" to a confirmation: say the `no` lead, keep the slots,
+    /// ask what to change.
+    fn ask_change(&mut self, reply: &mut Vec<String>) -> Option<Action> {
+        let state = self.current().clone();
+        let (Some(target), Some(change)) = (state.corrects, state.change) else {
+            return self.reprompt(reply, None);
+        };
+        if let Some(say) = state.no.as_ref().and_then(|t| t.say.as_ref()) {
+            reply.push(self.render(say));
+        }
+        self.state = target;
+        self.reprompts = 0;
+        self.changing = Some(change);
+        reply.push(self.question());
+        None
     }
 }
 
@@ -875,10 +1091,13 @@ impl Dialogue for ScenarioDialogue {
         }
         // `today` only shifts relative dates; whether a slot fills does not depend on it.
         match self.classify(
-            &tokens(partial),
+            &Said::new(partial),
             NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
         ) {
-            Matched::Transition(_) | Matched::Slots(true) => TurnHint::Complete,
+            Matched::Transition(_)
+            | Matched::Slots(true)
+            | Matched::Correction(_)
+            | Matched::Change => TurnHint::Complete,
             Matched::Slots(false) | Matched::Nothing => by_words,
         }
     }
@@ -894,7 +1113,7 @@ impl Dialogue for ScenarioDialogue {
         // A state of closed answers hears those (a caller who asks for a
         // person instead is decoded freely: see `stt::Constrained`); a menu
         // hears free sentences, biased by its prompt only.
-        let grammar = answers::grammar(&expected_answers(self.current())).unwrap_or_else(|e| {
+        let grammar = answers::grammar(&expected_answers(&self.scenario.spec, self.current())).unwrap_or_else(|e| {
             tracing::warn!(state = %self.state, error = %e, "no grammar for this state");
             None
         });

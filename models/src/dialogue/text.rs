@@ -55,6 +55,37 @@ pub fn tokens(text: &str) -> Vec<String> {
     out
 }
 
+/// The words of `text` clause by clause ([`tokens`] of each): a clause
+/// ends at `,` `;` `!` `?`, and at a `.` after a letter that a space or the
+/// end follows (so "3.12." and "am 3. Dezember" stay whole). Recognizers
+/// run on past a complete answer ("… um halb drei. Am Vormittag"): the
+/// clauses let a slot come from where the caller said it and not from a
+/// trailing fragment.
+pub fn clauses(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut prev: Option<char> = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, n)| n);
+        let ends = match c {
+            ',' | ';' | '!' | '?' => true,
+            '.' => {
+                prev.is_some_and(char::is_alphabetic) && next.is_none_or(char::is_whitespace)
+            }
+            _ => false,
+        };
+        if ends {
+            out.push(tokens(&text[start..i]));
+            start = i + c.len_utf8();
+        }
+        prev = Some(c);
+    }
+    out.push(tokens(&text[start..]));
+    out.retain(|c| !c.is_empty());
+    out
+}
+
 /// Whether `heard` is `expected` or close enough to be a mishearing:
 /// exact for words under six letters, otherwise a similarity of at least 0.8
 /// (normalized Levenshtein), e.g. "termien" for "termin".
@@ -119,6 +150,30 @@ mod tests {
         assert_eq!(tokens("Ja. Genau."), vec!["ja", "genau"]);
         assert_eq!(tokens("Halb-drei"), vec!["halb", "drei"]);
         assert!(tokens("  ... ,,, ").is_empty());
+    }
+
+    #[test]
+    fn clauses_split_where_the_caller_paused() {
+        assert_eq!(
+            clauses("Am Dienstag um zehn Uhr, ein Früh, einen. Termin, frei,"),
+            vec![
+                vec!["am", "dienstag", "um", "zehn", "uhr"],
+                vec!["ein", "frueh"],
+                vec!["einen"],
+                vec!["termin"],
+                vec!["frei"],
+            ]
+        );
+        assert_eq!(
+            clauses("Am 3. Dezember um 14.30 Uhr. Am Vormittag"),
+            vec![
+                vec!["am", "3.", "dezember", "um", "14.30", "uhr"],
+                vec!["am", "vormittag"],
+            ]
+        );
+        assert_eq!(clauses("am 3.12. bitte"), vec![vec!["am", "3.12.", "bitte"]]);
+        assert!(clauses(" , . ").is_empty());
+        assert_eq!(clauses("Ja"), vec![vec!["ja"]]);
     }
 
     #[test]

@@ -221,13 +221,19 @@ pub fn parse_date(words: &[String], today: NaiveDate) -> Option<NaiveDate> {
     None
 }
 
+/// Words that look like "eins" but begin a noun phrase.
+const ARTICLES: [&str; 6] = ["ein", "eine", "einen", "einem", "einer", "eines"];
+
 fn hour_word(w: Option<&String>) -> Option<u32> {
     w.and_then(|w| cardinal(w)).filter(|h| (0..=24).contains(h))
 }
 
-/// The time of day in `words`. An hour from 1 to 6 is taken as the
-/// afternoon (office hours) unless the caller says "morgens"/"früh";
-/// "nachmittags"/"abends" move any morning hour to the afternoon.
+/// The time of day in `words` (one clause: see [`super::text::clauses`]).
+/// An hour from 1 to 6 is taken as the afternoon (office hours) unless the
+/// caller says "morgens"/"früh"/"nachts"; "nachmittags"/"abends" move any
+/// morning hour to the afternoon. "Vormittags" never makes "halb drei" a
+/// time in the night: nobody means 2:30 a.m. by it, and whisper adds it
+/// after complete answers ("… um halb drei. Am Vormittag").
 pub fn parse_time(words: &[String]) -> Option<Time> {
     let (hour, minute, relative) = raw_time(words)?;
     let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
@@ -237,7 +243,7 @@ pub fn parse_time(words: &[String]) -> Option<Time> {
             hour += 12;
         }
     } else if (1..=6).contains(&hour)
-        && !has(&["morgens", "frueh", "vormittags", "vormittag", "nachts"])
+        && !has(&["morgens", "frueh", "nachts"])
     {
         hour += 12;
     }
@@ -296,10 +302,14 @@ fn raw_time(words: &[String]) -> Option<(u32, u32, bool)> {
             }
             "uhr" => {
                 let h = hour_word(i.checked_sub(1).and_then(|p| words.get(p)))?;
+                // Minutes only from the number right after "Uhr" that reads
+                // as minutes of an appointment ("vierzehn Uhr dreißig", "elf
+                // Uhr fünfzehn"): "zehn Uhr ein…" is an article, not 10:01.
                 let m = words
                     .get(i + 1)
+                    .filter(|w| !ARTICLES.contains(&w.as_str()))
                     .and_then(|m| cardinal(m))
-                    .filter(|m| *m < 60)
+                    .filter(|m| *m < 60 && m % 5 == 0)
                     .unwrap_or(0);
                 return Some((h, m, false));
             }
@@ -434,6 +444,13 @@ mod tests {
             ("um 3 Uhr", (15, 0)),
             ("um drei Uhr nachts", (3, 0)),
             ("halb acht", (7, 30)),
+            ("am Dienstag um halb drei am Vormittag", (14, 30)),
+            ("um zehn Uhr ein Termin", (10, 0)),
+            ("um zehn Uhr eins", (10, 0)),
+            ("um zehn Uhr zwölf", (10, 0)),
+            ("neun Uhr fünfundvierzig", (9, 45)),
+            ("14 Uhr 30", (14, 30)),
+            ("um sechs Uhr früh", (6, 0)),
         ];
         for (s, want) in cases {
             assert_eq!(time(s), Some(want), "{s}");
