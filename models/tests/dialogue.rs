@@ -198,6 +198,19 @@ fn moving_an_appointment_does_not_reuse_the_old_date() {
     let r = say(&mut d, Input::Speech("Der ist am dritten Dezember"));
     assert_eq!(d.state(), "move_new", "{}", r.text);
     assert!(d.slots().date.is_none());
+    let r = say(&mut d, Input::Speech("Donnerstag um 10 Uhr"));
+    // Both appointments are named: a misheard old date is heard too.
+    assert_eq!(
+        r.text,
+        "Ich verlege Ihren Termin vom Donnerstag, den 3. Dezember auf Donnerstag, den 26. November um 10 Uhr. Ist das richtig?"
+    );
+    // A bare "nein" starts the move again; a new date corrects just that.
+    let r = say(&mut d, Input::Speech("Nein, am Freitag."));
+    assert!(r.text.contains("auf Freitag, den 27. November um 10 Uhr"), "{}", r.text);
+    let r = say(&mut d, Input::Speech("Nein."));
+    assert_eq!(d.state(), "move_old", "{}", r.text);
+    assert_eq!(*d.slots(), Default::default());
+    say(&mut d, Input::Speech("Am dritten Dezember."));
     say(&mut d, Input::Speech("Donnerstag um 10 Uhr"));
     let r = say(&mut d, Input::Dtmf("1"));
     assert_eq!(r.outcome.as_deref(), Some("moved"));

@@ -35,13 +35,16 @@ pub enum ScenarioError {
 }
 
 /// Slots a state can collect (the name is the type).
-pub const SLOTS: [&str; 4] = ["date", "time", "number", "digits"];
+/// `old_date` is a date too: the appointment a caller moves, kept apart
+/// from the new one so the confirmation can name both.
+pub const SLOTS: [&str; 5] = ["date", "time", "number", "digits", "old_date"];
 
 /// What to do on an input.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transition {
-    /// Text to say (with `{date}`, `{time}`, `{number}`, `{digits}`, `{hours}`).
+    /// Text to say (with `{date}`, `{old_date}`, `{time}`, `{number}`,
+    /// `{digits}`, `{hours}`).
     pub say: Option<String>,
     /// State to go to (its prompt follows `say`); none: stay and re-ask.
     pub goto: Option<String>,
@@ -339,6 +342,8 @@ pub struct Slots {
     pub number: Option<u32>,
     /// Digits.
     pub digits: Option<String>,
+    /// The date of the appointment being moved.
+    pub old_date: Option<NaiveDate>,
 }
 
 impl Slots {
@@ -348,6 +353,7 @@ impl Slots {
             "time" => self.time.is_some(),
             "number" => self.number.is_some(),
             "digits" => self.digits.is_some(),
+            "old_date" => self.old_date.is_some(),
             _ => false,
         }
     }
@@ -358,6 +364,7 @@ impl Slots {
             "time" => self.time = None,
             "number" => self.number = None,
             "digits" => self.digits = None,
+            "old_date" => self.old_date = None,
             _ => {}
         }
     }
@@ -374,6 +381,9 @@ impl Slots {
                 "date" => said.slot(|w| parse_date(w, today)).map(|d| self.date = Some(d)),
                 "time" => said.slot(parse_time).map(|t| self.time = Some(t)),
                 "number" => first_number(&said.words).map(|(_, v)| self.number = Some(v)),
+                "old_date" => said
+                    .slot(|w| parse_date(w, today))
+                    .map(|d| self.old_date = Some(d)),
                 "digits" => Some(digits(&said.words))
                     .filter(|d| !d.is_empty())
                     .map(|d| self.digits = Some(d)),
@@ -391,6 +401,7 @@ impl Slots {
             "time" => other.time.is_some() && other.time != self.time,
             "number" => other.number.is_some() && other.number != self.number,
             "digits" => other.digits.is_some() && other.digits != self.digits,
+            "old_date" => other.old_date.is_some() && other.old_date != self.old_date,
             _ => false,
         })
     }
@@ -533,14 +544,17 @@ pub fn expected_answers(spec: &Spec, state: &State) -> Vec<Answer> {
         out.push(Answer::YesNo);
     }
     if let Some(target) = state.corrects.as_ref().and_then(|t| spec.states.get(t)) {
-        let when = target.collect.iter().any(|c| c == "date" || c == "time");
+        let when = target
+            .collect
+            .iter()
+            .any(|c| matches!(c.as_str(), "date" | "time" | "old_date"));
         if when {
             out.push(Answer::Correction);
         }
         out.extend(expected_answers(spec, &State { corrects: None, ..target.clone() }));
     }
     let has = |s: &str| state.collect.iter().any(|c| c == s);
-    match (has("date"), has("time")) {
+    match (has("date") || has("old_date"), has("time")) {
         (true, true) => out.push(Answer::DateTime),
         (true, false) => out.push(Answer::Date),
         (false, true) => out.push(Answer::Time),
@@ -803,6 +817,10 @@ impl ScenarioDialogue {
     fn render(&self, text: &str) -> String {
         let s = &self.slots;
         text.replace("{date}", &s.date.map(speak_date).unwrap_or_default())
+            .replace(
+                "{old_date}",
+                &s.old_date.map(speak_date).unwrap_or_default(),
+            )
             .replace("{time}", &s.time.map(|t| t.speak()).unwrap_or_default())
             .replace(
                 "{number}",
