@@ -9,6 +9,10 @@
 //! against what the label says it should do; a slot is right when the
 //! transcript parses to the value the reference text parses to (and the
 //! label is checked against that reference first).
+//!
+//! `--calls` measures whole booking calls instead (see [`calls`]).
+
+pub mod calls;
 
 use aiagc_engine::codec::g711::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 use aiagc_models::audio::{read_wav_16k, resample};
@@ -75,6 +79,13 @@ pub struct EvalArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Whole booking calls with a truthful simulated caller instead of
+    /// single turns: tasks completed, turns per task, wrong commits.
+    #[arg(long)]
+    calls: bool,
+    /// Scenario file (default: the built-in practice scenario).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
 }
 
 /// One labelled turn.
@@ -389,7 +400,33 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .fixtures
         .clone()
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"));
-    let scenario = Scenario::praxis();
+    let scenario = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Scenario::from_toml(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => Scenario::praxis(),
+    };
+    if args.calls {
+        let model_path = args.model.clone().unwrap_or_else(|| {
+            aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT)
+        });
+        let model = WhisperModel::load(&model_path)?;
+        let mut worker = model.worker()?;
+        let base = SttConfig {
+            threads: args.threads,
+            ..SttConfig::default()
+        };
+        return calls::run(
+            args,
+            &scenario,
+            &mut worker,
+            &base,
+            &model_path.display().to_string(),
+            today(),
+        );
+    }
     let mut turns = load_turns(&fixtures, &scenario)?;
     if let Some(n) = args.limit {
         turns.truncate(n);
