@@ -13,6 +13,7 @@ pub mod http;
 pub mod level;
 pub mod manifest;
 pub mod mel;
+pub mod nbest;
 pub mod onnx;
 pub mod silero;
 pub mod smart_turn;

@@ -8,6 +8,8 @@
 //! which is most of its CPU time for a short telephone answer.
 
 use crate::grammar::{Cursor, Grammar, TokenIndex};
+use crate::nbest::{Confusions, Hypothesis};
+use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::path::Path;
 use std::sync::{Arc, Once};
@@ -67,6 +69,10 @@ pub struct SttConfig {
     /// starts off the grammar ("Ich möchte …" where "ja" or "nein" is
     /// expected) is then decoded freely in the same pass, at no cost.
     pub grammar_first_budget: f32,
+    /// Words that sound alike in the answers expected now: the transcript's
+    /// variants with them swapped are scored on the same audio
+    /// ([`Transcript::nbest`]).
+    pub confusions: Option<Arc<Confusions>>,
 }
 
 /// How much probability (in nats) the model may give to words outside the
@@ -91,6 +97,7 @@ impl Default for SttConfig {
             use_grammar: true,
             grammar_budget: GRAMMAR_BUDGET_NATS,
             grammar_first_budget: GRAMMAR_FIRST_BUDGET_NATS,
+            confusions: None,
         }
     }
 }
@@ -171,6 +178,12 @@ pub struct Transcript {
     pub audio_ctx: i32,
     /// Whether a grammar held the decode.
     pub constrained: Constrained,
+    /// With [`SttConfig::confusions`]: the decoded text (log-probability
+    /// 0) and its variants, likeliest first; empty without, or when no word
+    /// of the transcript has a confusable.
+    pub nbest: Vec<Hypothesis>,
+    /// Time spent scoring the variants (inside `elapsed`).
+    pub rescoring: Duration,
 }
 
 impl Transcript {
@@ -286,8 +299,76 @@ pub struct WhisperModel {
     ctx: WhisperContext,
     /// The text tokens, for grammar-constrained decoding.
     tokens: Arc<TokenIndex>,
+    vocab: Arc<Vocab>,
     eot: i32,
     n_vocab: i32,
+}
+
+/// What scoring a text on the decoder needs of the vocabulary.
+struct Vocab {
+    ids: HashMap<Vec<u8>, i32>,
+    longest: usize,
+    sot: i32,
+    prev: i32,
+    transcribe: i32,
+    no_timestamps: i32,
+    multilingual: bool,
+}
+
+impl Vocab {
+    /// Tokens of `text`, longest match first within each space-led word
+    /// (the way whisper.cpp's own tokenizer matches); bytes no token
+    /// covers are skipped.
+    fn tokens(&self, text: &str) -> Vec<i32> {
+        let mut out = Vec::new();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let mut j = (i + self.longest).min(bytes.len());
+            loop {
+                if j == i {
+                    i += 1;
+                    break;
+                }
+                if let Some(&id) = self.ids.get(&bytes[i..j]) {
+                    out.push(id);
+                    i = j;
+                    break;
+                }
+                j -= 1;
+            }
+        }
+        out
+    }
+
+    /// The decoder's prompt as `whisper_full` builds it: the previous-text
+    /// marker and the initial prompt (its last 223 tokens), then start of
+    /// transcript, language, task, no timestamps.
+    fn prefix(&self, prompt: Option<&str>, lang_id: i32) -> Vec<i32> {
+        let mut out = Vec::new();
+        if let Some(p) = prompt.filter(|p| !p.trim().is_empty()) {
+            let t = self.tokens(p.trim());
+            out.push(self.prev);
+            out.extend_from_slice(&t[t.len().saturating_sub(223)..]);
+        }
+        out.push(self.sot);
+        if self.multilingual {
+            out.push(self.sot + 1 + lang_id);
+            out.push(self.transcribe);
+        }
+        out.push(self.no_timestamps);
+        out
+    }
+}
+
+/// `ln p(token)` under the distribution `logits`.
+fn log_prob(logits: &[f32], token: i32) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let Some(&l) = usize::try_from(token).ok().and_then(|t| logits.get(t)) else {
+        return f32::NEG_INFINITY;
+    };
+    l - max - sum.ln() as f32
 }
 
 /// Whether this build of ggml runs its AMX kernels. They load the CPU's
@@ -329,16 +410,32 @@ impl WhisperModel {
         })?;
         let eot = ctx.token_eot();
         let n_vocab = ctx.n_vocab();
-        let tokens = (0..eot)
+        let tokens: Vec<Vec<u8>> = (0..eot)
             .map(|id| {
                 ctx.token_to_bytes(id)
                     .map(<[u8]>::to_vec)
                     .unwrap_or_default()
             })
             .collect();
+        let mut ids = HashMap::with_capacity(tokens.len());
+        for (id, bytes) in tokens.iter().enumerate() {
+            if !bytes.is_empty() {
+                ids.entry(bytes.clone()).or_insert(id as i32);
+            }
+        }
+        let vocab = Vocab {
+            longest: tokens.iter().map(Vec::len).max().unwrap_or(1),
+            ids,
+            sot: ctx.token_sot(),
+            prev: ctx.token_prev(),
+            transcribe: ctx.token_transcribe(),
+            no_timestamps: ctx.token_not(),
+            multilingual: ctx.is_multilingual(),
+        };
         Ok(Self {
             ctx,
             tokens: Arc::new(TokenIndex::new(tokens)),
+            vocab: Arc::new(vocab),
             eot,
             n_vocab,
         })
@@ -353,6 +450,7 @@ impl WhisperModel {
         Ok(SttWorker {
             state,
             tokens: self.tokens.clone(),
+            vocab: self.vocab.clone(),
             eot: self.eot,
             n_vocab: self.n_vocab,
         })
@@ -363,6 +461,7 @@ impl WhisperModel {
 pub struct SttWorker {
     state: WhisperState,
     tokens: Arc<TokenIndex>,
+    vocab: Arc<Vocab>,
     eot: i32,
     n_vocab: i32,
 }
@@ -528,6 +627,112 @@ impl SttWorker {
         audio: &[f32],
         config: &SttConfig,
     ) -> Result<Transcript, SttError> {
+        let mut t = self.transcribe_once(audio, config)?;
+        if let Some(confusions) = &config.confusions {
+            let start = Instant::now();
+            t.nbest = self.nbest(&t.text, confusions, config)?;
+            t.rescoring = start.elapsed();
+            t.elapsed += t.rescoring;
+        }
+        Ok(t)
+    }
+
+    /// The readings of `text`, the transcript of the audio this worker
+    /// decoded last: `text` itself (0) and each variant of `confusions`,
+    /// with its log-probability relative to `text`, likeliest first.
+    ///
+    /// The decoder is run on the encoder output still in the state. A
+    /// variant differs from `text` in one place; it is scored there (its
+    /// words and the token after them), the rest being the same text.
+    /// Variants are scored deepest first, so the key/value cache holds the
+    /// decoded text up to each one's start.
+    fn nbest(
+        &mut self,
+        text: &str,
+        confusions: &Confusions,
+        config: &SttConfig,
+    ) -> Result<Vec<Hypothesis>, SttError> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut variants = confusions.variants(&words);
+        if variants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |e: whisper_rs::WhisperError| SttError::Inference(e.to_string());
+        let threads = config.threads.max(1);
+        let mut starts = Vec::with_capacity(words.len() + 1);
+        let mut seq = Vec::new();
+        for w in &words {
+            starts.push(seq.len());
+            seq.extend(self.vocab.tokens(&format!(" {w}")));
+        }
+        starts.push(seq.len());
+        seq.push(self.eot);
+        let prefix = self
+            .vocab
+            .prefix(config.initial_prompt.as_deref(), self.state.full_lang_id_from_state().max(0));
+        let p = prefix.len();
+        if p > 1 {
+            self.state.decode(&prefix[..p - 1], 0, threads).map_err(err)?;
+        }
+        self.state.decode(&prefix[p - 1..], p - 1, threads).map_err(err)?;
+        // The decoded text, as far as the deepest variant needs it.
+        let need = variants
+            .iter()
+            .map(|v| starts[v.at + v.remove] + 1)
+            .max()
+            .unwrap_or(0)
+            .min(seq.len());
+        let mut rows: HashMap<usize, Vec<f32>> = HashMap::new();
+        let mut top = vec![0.0f32; need];
+        let mut row = self.state.get_logits().map_err(err)?.to_vec();
+        for j in 0..need {
+            if variants.iter().any(|v| starts[v.at] == j) {
+                rows.insert(j, row.clone());
+            }
+            top[j] = log_prob(&row, seq[j]);
+            if j + 1 < need {
+                self.state.decode(&seq[j..=j], p + j, threads).map_err(err)?;
+                row.copy_from_slice(self.state.get_logits().map_err(err)?);
+            }
+        }
+        variants.sort_by_key(|v| std::cmp::Reverse(starts[v.at]));
+        let mut out = vec![Hypothesis {
+            text: text.to_owned(),
+            logprob: 0.0,
+        }];
+        for v in &variants {
+            let (k, end) = (starts[v.at], starts[v.at + v.remove]);
+            let Some(start_row) = rows.get(&k) else {
+                continue;
+            };
+            let mut row = start_row.clone();
+            let mut lp = 0.0;
+            let inserted: Vec<i32> = v
+                .insert
+                .iter()
+                .flat_map(|w| self.vocab.tokens(&format!(" {w}")))
+                .collect();
+            for (n, &t) in inserted.iter().enumerate() {
+                lp += log_prob(&row, t);
+                self.state.decode(&[t], p + k + n, threads).map_err(err)?;
+                row.copy_from_slice(self.state.get_logits().map_err(err)?);
+            }
+            lp += log_prob(&row, seq[end]);
+            let before: f32 = top[k..=end].iter().sum();
+            out.push(Hypothesis {
+                text: Confusions::apply(&words, v),
+                logprob: lp - before,
+            });
+        }
+        out.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+        Ok(out)
+    }
+
+    fn transcribe_once(
+        &mut self,
+        audio: &[f32],
+        config: &SttConfig,
+    ) -> Result<Transcript, SttError> {
         let Some(grammar) = config.grammar.clone() else {
             return self.decode(audio, config, None);
         };
@@ -652,6 +857,8 @@ impl SttWorker {
             audio: Duration::from_secs_f64(seconds),
             audio_ctx,
             constrained: Constrained::No,
+            nbest: Vec::new(),
+            rescoring: Duration::ZERO,
         })
     }
 }

@@ -155,6 +155,9 @@ impl RemoteStt {
             // The server's decoder is not ours to constrain: the prompt
             // carries the expectation there.
             constrained: crate::stt::Constrained::No,
+            // No decoder of ours to score readings on.
+            nbest: Vec::new(),
+            rescoring: Duration::ZERO,
         })
     }
 }

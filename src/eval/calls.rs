@@ -274,10 +274,16 @@ pub struct CallTurn {
     pub said: String,
     /// What whisper heard.
     pub heard: String,
+    /// Readings weighed (0: the transcript alone).
+    pub readings: usize,
+    /// The agent asked the caller to choose between two readings.
+    pub asked: bool,
     /// The agent's reply.
     pub reply: String,
-    /// STT time.
+    /// STT time (with the rescoring).
     pub stt_ms: f64,
+    /// Time spent scoring the readings.
+    pub rescoring_ms: f64,
 }
 
 /// One call.
@@ -316,8 +322,12 @@ pub struct BandSummary {
     pub transferred: usize,
     /// Caller turns per completed task (mean).
     pub turns_per_task: f64,
+    /// Choices put to the caller between two readings.
+    pub asked: usize,
     /// Mean STT time per decode.
     pub stt_mean_ms: f64,
+    /// Mean time of it spent scoring readings.
+    pub rescoring_mean_ms: f64,
 }
 
 /// The caller's speech as the model receives it over `condition`.
@@ -350,6 +360,7 @@ fn call(
     condition: &str,
     goal: &Goal,
     today: NaiveDate,
+    nbest: bool,
     verbose: bool,
 ) -> Result<CallResult> {
     let mut d = scenario.session();
@@ -363,26 +374,41 @@ fn call(
         let config = SttConfig {
             initial_prompt: expect.prompt,
             grammar: expect.grammar,
+            confusions: if nbest { expect.confusions } else { None },
             ..base.clone()
         };
         let t = worker.transcribe(&audio, &config)?;
-        reply = d.respond(Input::Speech(&t.text), today, &mut |_| true);
+        let input = if t.nbest.is_empty() {
+            Input::Speech(&t.text)
+        } else {
+            Input::Readings(&t.nbest)
+        };
+        reply = d.respond(input, today, &mut |_| true);
         if verbose {
+            let readings: Vec<String> = t
+                .nbest
+                .iter()
+                .map(|h| format!("{} ({:.1})", h.text, h.logprob))
+                .collect();
             eprintln!(
-                "{condition:4} {:6} {:3} {:14} {:16} | {said} -> {} | {}",
+                "{condition:4} {:6} {:3} {:14} {:16} | {said} -> {} | {} [{}]",
                 voice.voice,
                 voice.rate,
                 goal.name,
                 d.state(),
                 t.text,
-                reply.text
+                reply.text,
+                readings.join(" / ")
             );
         }
         turns.push(CallTurn {
             said,
             heard: t.text,
+            readings: t.nbest.len(),
+            asked: reply.text.starts_with("Meinten Sie"),
             reply: reply.text.clone(),
             stt_ms: t.elapsed.as_secs_f64() * 1000.0,
+            rescoring_ms: t.rescoring.as_secs_f64() * 1000.0,
         });
     }
     let completed = committed_goal(&d, goal);
@@ -440,7 +466,7 @@ pub fn run(
             condition: condition.clone(),
             ..BandSummary::default()
         };
-        let (mut task_turns, mut stt_ms, mut decodes) = (0usize, 0.0, 0usize);
+        let (mut task_turns, mut stt_ms, mut rescoring_ms, mut decodes) = (0usize, 0.0, 0.0, 0usize);
         for &v in &voices {
             for &rate in &rates {
                 let mut voice = EspeakVoice {
@@ -456,6 +482,7 @@ pub fn run(
                         condition,
                         goal,
                         today,
+                        !args.single,
                         args.verbose,
                     )?;
                     band.calls += 1;
@@ -466,6 +493,8 @@ pub fn run(
                         task_turns += r.turns.len();
                     }
                     stt_ms += r.turns.iter().map(|t| t.stt_ms).sum::<f64>();
+                    rescoring_ms += r.turns.iter().map(|t| t.rescoring_ms).sum::<f64>();
+                    band.asked += r.turns.iter().filter(|t| t.asked).count();
                     decodes += r.turns.len();
                     calls.push(r);
                 }
@@ -473,6 +502,7 @@ pub fn run(
         }
         band.turns_per_task = task_turns as f64 / band.completed.max(1) as f64;
         band.stt_mean_ms = stt_ms / decodes.max(1) as f64;
+        band.rescoring_mean_ms = rescoring_ms / decodes.max(1) as f64;
         if !args.json {
             print_band(&band, bands.is_empty());
         }
@@ -503,19 +533,29 @@ pub fn run(
 fn print_band(b: &BandSummary, header: bool) {
     if header {
         println!(
-            "{:9} {:>6} {:>10} {:>13} {:>12} {:>15} {:>9}",
-            "condition", "calls", "completed", "wrong commits", "transferred", "turns per task", "STT mean"
+            "{:9} {:>6} {:>10} {:>13} {:>12} {:>15} {:>6} {:>9} {:>10}",
+            "condition",
+            "calls",
+            "completed",
+            "wrong commits",
+            "transferred",
+            "turns per task",
+            "asked",
+            "STT mean",
+            "rescoring"
         );
     }
     println!(
-        "{:9} {:>6} {:>10} {:>13} {:>12} {:>15.2} {:>6.0} ms",
+        "{:9} {:>6} {:>10} {:>13} {:>12} {:>15.2} {:>6} {:>6.0} ms {:>7.0} ms",
         b.condition,
         b.calls,
         b.completed,
         b.wrong_commits,
         b.transferred,
         b.turns_per_task,
-        b.stt_mean_ms
+        b.asked,
+        b.stt_mean_ms,
+        b.rescoring_mean_ms
     );
 }
 

@@ -86,6 +86,10 @@ pub struct EvalArgs {
     /// Scenario file (default: the built-in practice scenario).
     #[arg(long)]
     scenario: Option<PathBuf>,
+    /// With `--calls`: the decoded transcript alone, no readings weighed
+    /// (the single hypothesis, for comparison).
+    #[arg(long)]
+    single: bool,
 }
 
 /// One labelled turn.
@@ -258,6 +262,7 @@ fn expectation(scenario: &Arc<Scenario>, state: &str) -> Result<Expectation> {
         return Ok(Expectation {
             prompt: None,
             grammar: answers::grammar(&[Answer::Number])?,
+            confusions: None,
         });
     }
     ScenarioDialogue::at(scenario, state)

@@ -9,6 +9,7 @@ use super::scenario::{NO, YES};
 use super::text::unfold;
 use super::when::MONTHS;
 use crate::grammar::{alt, any_of, glue, opt, repeat, seq, words, Grammar, GrammarError, Pattern};
+use crate::nbest::Confusions;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -503,6 +504,42 @@ pub fn pattern(answer: Answer) -> Pattern {
         Answer::Number => number(),
         Answer::Correction => correction(),
     }
+}
+
+/// The words of dates and times that whisper confuses on the telephone
+/// band (the weekdays the practice is open, hours that rhyme, months, a
+/// dropped or added "halb"), for the n-best of a date or time answer;
+/// `None` where `answers` hold neither.
+pub fn confusions(answers: &[Answer]) -> Option<Arc<Confusions>> {
+    static TABLE: OnceLock<Arc<Confusions>> = OnceLock::new();
+    let when = answers.iter().any(|a| {
+        matches!(
+            a,
+            Answer::Date | Answer::Time | Answer::DateTime | Answer::Correction
+        )
+    });
+    when.then(|| {
+        TABLE
+            .get_or_init(|| {
+                const HOURS: [&str; 12] = [
+                    "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun",
+                    "zehn", "elf", "zwölf",
+                ];
+                Arc::new(Confusions::new(
+                    &[
+                        &["Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag"],
+                        &["zwei", "drei"],
+                        &["elf", "zwölf"],
+                        &["vierzehn", "fünfzehn"],
+                        &["sechzehn", "siebzehn"],
+                        &["September", "Oktober", "November", "Dezember"],
+                    ],
+                    &[("halb", &HOURS)],
+                    8,
+                ))
+            })
+            .clone()
+    })
 }
 
 /// The grammar for any of `answers` (sorted, deduplicated), compiled once

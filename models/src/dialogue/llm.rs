@@ -7,6 +7,7 @@
 use super::scenario::{Scenario, ScenarioDialogue};
 use super::text::tokens;
 use super::{Dialogue, Input, Reply, TurnHint};
+use crate::nbest::Hypothesis;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read};
@@ -438,6 +439,11 @@ impl Dialogue for LlmDialogue {
                 });
                 reply
             }
+            // The model reads the decoded text; weighing readings is the
+            // scenario's business.
+            Input::Readings([Hypothesis { text, .. }, ..]) => {
+                self.respond(Input::Speech(text), today, say)
+            }
             Input::Speech(text) => {
                 if let Some(reply) = self.scenario.global_action(&tokens(text), today, say) {
                     return reply;
@@ -449,7 +455,9 @@ impl Dialogue for LlmDialogue {
                 today,
                 say,
             ),
-            Input::Silence => self.ask("(Der Anrufer schweigt.)".into(), today, say),
+            Input::Silence | Input::Readings([]) => {
+                self.ask("(Der Anrufer schweigt.)".into(), today, say)
+            }
         }
     }
 

@@ -16,6 +16,7 @@ pub mod text;
 pub mod when;
 
 use crate::grammar::Grammar;
+use crate::nbest::{Confusions, Hypothesis};
 use chrono::NaiveDate;
 use std::sync::Arc;
 
@@ -28,15 +29,21 @@ pub struct Expectation {
     /// The closed answers the state can take ("ja", "am Dienstag um halb
     /// drei"); the recognizer holds decoding to them while the audio fits.
     pub grammar: Option<Arc<Grammar>>,
+    /// Words of those answers that sound alike: the recognizer scores the
+    /// transcript's variants with them swapped (see [`crate::nbest`]).
+    pub confusions: Option<Arc<Confusions>>,
 }
 
 /// What the caller did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Input<'a> {
     /// The call was answered: greet.
     Start,
     /// The caller said this (the transcript).
     Speech(&'a str),
+    /// The caller said one of these: the decoded transcript and its
+    /// variants, likeliest first (see [`crate::nbest`]); never empty.
+    Readings(&'a [Hypothesis]),
     /// The caller pressed these keys.
     Dtmf(&'a str),
     /// The caller said nothing for a while.
@@ -110,7 +117,7 @@ pub trait Dialogue: Send {
     fn expectation(&self) -> Expectation {
         Expectation {
             prompt: self.vocabulary(),
-            grammar: None,
+            ..Expectation::default()
         }
     }
 

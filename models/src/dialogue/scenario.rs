@@ -15,6 +15,7 @@ use super::number::{digits, first_number};
 use super::text::{clauses, contains, tokens};
 use super::when::{parse_date, parse_time, speak_date, Time};
 use super::{Action, Dialogue, Expectation, Input, Reply, TurnHint};
+use crate::nbest::Hypothesis;
 use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -113,6 +114,10 @@ pub struct TransferTarget {
     pub priority: u32,
 }
 
+fn default_choose() -> String {
+    "Meinten Sie {a} oder {b}?".into()
+}
+
 fn default_extension() -> String {
     "s".into()
 }
@@ -150,6 +155,10 @@ pub struct Spec {
     pub fallback: Transition,
     /// Said when a requested time is outside the opening hours.
     pub closed: Option<String>,
+    /// Asked when two readings of a date or time are close (`{a}`, `{b}`:
+    /// the two values as the confirmation says them).
+    #[serde(default = "default_choose")]
+    pub choose: String,
     /// Opening hours as text, for `{hours}`.
     #[serde(default)]
     pub hours_text: String,
@@ -327,6 +336,7 @@ impl Scenario {
             silences: 0,
             outcome: None,
             changing: None,
+            chose: Vec::new(),
         }
     }
 }
@@ -394,6 +404,16 @@ impl Slots {
         n
     }
 
+    /// A date or time slot's value as the agent says it.
+    fn spoken(&self, slot: &str) -> Option<String> {
+        match slot {
+            "date" => self.date.map(speak_date),
+            "old_date" => self.old_date.map(speak_date),
+            "time" => self.time.map(|t| t.speak()),
+            _ => None,
+        }
+    }
+
     /// The slots of `wanted` whose values `other` has and differ from ours.
     fn differs(&self, other: &Slots, wanted: &[String]) -> bool {
         wanted.iter().any(|slot| match slot.as_str() {
@@ -406,6 +426,9 @@ impl Slots {
         })
     }
 }
+
+/// The slots whose readings are weighed ([`Input::Readings`]).
+const WHEN_SLOTS: [&str; 3] = ["date", "time", "old_date"];
 
 /// Words that open a clause correcting what came before ("…, nein,
 /// Donnerstag", "lieber um drei").
@@ -591,6 +614,44 @@ pub struct ScenarioDialogue {
     /// After a bare "nein" to a confirmation: the question that asks what
     /// to change, while the collecting state keeps its slots.
     changing: Option<String>,
+    /// Slots the caller was asked to choose for in this state (asked once).
+    chose: Vec<&'static str>,
+}
+
+/// A reading's share of the plausible readings' probability below which
+/// its value of a slot is not taken as heard…
+pub const CONFIDENT_SHARE: f64 = 0.75;
+/// …when another value has at least this share: the caller is asked.
+pub const RIVAL_SHARE: f64 = 0.15;
+
+/// What the readings of an answer come to ([`ScenarioDialogue::weigh`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Weighed {
+    /// The reading taken.
+    pub text: String,
+    /// Two values of one slot too close to choose between: ask.
+    pub ask: Option<Ask>,
+}
+
+/// A choice put to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    /// The slot.
+    pub slot: &'static str,
+    /// The likelier value, as said to the caller.
+    pub a: String,
+    /// The other one.
+    pub b: String,
+}
+
+/// One reading of an answer, parsed.
+#[derive(Debug)]
+struct Reading {
+    text: String,
+    /// What the slots would be after it.
+    slots: Slots,
+    /// Probability relative to the decoded reading.
+    weight: f64,
 }
 
 /// Which rule of the current state an input meets.
@@ -865,6 +926,9 @@ impl ScenarioDialogue {
         depth: u32,
     ) -> Option<Action> {
         self.changing = None;
+        if t.goto.is_some() {
+            self.chose.clear();
+        }
         for slot in &t.clear {
             self.slots.clear(slot);
         }
@@ -1004,7 +1068,137 @@ impl ScenarioDialogue {
                 self.reprompt(reply, None)
             }
             Input::Speech(text) => self.speech(&Said::new(text), today, reply),
+            Input::Readings(readings) => self.readings(readings, today, reply),
         }
+    }
+
+    /// Weighs the readings of an answer (see [`Weighed`]) without acting
+    /// on them: the likeliest one that makes sense (a time the practice is
+    /// open) is taken; where another reading gives another value of a date
+    /// or time slot with a close probability ("Dienstag" / "Donnerstag"),
+    /// the caller is to be asked, once per state.
+    pub fn weigh(&self, readings: &[Hypothesis], today: NaiveDate) -> Weighed {
+        let first = readings.first().map(|r| r.text.clone()).unwrap_or_default();
+        let plain = Weighed {
+            text: first,
+            ask: None,
+        };
+        let state = self.current();
+        let (collect, within) = match &state.corrects {
+            Some(t) => {
+                let target = &self.scenario.spec.states[t];
+                (&target.collect, target.within_hours)
+            }
+            None => (&state.collect, state.within_hours),
+        };
+        if readings.len() < 2 || !collect.iter().any(|c| WHEN_SLOTS.contains(&c.as_str())) {
+            return plain;
+        }
+        let parsed: Vec<Reading> = readings
+            .iter()
+            .map(|r| {
+                let said = Said::new(&r.text);
+                let mut slots = self.slots.clone();
+                slots.fill(collect, &said, today);
+                Reading {
+                    text: r.text.clone(),
+                    slots,
+                    weight: f64::from(r.logprob).exp(),
+                }
+            })
+            .collect();
+        let open = |s: &Slots| match (s.date, s.time) {
+            (Some(d), Some(t)) if within => self.scenario.is_open(d, t),
+            _ => true,
+        };
+        let plausible: Vec<&Reading> = parsed.iter().filter(|r| open(&r.slots)).collect();
+        let pool = if plausible.is_empty() {
+            parsed.iter().collect()
+        } else {
+            plausible
+        };
+        let Some(best) = pool.iter().copied().max_by(|a, b| a.weight.total_cmp(&b.weight)) else {
+            return plain;
+        };
+        let total: f64 = pool.iter().map(|r| r.weight).sum();
+        for slot in WHEN_SLOTS {
+            if !collect.iter().any(|c| c == slot) || self.chose.contains(&slot) {
+                continue;
+            }
+            let Some(mine) = best.slots.spoken(slot) else {
+                continue;
+            };
+            let share = |v: &str| {
+                pool.iter()
+                    .filter(|r| r.slots.spoken(slot).as_deref() == Some(v))
+                    .map(|r| r.weight)
+                    .sum::<f64>()
+                    / total
+            };
+            let rival = pool
+                .iter()
+                .filter_map(|r| r.slots.spoken(slot))
+                .filter(|v| *v != mine)
+                .map(|v| (share(&v), v))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((rival_share, other)) = rival {
+                if share(&mine) < CONFIDENT_SHARE && rival_share >= RIVAL_SHARE {
+                    return Weighed {
+                        text: best.text.clone(),
+                        ask: Some(Ask {
+                            slot,
+                            a: mine,
+                            b: other,
+                        }),
+                    };
+                }
+            }
+        }
+        Weighed {
+            text: best.text.clone(),
+            ask: None,
+        }
+    }
+
+    /// Acts on the readings of an answer ([`Self::weigh`]): asks the
+    /// caller to choose, with the other slots as the best reading has them
+    /// and this one open until they do, or takes the best reading.
+    fn readings(
+        &mut self,
+        readings: &[Hypothesis],
+        today: NaiveDate,
+        reply: &mut Vec<String>,
+    ) -> Option<Action> {
+        if readings.is_empty() {
+            return self.step(Input::Silence, today, reply);
+        }
+        let weighed = self.weigh(readings, today);
+        let said = Said::new(&weighed.text);
+        let Some(ask) = weighed.ask else {
+            return self.speech(&said, today, reply);
+        };
+        let state = self.current().clone();
+        let target = state.corrects.clone();
+        let collect = match &target {
+            Some(t) => self.scenario.spec.states[t].collect.clone(),
+            None => state.collect.clone(),
+        };
+        self.slots.fill(&collect, &said, today);
+        self.slots.clear(ask.slot);
+        if let Some(t) = target {
+            self.state = t;
+        }
+        self.reprompts = 0;
+        self.changing = None;
+        self.chose.push(ask.slot);
+        let text = self
+            .scenario
+            .spec
+            .choose
+            .replace("{a}", &ask.a)
+            .replace("{b}", &ask.b);
+        reply.push(text);
+        None
     }
 
     fn speech(&mut self, said: &Said, today: NaiveDate, reply: &mut Vec<String>) -> Option<Action> {
@@ -1131,13 +1325,15 @@ impl Dialogue for ScenarioDialogue {
         // A state of closed answers hears those (a caller who asks for a
         // person instead is decoded freely: see `stt::Constrained`); a menu
         // hears free sentences, biased by its prompt only.
-        let grammar = answers::grammar(&expected_answers(&self.scenario.spec, self.current())).unwrap_or_else(|e| {
+        let expected = expected_answers(&self.scenario.spec, self.current());
+        let grammar = answers::grammar(&expected).unwrap_or_else(|e| {
             tracing::warn!(state = %self.state, error = %e, "no grammar for this state");
             None
         });
         Expectation {
             prompt: self.vocabulary(),
             grammar,
+            confusions: answers::confusions(&expected),
         }
     }
 
