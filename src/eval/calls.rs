@@ -164,16 +164,20 @@ impl<'g> Caller<'g> {
             .replace(" .", ".")
     }
 
-    /// What the caller says to `reply`.
+    /// What the caller says to `reply`; `#` and digits are key presses.
     pub fn answer(&mut self, reply: &str) -> String {
         let g = self.goal;
         let has = |s: &str| reply.contains(s);
         let said = if has("Ist das richtig") || has("Soll ich Ihren Termin am") {
             self.last_confirmation = Some(reply.to_owned());
             self.confirm(reply)
-        } else if has("Bitte sagen Sie ja oder nein") {
+        } else if has("drücken Sie die 1 für ja und die 2 für nein") {
+            // Asked for keys after an answer that was not clear: press them.
             match self.last_confirmation.clone() {
-                Some(c) => self.confirm(&c),
+                Some(c) => {
+                    let yes = self.confirm(&c).starts_with("Ja");
+                    (if yes { "#1" } else { "#2" }).to_owned()
+                }
                 None => self.last.clone(),
             }
         } else if has("Was soll ich ändern") {
@@ -183,9 +187,19 @@ impl<'g> Caller<'g> {
                 _ => self.when(),
             }
         } else if has("Um wie viel Uhr am") {
-            sentence(g.time_words)
+            // Asked for the time of a day it did not say: says both again.
+            if has(&speak_date(g.date)) {
+                sentence(g.time_words)
+            } else {
+                format!("Nein, {} {}.", g.date_words, g.time_words)
+            }
         } else if has("An welchem Tag möchten Sie um") {
-            sentence(g.date_words)
+            match g.time {
+                Some(t) if !has(&format!("um {} kommen", t.speak())) => {
+                    format!("Nein, {} {}.", g.date_words, g.time_words)
+                }
+                _ => sentence(g.date_words),
+            }
         } else if has("bisherige") {
             sentence(g.old.map(|(_, w)| w).unwrap_or(g.date_words))
         } else if has("absagen möchten") || has("den Tag des Termins") {
@@ -369,6 +383,19 @@ fn call(
     let mut turns = Vec::new();
     while reply.action.is_none() && turns.len() < MAX_TURNS {
         let said = caller.answer(&reply.text);
+        if let Some(keys) = said.strip_prefix('#') {
+            reply = d.respond(Input::Dtmf(keys), today, &mut |_| true);
+            turns.push(CallTurn {
+                said: said.clone(),
+                heard: said.clone(),
+                readings: 0,
+                asked: false,
+                reply: reply.text.clone(),
+                stt_ms: 0.0,
+                rescoring_ms: 0.0,
+            });
+            continue;
+        }
         let audio = spoken(voice, &said, condition)?;
         let expect = d.expectation();
         let config = SttConfig {
@@ -495,7 +522,7 @@ pub fn run(
                     stt_ms += r.turns.iter().map(|t| t.stt_ms).sum::<f64>();
                     rescoring_ms += r.turns.iter().map(|t| t.rescoring_ms).sum::<f64>();
                     band.asked += r.turns.iter().filter(|t| t.asked).count();
-                    decodes += r.turns.len();
+                    decodes += r.turns.iter().filter(|t| t.stt_ms > 0.0).count();
                     calls.push(r);
                 }
             }
@@ -583,7 +610,11 @@ mod tests {
             let mut turns = 0;
             while reply.action.is_none() && turns < MAX_TURNS {
                 let said = caller.answer(&reply.text);
-                reply = d.respond(Input::Speech(&said), today(), &mut |_| true);
+                let input = match said.strip_prefix('#') {
+                    Some(keys) => Input::Dtmf(keys),
+                    None => Input::Speech(&said),
+                };
+                reply = d.respond(input, today(), &mut |_| true);
                 turns += 1;
             }
             assert!(committed_goal(&d, &goal), "{}: {:?}", goal.name, d.slots());

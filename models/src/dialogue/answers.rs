@@ -506,40 +506,48 @@ pub fn pattern(answer: Answer) -> Pattern {
     }
 }
 
-/// The words of dates and times that whisper confuses on the telephone
-/// band (the weekdays the practice is open, hours that rhyme, months, a
-/// dropped or added "halb"), for the n-best of a date or time answer;
-/// `None` where `answers` hold neither.
+/// The words of the expected answers that whisper confuses on the
+/// telephone band, for their n-best: in dates and times the weekdays the
+/// practice is open, hours that rhyme, months, a dropped or added "halb";
+/// in a confirmation "ja" and "nein" (a "Nein, am Mittwoch" held to "Ja,"
+/// is a wrong booking). `None` where `answers` hold neither.
 pub fn confusions(answers: &[Answer]) -> Option<Arc<Confusions>> {
-    static TABLE: OnceLock<Arc<Confusions>> = OnceLock::new();
+    static TABLES: OnceLock<Mutex<HashMap<(bool, bool), Arc<Confusions>>>> = OnceLock::new();
     let when = answers.iter().any(|a| {
         matches!(
             a,
             Answer::Date | Answer::Time | Answer::DateTime | Answer::Correction
         )
     });
-    when.then(|| {
-        TABLE
-            .get_or_init(|| {
-                const HOURS: [&str; 12] = [
-                    "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun",
-                    "zehn", "elf", "zwölf",
-                ];
-                Arc::new(Confusions::new(
-                    &[
-                        &["Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag"],
-                        &["zwei", "drei"],
-                        &["elf", "zwölf"],
-                        &["vierzehn", "fünfzehn"],
-                        &["sechzehn", "siebzehn"],
-                        &["September", "Oktober", "November", "Dezember"],
-                    ],
-                    &[("halb", &HOURS)],
-                    8,
-                ))
-            })
-            .clone()
-    })
+    let yes_no = answers.contains(&Answer::YesNo);
+    if !when && !yes_no {
+        return None;
+    }
+    let tables = TABLES.get_or_init(Default::default);
+    let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
+    let table = tables.entry((when, yes_no)).or_insert_with(|| {
+        const HOURS: [&str; 12] = [
+            "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun", "zehn",
+            "elf", "zwölf",
+        ];
+        let mut groups: Vec<&[&str]> = Vec::new();
+        if yes_no {
+            groups.push(&["Ja", "Nein"]);
+        }
+        if when {
+            groups.extend([
+                &["Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag"][..],
+                &["zwei", "drei"],
+                &["elf", "zwölf"],
+                &["vierzehn", "fünfzehn"],
+                &["sechzehn", "siebzehn"],
+                &["September", "Oktober", "November", "Dezember"],
+            ]);
+        }
+        let optional: &[(&str, &[&str])] = if when { &[("halb", &HOURS)] } else { &[] };
+        Arc::new(Confusions::new(&groups, optional, 8))
+    });
+    Some(table.clone())
 }
 
 /// The grammar for any of `answers` (sorted, deduplicated), compiled once

@@ -623,13 +623,23 @@ pub struct ScenarioDialogue {
 pub const CONFIDENT_SHARE: f64 = 0.75;
 /// …when another value has at least this share: the caller is asked.
 pub const RIVAL_SHARE: f64 = 0.15;
+/// What a reading that makes no sense (a time the practice is closed, a
+/// date beyond [`HORIZON_DAYS`]) is worth beside one that does: its
+/// probability times this (−4 nats), so that only a much likelier reading
+/// of the audio overrides sense.
+pub const IMPLAUSIBLE: f64 = 0.02;
+/// How far ahead callers book: a reading with a date later than this is
+/// implausible ("am 3. September" 9 months ahead, heard for "am dritten
+/// Dezember").
+pub const HORIZON_DAYS: i64 = 90;
 
 /// What the readings of an answer come to ([`ScenarioDialogue::weigh`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Weighed {
     /// The reading taken.
     pub text: String,
-    /// Two values of one slot too close to choose between: ask.
+    /// Two values of one slot too close to choose between (or a yes that
+    /// would commit, with a no close to it: slot `yes_no`): ask.
     pub ask: Option<Ask>,
 }
 
@@ -650,8 +660,10 @@ struct Reading {
     text: String,
     /// What the slots would be after it.
     slots: Slots,
-    /// Probability relative to the decoded reading.
+    /// Probability relative to the decoded reading, times its plausibility.
     weight: f64,
+    /// Its values make sense (see [`IMPLAUSIBLE`]).
+    plausible: bool,
 }
 
 /// Which rule of the current state an input meets.
@@ -1084,6 +1096,29 @@ impl ScenarioDialogue {
             ask: None,
         };
         let state = self.current();
+        if readings.len() < 2 {
+            return plain;
+        }
+        // A yes that commits is taken only when the readings agree on it.
+        let commits = state.yes.as_ref().is_some_and(|t| t.outcome.is_some());
+        if commits && yes_no(&tokens(&plain.text)) == Some(true) {
+            let total: f64 = readings.iter().map(|r| f64::from(r.logprob).exp()).sum();
+            let other: f64 = readings
+                .iter()
+                .filter(|r| yes_no(&tokens(&r.text)) != Some(true))
+                .map(|r| f64::from(r.logprob).exp())
+                .sum();
+            if other / total >= RIVAL_SHARE {
+                return Weighed {
+                    text: plain.text,
+                    ask: Some(Ask {
+                        slot: "yes_no",
+                        a: String::new(),
+                        b: String::new(),
+                    }),
+                };
+            }
+        }
         let (collect, within) = match &state.corrects {
             Some(t) => {
                 let target = &self.scenario.spec.states[t];
@@ -1091,37 +1126,42 @@ impl ScenarioDialogue {
             }
             None => (&state.collect, state.within_hours),
         };
-        if readings.len() < 2 || !collect.iter().any(|c| WHEN_SLOTS.contains(&c.as_str())) {
+        if !collect.iter().any(|c| WHEN_SLOTS.contains(&c.as_str())) {
             return plain;
         }
+        let open = |s: &Slots| match (s.date, s.time) {
+            (Some(d), Some(t)) if within => self.scenario.is_open(d, t),
+            _ => true,
+        };
+        let near = |d: Option<NaiveDate>| d.is_none_or(|d| (d - today).num_days() <= HORIZON_DAYS);
         let parsed: Vec<Reading> = readings
             .iter()
             .map(|r| {
                 let said = Said::new(&r.text);
                 let mut slots = self.slots.clone();
                 slots.fill(collect, &said, today);
+                let mut weight = f64::from(r.logprob).exp();
+                let plausible = open(&slots) && near(slots.date) && near(slots.old_date);
+                if !plausible {
+                    weight *= IMPLAUSIBLE;
+                }
                 Reading {
                     text: r.text.clone(),
                     slots,
-                    weight: f64::from(r.logprob).exp(),
+                    weight,
+                    plausible,
                 }
             })
             .collect();
-        let open = |s: &Slots| match (s.date, s.time) {
-            (Some(d), Some(t)) if within => self.scenario.is_open(d, t),
-            _ => true,
-        };
-        let plausible: Vec<&Reading> = parsed.iter().filter(|r| open(&r.slots)).collect();
-        let pool = if plausible.is_empty() {
-            parsed.iter().collect()
-        } else {
-            plausible
-        };
+        let pool: Vec<&Reading> = parsed.iter().collect();
         let Some(best) = pool.iter().copied().max_by(|a, b| a.weight.total_cmp(&b.weight)) else {
             return plain;
         };
         let total: f64 = pool.iter().map(|r| r.weight).sum();
-        for slot in WHEN_SLOTS {
+        // A choice between readings that make no sense helps nobody: the
+        // scenario refuses the best one and asks again.
+        let pool: Vec<&Reading> = pool.into_iter().filter(|r| r.plausible).collect();
+        for slot in WHEN_SLOTS.into_iter().filter(|_| best.plausible) {
             if !collect.iter().any(|c| c == slot) || self.chose.contains(&slot) {
                 continue;
             }
@@ -1177,6 +1217,10 @@ impl ScenarioDialogue {
         let Some(ask) = weighed.ask else {
             return self.speech(&said, today, reply);
         };
+        if ask.slot == "yes_no" {
+            // Not sure it was a yes: ask for one that is clear (keys too).
+            return self.reprompt(reply, None);
+        }
         let state = self.current().clone();
         let target = state.corrects.clone();
         let collect = match &target {
