@@ -172,6 +172,10 @@ pub struct Speech {
     /// expects (yes/no, dates, times, numbers), falling back to free
     /// decoding when the caller says something else.
     pub grammar: bool,
+    /// With `grammar`: score the readings of a date, time or yes/no answer
+    /// (the transcript with words that sound alike swapped) so the
+    /// dialogue can weigh them and ask when two are close.
+    pub nbest: bool,
     /// `[speech.remote]`
     pub remote: RemoteStt,
 }
@@ -186,6 +190,7 @@ impl Default for Speech {
             tts_level_lufs: aiagc_models::level::TARGET_LUFS,
             backend: "whisper".into(),
             grammar: true,
+            nbest: true,
             remote: RemoteStt::default(),
         }
     }

@@ -83,6 +83,7 @@ pub fn speech_pool(config: &Config) -> Result<SpeechPool> {
         language: config.ari.language.clone(),
         threads: config.speech.threads,
         use_grammar: config.speech.grammar,
+        nbest: config.speech.nbest,
         ..SttConfig::default()
     };
     let pool = SpeechPool::start_with_turn_model(

@@ -278,3 +278,53 @@ fn eval_reports_each_condition_and_bias() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown bias"));
 }
+
+/// `aiagc eval --calls` over one voice on the µ-law band: every goal is
+/// called, nothing the caller did not ask for is ever committed, what is
+/// committed is exactly the goal, and readings are scored where dates and
+/// yes/no are expected (and not with `--single`).
+#[test]
+fn eval_calls_commit_nothing_the_caller_did_not_ask_for() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--calls",
+            "--json",
+            "--conditions",
+            "ulaw",
+            "--voices",
+            "0",
+            "--rates",
+            "150",
+        ];
+        args.extend_from_slice(extra);
+        aiagc_json(&args)
+    };
+    let v = run(&[]);
+    let band = &v["bands"][0];
+    assert_eq!(band["calls"], 10, "{band}");
+    assert_eq!(band["wrong_commits"], 0, "{band}");
+    let calls = v["calls"].as_array().unwrap();
+    for c in calls {
+        let committed = matches!(
+            c["outcome"].as_str(),
+            Some("booked" | "moved" | "cancelled")
+        );
+        assert_eq!(committed, c["completed"].as_bool().unwrap(), "{c}");
+        assert!(!c["turns"].as_array().unwrap().is_empty());
+    }
+    assert!(band["completed"].as_u64().unwrap() >= 2, "{band}");
+    let scored = calls
+        .iter()
+        .flat_map(|c| c["turns"].as_array().unwrap())
+        .filter(|t| t["readings"].as_u64().unwrap() > 1)
+        .count();
+    assert!(scored >= 5, "{scored} turns with readings");
+    let single = run(&["--single", "--limit", "2"]);
+    assert!(single["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["turns"].as_array().unwrap())
+        .all(|t| t["readings"] == 0));
+}

@@ -116,7 +116,11 @@ impl Confusions {
             let before = i.checked_sub(1).map(|p| words[p]);
             let optional_here = before.is_some_and(|b| self.optional_before(b, word));
             if !optional_here {
-                for (o, _) in self.optional.iter().filter(|(o, _)| self.optional_before(o, word)) {
+                for (o, _) in self
+                    .optional
+                    .iter()
+                    .filter(|(o, _)| self.optional_before(o, word))
+                {
                     out.push(Variant {
                         at: i,
                         remove: 0,
@@ -124,7 +128,11 @@ impl Confusions {
                     });
                 }
             }
-            if punct.is_empty() && words.get(i + 1).is_some_and(|n| self.optional_before(word, n)) {
+            if punct.is_empty()
+                && words
+                    .get(i + 1)
+                    .is_some_and(|n| self.optional_before(word, n))
+            {
                 out.push(Variant {
                     at: i,
                     remove: 1,

@@ -62,6 +62,9 @@ pub struct SttConfig {
     /// Whether a worker applies the grammars the dialogue gives (the
     /// runtime's `[speech] grammar` switch).
     pub use_grammar: bool,
+    /// Whether a worker scores the readings the dialogue's confusions give
+    /// (`[speech] nbest`).
+    pub nbest: bool,
     /// Most nats one decoding step may lose to the grammar before it is
     /// given up (default [`GRAMMAR_BUDGET_NATS`]).
     pub grammar_budget: f32,
@@ -95,6 +98,7 @@ impl Default for SttConfig {
             grammar: None,
             noise_floor_dbfs: Some(NOISE_FLOOR_DBFS),
             use_grammar: true,
+            nbest: true,
             grammar_budget: GRAMMAR_BUDGET_NATS,
             grammar_first_budget: GRAMMAR_FIRST_BUDGET_NATS,
             confusions: None,
@@ -667,14 +671,19 @@ impl SttWorker {
         }
         starts.push(seq.len());
         seq.push(self.eot);
-        let prefix = self
-            .vocab
-            .prefix(config.initial_prompt.as_deref(), self.state.full_lang_id_from_state().max(0));
+        let prefix = self.vocab.prefix(
+            config.initial_prompt.as_deref(),
+            self.state.full_lang_id_from_state().max(0),
+        );
         let p = prefix.len();
         if p > 1 {
-            self.state.decode(&prefix[..p - 1], 0, threads).map_err(err)?;
+            self.state
+                .decode(&prefix[..p - 1], 0, threads)
+                .map_err(err)?;
         }
-        self.state.decode(&prefix[p - 1..], p - 1, threads).map_err(err)?;
+        self.state
+            .decode(&prefix[p - 1..], p - 1, threads)
+            .map_err(err)?;
         // The decoded text, as far as the deepest variant needs it.
         let need = variants
             .iter()
@@ -691,7 +700,9 @@ impl SttWorker {
             }
             top[j] = log_prob(&row, seq[j]);
             if j + 1 < need {
-                self.state.decode(&seq[j..=j], p + j, threads).map_err(err)?;
+                self.state
+                    .decode(&seq[j..=j], p + j, threads)
+                    .map_err(err)?;
                 row.copy_from_slice(self.state.get_logits().map_err(err)?);
             }
         }

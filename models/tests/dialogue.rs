@@ -124,14 +124,26 @@ fn a_bare_no_to_the_confirmation_asks_what_to_change() {
 #[test]
 fn a_correction_in_the_confirmation_changes_that_slot_and_confirms_again() {
     let start = |d: &mut dyn Dialogue| {
-        say(d, Input::Speech("Einen Termin am Dienstag um zehn Uhr, bitte."));
+        say(
+            d,
+            Input::Speech("Einen Termin am Dienstag um zehn Uhr, bitte."),
+        );
     };
     let cases = [
-        ("Nein, Donnerstag.", "Donnerstag, den 26. November um 10 Uhr"),
-        ("Nein, am Donnerstag", "Donnerstag, den 26. November um 10 Uhr"),
+        (
+            "Nein, Donnerstag.",
+            "Donnerstag, den 26. November um 10 Uhr",
+        ),
+        (
+            "Nein, am Donnerstag",
+            "Donnerstag, den 26. November um 10 Uhr",
+        ),
         ("Nein, um drei.", "Dienstag, den 1. Dezember um 15 Uhr"),
         // A "ja" that names another value is no confirmation of the old one.
-        ("Ja, am Donnerstag.", "Donnerstag, den 26. November um 10 Uhr"),
+        (
+            "Ja, am Donnerstag.",
+            "Donnerstag, den 26. November um 10 Uhr",
+        ),
         (
             "Nicht Dienstag, sondern Donnerstag um elf.",
             "Donnerstag, den 26. November um 11 Uhr",
@@ -168,15 +180,27 @@ fn a_correction_in_the_confirmation_changes_that_slot_and_confirms_again() {
 fn a_slot_comes_from_where_the_caller_said_it() {
     let cases = [
         // Recognizers run on after a complete answer.
-        ("Am Dienstag um halb drei. Am Vormittag", "Dienstag, den 1. Dezember um 14 Uhr 30"),
+        (
+            "Am Dienstag um halb drei. Am Vormittag",
+            "Dienstag, den 1. Dezember um 14 Uhr 30",
+        ),
         (
             "Am Dienstag um zehn Uhr, ein Früh, einen. Termin, frei,",
             "Dienstag, den 1. Dezember um 10 Uhr",
         ),
         // A correction inside the answer wins; a negated clause gives nothing.
-        ("Am Dienstag, nein, am Donnerstag um zehn", "Donnerstag, den 26. November um 10 Uhr"),
-        ("Nicht am Montag, am Freitag um neun.", "Freitag, den 27. November um 9 Uhr"),
-        ("Um zehn, lieber um elf, am Montag", "Montag, den 30. November um 11 Uhr"),
+        (
+            "Am Dienstag, nein, am Donnerstag um zehn",
+            "Donnerstag, den 26. November um 10 Uhr",
+        ),
+        (
+            "Nicht am Montag, am Freitag um neun.",
+            "Freitag, den 27. November um 9 Uhr",
+        ),
+        (
+            "Um zehn, lieber um elf, am Montag",
+            "Montag, den 30. November um 11 Uhr",
+        ),
     ];
     for (answer, want) in cases {
         let mut d = Scenario::praxis().session();
@@ -206,7 +230,11 @@ fn moving_an_appointment_does_not_reuse_the_old_date() {
     );
     // A bare "nein" starts the move again; a new date corrects just that.
     let r = say(&mut d, Input::Speech("Nein, am Freitag."));
-    assert!(r.text.contains("auf Freitag, den 27. November um 10 Uhr"), "{}", r.text);
+    assert!(
+        r.text.contains("auf Freitag, den 27. November um 10 Uhr"),
+        "{}",
+        r.text
+    );
     let r = say(&mut d, Input::Speech("Nein."));
     assert_eq!(d.state(), "move_old", "{}", r.text);
     assert_eq!(*d.slots(), Default::default());
@@ -712,4 +740,101 @@ fn llm_history_is_bounded_over_a_long_call() {
             .starts_with(&format!("Frage Nummer {i}")));
     }
     assert!(d.history().len() <= 1 + 4 + 2);
+}
+
+fn readings(texts: &[(&str, f32)]) -> Vec<aiagc_models::nbest::Hypothesis> {
+    texts
+        .iter()
+        .map(|(text, logprob)| aiagc_models::nbest::Hypothesis {
+            text: (*text).into(),
+            logprob: *logprob,
+        })
+        .collect()
+}
+
+/// Two close readings of a weekday: the caller is asked to choose (the
+/// time kept), once; their answer fills the day and goes to confirmation.
+#[test]
+fn close_readings_are_put_to_the_caller() {
+    let mut d = Scenario::praxis().session();
+    say(&mut d, Input::Dtmf("1"));
+    let heard = readings(&[
+        ("Am Dienstag um zehn Uhr.", 0.0),
+        ("Am Donnerstag um zehn Uhr.", -0.5),
+        ("Am Montag um zehn Uhr.", -6.0),
+    ]);
+    let r = say(&mut d, Input::Readings(&heard));
+    assert_eq!(
+        r.text,
+        "Meinten Sie Dienstag, den 1. Dezember oder Donnerstag, den 26. November?"
+    );
+    assert_eq!(d.state(), "book_when");
+    assert!(d.slots().date.is_none() && d.slots().time.is_some());
+    // Asked once: a second close answer takes the likelier reading.
+    let answer = readings(&[("Donnerstag.", 0.0), ("Dienstag.", -0.3)]);
+    let r = say(&mut d, Input::Readings(&answer));
+    assert_eq!(
+        r.text,
+        "Ich trage Sie ein für Donnerstag, den 26. November um 10 Uhr. Ist das richtig?"
+    );
+}
+
+/// Readings far apart are taken without asking; sense weighs in: a date
+/// nine months ahead loses to a likely-enough one next week, a closed
+/// time does not beat a reading much likelier on the audio.
+#[test]
+fn readings_are_weighed_by_probability_and_sense() {
+    let cases = [
+        (
+            vec![
+                ("Am Dienstag um zehn Uhr.", 0.0),
+                ("Am Donnerstag um zehn Uhr.", -4.0),
+            ],
+            "Ich trage Sie ein für Dienstag, den 1. Dezember um 10 Uhr. Ist das richtig?",
+        ),
+        (
+            vec![
+                ("Am 3. September um zehn Uhr.", 0.0),
+                ("Am 3. Dezember um zehn Uhr.", -1.8),
+                ("Am 3. Oktober um zehn Uhr.", -5.0),
+            ],
+            "Ich trage Sie ein für Donnerstag, den 3. Dezember um 10 Uhr. Ist das richtig?",
+        ),
+        (
+            // Friday afternoon is closed, yet Tuesday is 5 nats less likely.
+            vec![("Am Freitag um fünf.", 0.0), ("Am Dienstag um fünf.", -5.1)],
+            "Zu dieser Zeit hat die Praxis leider geschlossen.",
+        ),
+    ];
+    for (heard, want) in cases {
+        let mut d = Scenario::praxis().session();
+        say(&mut d, Input::Dtmf("1"));
+        let r = say(&mut d, Input::Readings(&readings(&heard)));
+        assert!(r.text.starts_with(want), "{heard:?}: {}", r.text);
+    }
+}
+
+/// A yes that would commit is taken only when no reading close to it
+/// says no: otherwise the caller is asked again, with the keys.
+#[test]
+fn a_doubtful_yes_books_nothing() {
+    let mut d = Scenario::praxis().session();
+    say(
+        &mut d,
+        Input::Speech("Einen Termin am Dienstag um zehn Uhr"),
+    );
+    assert_eq!(d.state(), "book_confirm");
+    let r = say(
+        &mut d,
+        Input::Readings(&readings(&[("Ja,", 0.0), ("Nein,", -1.2)])),
+    );
+    assert_eq!(r.outcome, None, "{}", r.text);
+    assert!(r.text.contains("drücken Sie die 1 für ja"), "{}", r.text);
+    let r = say(&mut d, Input::Speech("Ein, vor ein, passt mir."));
+    assert_eq!(r.outcome, None, "a clipped nein is no yes: {}", r.text);
+    let r = say(
+        &mut d,
+        Input::Readings(&readings(&[("Ja, genau.", 0.0), ("Nein, genau.", -9.0)])),
+    );
+    assert_eq!(r.outcome.as_deref(), Some("booked"));
 }

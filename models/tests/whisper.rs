@@ -348,3 +348,57 @@ fn smart_turn_between_decodes_leaves_whisper_intact() {
         .collect();
     assert_eq!(before, after);
 }
+
+/// Readings of a date answer are scored on its audio: the decoded text
+/// with 0, its variants (the swapped weekday, the dropped "halb") with the
+/// model's log-probability relative to it, the word said likelier than its
+/// swap, the same figures on a second run, and nothing without confusions.
+#[test]
+fn readings_of_an_answer_are_scored_on_its_audio() {
+    use aiagc_models::dialogue::answers::{confusions, grammar, Answer};
+    let _serial = serial();
+    let answers = [Answer::DateTime];
+    let config = SttConfig {
+        grammar: grammar(&answers).unwrap(),
+        confusions: confusions(&answers),
+        initial_prompt: Some("Am Dienstag um halb drei. Viertel nach vier.".into()),
+        ..SttConfig::default()
+    };
+    let mut w = model().worker().unwrap();
+    // "Haben Sie am Dienstag um halb drei etwas frei?"
+    let audio = read_wav_16k(&fixtures().join("de/book_02_v0_r150_16k.wav")).unwrap();
+    let t = w.transcribe(&audio, &config).unwrap();
+    assert!(t.text.contains("Dienstag"), "{:?}", t.text);
+    let decoded: Vec<_> = t.nbest.iter().filter(|h| h.text == t.text).collect();
+    assert_eq!(decoded.len(), 1, "{:?}", t.nbest);
+    assert_eq!(decoded[0].logprob, 0.0);
+    let swapped = t
+        .nbest
+        .iter()
+        .find(|h| h.text == t.text.replace("Dienstag", "Donnerstag"))
+        .unwrap_or_else(|| panic!("no Donnerstag reading: {:?}", t.nbest));
+    assert!(swapped.logprob < -1.0, "{:?}", t.nbest);
+    assert!(
+        t.nbest.iter().all(|h| h.logprob.is_finite()),
+        "{:?}",
+        t.nbest
+    );
+    assert!(
+        t.nbest.windows(2).all(|p| p[0].logprob >= p[1].logprob),
+        "likeliest first: {:?}",
+        t.nbest
+    );
+    assert!(t.rescoring > std::time::Duration::ZERO && t.rescoring < t.elapsed);
+    let again = w.transcribe(&audio, &config).unwrap();
+    assert_eq!(again.nbest, t.nbest, "scoring is repeatable");
+    let plain = w
+        .transcribe(
+            &audio,
+            &SttConfig {
+                confusions: None,
+                ..config
+            },
+        )
+        .unwrap();
+    assert!(plain.nbest.is_empty());
+}

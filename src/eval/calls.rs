@@ -19,8 +19,7 @@ use aiagc_models::dialogue::scenario::{Scenario, ScenarioDialogue};
 use aiagc_models::dialogue::when::{speak_date, Time};
 use aiagc_models::dialogue::{Dialogue, Input};
 use aiagc_models::stt::{SttConfig, SttWorker};
-use aiagc_models::tts::{EspeakVoice, Tts};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{Duration, NaiveDate};
 use serde::Serialize;
 use std::sync::Arc;
@@ -99,27 +98,90 @@ pub fn goals(today: NaiveDate) -> Vec<Goal> {
         all_at_once: false,
     };
     vec![
-        g("tue_1430", Kind::Book, day(7), "am Dienstag", t(14, 30), "um halb drei"),
+        g(
+            "tue_1430",
+            Kind::Book,
+            day(7),
+            "am Dienstag",
+            t(14, 30),
+            "um halb drei",
+        ),
         Goal {
             all_at_once: true,
-            ..g("thu_1000", Kind::Book, day(2), "am Donnerstag", t(10, 0), "um zehn Uhr")
+            ..g(
+                "thu_1000",
+                Kind::Book,
+                day(2),
+                "am Donnerstag",
+                t(10, 0),
+                "um zehn Uhr",
+            )
         },
-        g("mon_1500", Kind::Book, day(6), "am Montag", t(15, 0), "um drei Uhr"),
-        g("fri_0945", Kind::Book, day(3), "am Freitag", t(9, 45), "um Viertel vor zehn"),
+        g(
+            "mon_1500",
+            Kind::Book,
+            day(6),
+            "am Montag",
+            t(15, 0),
+            "um drei Uhr",
+        ),
+        g(
+            "fri_0945",
+            Kind::Book,
+            day(3),
+            "am Freitag",
+            t(9, 45),
+            "um Viertel vor zehn",
+        ),
         Goal {
             all_at_once: true,
-            ..g("wed_1100", Kind::Book, day(1), "am Mittwoch", t(11, 0), "um elf Uhr")
+            ..g(
+                "wed_1100",
+                Kind::Book,
+                day(1),
+                "am Mittwoch",
+                t(11, 0),
+                "um elf Uhr",
+            )
         },
-        g("dec3_1615", Kind::Book, day(9), "am dritten Dezember", t(16, 15), "um Viertel nach vier"),
+        g(
+            "dec3_1615",
+            Kind::Book,
+            day(9),
+            "am dritten Dezember",
+            t(16, 15),
+            "um Viertel nach vier",
+        ),
         Goal {
             old: Some((day(3), "am Freitag")),
-            ..g("move_tue_1000", Kind::Move, day(7), "am Dienstag", t(10, 0), "um zehn Uhr")
+            ..g(
+                "move_tue_1000",
+                Kind::Move,
+                day(7),
+                "am Dienstag",
+                t(10, 0),
+                "um zehn Uhr",
+            )
         },
         Goal {
             old: Some((day(9), "am dritten Dezember")),
-            ..g("move_mon_0900", Kind::Move, day(6), "am Montag", t(9, 0), "um neun Uhr")
+            ..g(
+                "move_mon_0900",
+                Kind::Move,
+                day(6),
+                "am Montag",
+                t(9, 0),
+                "um neun Uhr",
+            )
         },
-        g("cancel_thu", Kind::Cancel, day(2), "am Donnerstag", None, ""),
+        g(
+            "cancel_thu",
+            Kind::Cancel,
+            day(2),
+            "am Donnerstag",
+            None,
+            "",
+        ),
         g("cancel_wed", Kind::Cancel, day(1), "am Mittwoch", None, ""),
     ]
 }
@@ -215,10 +277,7 @@ impl<'g> Caller<'g> {
             || has("sonst noch etwas")
         {
             if g.all_at_once {
-                format!(
-                    "Ich möchte einen Termin {} {}.",
-                    g.date_words, g.time_words
-                )
+                format!("Ich möchte einen Termin {} {}.", g.date_words, g.time_words)
             } else {
                 g.kind.sentence().to_owned()
             }
@@ -344,9 +403,48 @@ pub struct BandSummary {
     pub rescoring_mean_ms: f64,
 }
 
+/// The caller's voice: the `espeak-ng` program, one process per sentence
+/// (as the fixtures are made). The library keeps state from one sentence
+/// to the next, so the same sentence came out with other samples and
+/// whisper heard other words: runs could not be compared.
+pub struct Voice {
+    /// espeak-ng voice (`de`, `de+f3`, `de+m3`).
+    pub voice: String,
+    /// Words a minute.
+    pub rate: u32,
+}
+
+impl Voice {
+    fn synthesize(&self, text: &str) -> Result<(Vec<f32>, u32)> {
+        let path = std::env::temp_dir().join(format!("aiagc-eval-{}.wav", std::process::id()));
+        let out = std::process::Command::new("espeak-ng")
+            .args(["-v", &self.voice, "-s", &self.rate.to_string(), "-w"])
+            .arg(&path)
+            .arg(text)
+            .output()
+            .context("running espeak-ng (installed by scripts/setup.sh)")?;
+        if !out.status.success() {
+            bail!("espeak-ng: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let mut reader =
+            hound::WavReader::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let rate = reader.spec().sample_rate;
+        let samples = reader
+            .samples::<i16>()
+            .map(|s| s.map(|s| f32::from(s) / 32768.0))
+            .collect::<Result<Vec<f32>, _>>()?;
+        let _ = std::fs::remove_file(&path);
+        Ok((samples, rate))
+    }
+}
+
 /// The caller's speech as the model receives it over `condition`.
-fn spoken(voice: &mut EspeakVoice, text: &str, condition: &str) -> Result<Vec<f32>> {
-    let audio = voice.synthesize(text)?;
+fn spoken(voice: &Voice, text: &str, condition: &str) -> Result<Vec<f32>> {
+    let (samples, sample_rate) = voice.synthesize(text)?;
+    let audio = aiagc_models::tts::Audio {
+        samples,
+        sample_rate,
+    };
     let band = |encode: fn(i16) -> u8, decode: fn(u8) -> i16| -> Result<Vec<f32>> {
         let narrow = resample(&audio.samples, audio.sample_rate, 8000)?;
         let coded: Vec<f32> = narrow
@@ -370,7 +468,7 @@ fn call(
     scenario: &Arc<Scenario>,
     worker: &mut SttWorker,
     base: &SttConfig,
-    voice: &mut EspeakVoice,
+    voice: &Voice,
     condition: &str,
     goal: &Goal,
     today: NaiveDate,
@@ -493,10 +591,11 @@ pub fn run(
             condition: condition.clone(),
             ..BandSummary::default()
         };
-        let (mut task_turns, mut stt_ms, mut rescoring_ms, mut decodes) = (0usize, 0.0, 0.0, 0usize);
+        let (mut task_turns, mut stt_ms, mut rescoring_ms, mut decodes) =
+            (0usize, 0.0, 0.0, 0usize);
         for &v in &voices {
             for &rate in &rates {
-                let mut voice = EspeakVoice {
+                let voice = Voice {
                     voice: VOICES[v as usize].into(),
                     rate,
                 };
@@ -505,7 +604,7 @@ pub fn run(
                         scenario,
                         worker,
                         base,
-                        &mut voice,
+                        &voice,
                         condition,
                         goal,
                         today,
@@ -652,7 +751,10 @@ mod tests {
             .unwrap();
         let mut mover = Caller::new(&move_goal);
         assert_eq!(mover.answer(&r), "Nein, das stimmt nicht.");
-        assert_eq!(mover.answer("Ganz etwas anderes?"), "Nein, das stimmt nicht.");
+        assert_eq!(
+            mover.answer("Ganz etwas anderes?"),
+            "Nein, das stimmt nicht."
+        );
         assert_eq!(mover.confused, 1);
     }
 }

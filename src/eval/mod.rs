@@ -39,7 +39,8 @@ pub struct EvalArgs {
     conditions: Vec<String>,
     /// Biasing: `none` (plain decoding), `prompt` (the state's vocabulary
     /// as whisper's prompt), `grammar` (prompt and the state's answer
-    /// grammar with fallback), comma-separated.
+    /// grammar with fallback), `nbest` (grammar, and the readings of the
+    /// transcript weighed by the state), comma-separated.
     #[arg(long, default_value = "none,prompt,grammar", value_delimiter = ',')]
     bias: Vec<String>,
     /// Only these voices (0, 1, 2: espeak-ng `de`, `de+f3`, `de+m3`).
@@ -358,6 +359,12 @@ pub struct Cell {
     pub grammar_held: usize,
     /// Decodes that fell back to free decoding.
     pub grammar_fell_back: usize,
+    /// With `nbest`: answers the state would have asked to choose for
+    /// (scored with the reading it took).
+    pub asked: usize,
+    /// With `nbest`: time spent scoring readings, in all (ms; mean after
+    /// the run).
+    pub rescoring_ms: f64,
 }
 
 /// One decode (for `--json` and `--verbose`).
@@ -460,8 +467,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         ),
     };
     for b in &args.bias {
-        if !matches!(b.as_str(), "none" | "prompt" | "grammar") {
-            bail!("unknown bias `{b}` (use none, prompt, grammar)");
+        if !matches!(b.as_str(), "none" | "prompt" | "grammar" | "nbest") {
+            bail!("unknown bias `{b}` (use none, prompt, grammar, nbest)");
         }
     }
     let mut cells = Vec::new();
@@ -486,7 +493,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                     } else {
                         expect.prompt.clone()
                     },
-                    grammar: if bias == "grammar" {
+                    confusions: if bias == "nbest" {
+                        expect.confusions.clone()
+                    } else {
+                        None
+                    },
+                    grammar: if bias == "grammar" || bias == "nbest" {
                         expect.grammar.clone()
                     } else {
                         None
@@ -509,7 +521,15 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                         }
 
                         let t = worker.transcribe(&samples, &config)?;
-                        let heard = t.text.clone();
+                        // With readings: the one the state takes.
+                        let weighed = (!t.nbest.is_empty())
+                            .then(|| ScenarioDialogue::at(&scenario, &turn.state))
+                            .flatten()
+                            .map(|d| d.weigh(&t.nbest, today()));
+                        cell.asked +=
+                            usize::from(weighed.as_ref().is_some_and(|w| w.ask.is_some()));
+                        cell.rescoring_ms += t.rescoring.as_secs_f64() * 1000.0;
+                        let heard = weighed.map(|w| w.text).unwrap_or_else(|| t.text.clone());
                         let w = word_error_rate(&turn.text, &heard);
                         let decided = decide(&scenario, &turn.state, &heard);
                         let got =
@@ -582,6 +602,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             cell.scenario_intent_accuracy = sc_right as f64 / sc_n.max(1) as f64;
             cell.scenario_slot_accuracy = sc_slots_right as f64 / sc_slots.max(1) as f64;
             cell.stt_mean_ms = times.iter().sum::<f64>() / n;
+            cell.rescoring_ms /= n;
             times.sort_by(f64::total_cmp);
             cell.stt_p50_ms = percentile(&times, 0.5);
             cell.stt_p95_ms = percentile(&times, 0.95);
@@ -608,7 +629,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 fn print_cell(c: &Cell, header: bool) {
     if header {
         println!(
-            "{:9} {:8} {:>7} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>14}",
+            "{:9} {:8} {:>7} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>14} {:>6} {:>9}",
             "condition",
             "bias",
             "decodes",
@@ -619,12 +640,14 @@ fn print_cell(c: &Cell, header: bool) {
             "scen.slot",
             "STT p50",
             "STT p95",
-            "grammar"
+            "grammar",
+            "asked",
+            "rescoring"
         );
     }
     let pct = |x: f64| format!("{:.1} %", x * 100.0);
     println!(
-        "{:9} {:8} {:>7} {:>6.3} {:>8} {:>8} {:>10} {:>10} {:>5.0} ms {:>5.0} ms {:>5} / {:<6}",
+        "{:9} {:8} {:>7} {:>6.3} {:>8} {:>8} {:>10} {:>10} {:>5.0} ms {:>5.0} ms {:>5} / {:<6} {:>6} {:>6.0} ms",
         c.condition,
         c.bias,
         c.decodes,
@@ -637,6 +660,8 @@ fn print_cell(c: &Cell, header: bool) {
         c.stt_p95_ms,
         c.grammar_held,
         c.grammar_fell_back,
+        c.asked,
+        c.rescoring_ms,
     );
 }
 

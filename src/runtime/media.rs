@@ -7,7 +7,7 @@
 //! early; if the dialogue judges it complete the turn ends at once (and
 //! the transcript is reused), if clearly unfinished the hangover grows.
 
-use super::speech::{CallShared, Job, SpeechOut, Submitter, TurnRecord, Work};
+use super::speech::{CallShared, Heard, Job, SpeechOut, Submitter, TurnRecord, Work};
 use aiagc_ari::client::AriClient;
 use aiagc_ari::controller::MediaHost;
 use aiagc_ari::ports::PortRange;
@@ -301,7 +301,7 @@ struct CallTask {
 /// Per-call turn-taking state.
 struct Turns {
     /// Transcripts made at pauses: id → text and STT time.
-    partials: HashMap<u64, (String, Duration)>,
+    partials: HashMap<u64, (Heard, Duration)>,
     /// Pauses being transcribed.
     in_flight: Vec<u64>,
     /// An utterance waiting for its pause's transcript (pause, turn,
@@ -655,7 +655,7 @@ impl CallTask {
         shared: &Arc<CallShared>,
         turn: u64,
         audio: Vec<f32>,
-        transcript: Option<(String, Duration)>,
+        transcript: Option<(Heard, Duration)>,
         (ended_by_hint, ended_by_model): (bool, bool),
         now: Instant,
     ) {
@@ -686,7 +686,7 @@ impl CallTask {
                 if let Some((p, turn, audio, at, by_model)) = t.awaiting.take() {
                     if p == pause {
                         // The turn already ended (model or hangover): answer with this transcript.
-                        let text = (!transcript.is_empty()).then_some((transcript, stt));
+                        let text = (!transcript.text.is_empty()).then_some((transcript, stt));
                         self.submit_utterance(shared, turn, audio, text, (false, by_model), at);
                         return;
                     }

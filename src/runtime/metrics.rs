@@ -161,6 +161,11 @@ impl Metrics {
                 "STT decode time over audio time, per transcription",
                 stats.stt_rtf.clone(),
             );
+            r.register(
+                "stt_rescoring_seconds",
+                "Time scoring the readings (n-best) of a transcript",
+                stats.rescoring.clone(),
+            );
         }
         if let Ok(mut s) = self.speech_stats.lock() {
             *s = Some(stats);

@@ -8,6 +8,7 @@
 
 use aiagc_engine::handoff::{bounded, HandoffSender, Offer};
 use aiagc_models::dialogue::{Action, Dialogue, Input, TurnHint};
+use aiagc_models::nbest::Hypothesis;
 use aiagc_models::smart_turn::{EndOfTurn, SmartTurn};
 use aiagc_models::stt::{Constrained, SttBackend, SttConfig, Transcriber};
 use aiagc_models::tts::{sentences, EspeakVoice, Tts};
@@ -29,6 +30,25 @@ pub struct ReplyAudio {
     pub sample_rate: u32,
 }
 
+/// What STT heard: the decoded text and, where the dialogue named words
+/// that sound alike, its readings with their probabilities.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Heard {
+    /// The decoded text, trimmed.
+    pub text: String,
+    /// The readings, likeliest first (empty: the text alone).
+    pub readings: Vec<Hypothesis>,
+}
+
+impl From<&str> for Heard {
+    fn from(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            readings: Vec::new(),
+        }
+    }
+}
+
 /// What a turn reports (for logs, per-call records and the demo).
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnRecord {
@@ -40,6 +60,8 @@ pub struct TurnRecord {
     pub input: &'static str,
     /// What STT heard (or the keys pressed).
     pub transcript: String,
+    /// Readings of it weighed by the dialogue (0: the transcript alone).
+    pub readings: usize,
     /// The agent's reply text.
     pub reply: String,
     /// What the call does after the reply.
@@ -98,7 +120,7 @@ pub enum SpeechOut {
         /// Pause id (from the engine).
         pause: u64,
         /// What STT heard.
-        transcript: String,
+        transcript: Heard,
         /// STT time.
         stt: Duration,
         /// The dialogue's view on whether the turn is complete.
@@ -149,7 +171,7 @@ pub enum Work {
         /// 16 kHz audio (transcribed unless `transcript` is given).
         audio: Vec<f32>,
         /// Transcript made at the utterance's pause, and its STT time.
-        transcript: Option<(String, Duration)>,
+        transcript: Option<(Heard, Duration)>,
         /// Whether the words ended the turn.
         ended_by_hint: bool,
         /// Whether the turn model ended the turn.
@@ -224,6 +246,8 @@ pub struct SpeechStats {
     pub queue_wait: Histogram,
     /// STT decode time over audio time.
     pub stt_rtf: Histogram,
+    /// Seconds spent scoring the readings of a transcript.
+    pub rescoring: Histogram,
     /// Decodes held to the expected answers' grammar.
     pub grammar_held: AtomicU64,
     /// Decodes where the caller said something else: decoded again freely.
@@ -242,6 +266,8 @@ impl Default for SpeechStats {
             queue_wait: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             // 0.01 … ~10
             stt_rtf: Histogram::new(exponential_buckets(0.01, 2.0, 11)),
+            // 1 ms … ~1 s
+            rescoring: Histogram::new(exponential_buckets(0.001, 2.0, 11)),
             grammar_held: AtomicU64::new(0),
             grammar_fell_back: AtomicU64::new(0),
         }
@@ -414,7 +440,7 @@ fn transcribe(
     audio: &[f32],
     call: &CallShared,
     stats: &SpeechStats,
-) -> String {
+) -> Heard {
     let expect = call
         .dialogue
         .lock()
@@ -425,6 +451,9 @@ fn transcribe(
     let stt = if expect.prompt.is_some() || expect.grammar.is_some() {
         biased = SttConfig {
             initial_prompt: stt.initial_prompt.clone().or(expect.prompt),
+            // Readings are scored where the grammar is on (`[speech]
+            // grammar`, `nbest`): both are the expectation at work.
+            confusions: expect.confusions.filter(|_| stt.use_grammar && stt.nbest),
             grammar: if stt.use_grammar {
                 expect.grammar
             } else {
@@ -447,12 +476,18 @@ fn transcribe(
                 }
                 Constrained::No => 0,
             };
-            t.text.trim().to_owned()
+            if !t.nbest.is_empty() {
+                stats.rescoring.observe(t.rescoring.as_secs_f64());
+            }
+            Heard {
+                text: t.text.trim().to_owned(),
+                readings: t.nbest,
+            }
         }
         Err(e) => {
             stats.stt_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(call = %call, error = %e, "STT failed");
-            String::new()
+            Heard::default()
         }
     }
 }
@@ -505,10 +540,10 @@ fn run(
             let transcript = transcribe(worker, stt, &audio, &call, stats);
             let stt_time = t0.elapsed();
             let hint = match call.dialogue.lock() {
-                Ok(d) => d.hint(&transcript),
+                Ok(d) => d.hint(&transcript.text),
                 Err(_) => TurnHint::Unknown,
             };
-            tracing::debug!(call = %call.id, pause = id, transcript = %transcript, ?hint, "pause transcribed");
+            tracing::debug!(call = %call.id, pause = id, transcript = %transcript.text, readings = transcript.readings.len(), ?hint, "pause transcribed");
             let _ = call.out.send(SpeechOut::Partial {
                 pause: id,
                 transcript,
@@ -523,7 +558,14 @@ fn run(
             }
             return;
         }
-        Work::Start => ("start", String::new(), Duration::ZERO, false, false, false),
+        Work::Start => (
+            "start",
+            Heard::default(),
+            Duration::ZERO,
+            false,
+            false,
+            false,
+        ),
         Work::Utterance {
             audio,
             transcript,
@@ -543,10 +585,17 @@ fn run(
                 )
             }
         },
-        Work::Dtmf(keys) => ("dtmf", keys, Duration::ZERO, false, false, false),
+        Work::Dtmf(keys) => (
+            "dtmf",
+            Heard::from(keys.as_str()),
+            Duration::ZERO,
+            false,
+            false,
+            false,
+        ),
         Work::Silence => (
             "silence",
-            String::new(),
+            Heard::default(),
             Duration::ZERO,
             false,
             false,
@@ -555,9 +604,10 @@ fn run(
     };
     let input = match input_kind {
         "start" => Input::Start,
-        "dtmf" => Input::Dtmf(&transcript),
+        "dtmf" => Input::Dtmf(&transcript.text),
         "silence" => Input::Silence,
-        _ => Input::Speech(&transcript),
+        _ if !transcript.readings.is_empty() => Input::Readings(&transcript.readings),
+        _ => Input::Speech(&transcript.text),
     };
     let t1 = Instant::now();
     let mut first_text: Option<Duration> = None;
@@ -595,12 +645,13 @@ fn run(
         })
     };
     stats.answered.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(call = %call.id, turn = job.turn, input = input_kind, transcript = %transcript, reply = %reply.text, stt_ms = stt_time.as_millis() as u64, "turn answered");
+    tracing::info!(call = %call.id, turn = job.turn, input = input_kind, transcript = %transcript.text, readings = transcript.readings.len(), reply = %reply.text, stt_ms = stt_time.as_millis() as u64, "turn answered");
     let record = TurnRecord {
         call: call.id.clone(),
         turn: job.turn,
         input: input_kind,
-        transcript,
+        readings: transcript.readings.len(),
+        transcript: transcript.text,
         reply: reply.text,
         action: reply.action.as_ref().map(|a| match a {
             Action::Hangup => "hangup".to_owned(),

@@ -171,7 +171,8 @@ fn time() -> Pattern {
             hour(),
         ]),
         seq([
-            number_forms(1..=29),
+            // Minutes as the parser takes them: in fives ("zehn nach drei").
+            alt([5, 10, 15, 20, 25].map(|m| number_forms(m..=m))),
             any_of(["nach", "vor", "nach halb", "vor halb"]),
             hour(),
         ]),
@@ -481,9 +482,18 @@ fn number() -> Pattern {
 }
 
 fn correction() -> Pattern {
-    let when = || alt([seq([date(), opt(daypart()), opt(time())]), seq([time(), opt(date())])]);
+    let when = || {
+        alt([
+            seq([date(), opt(daypart()), opt(time())]),
+            seq([time(), opt(date())]),
+        ])
+    };
     alt([
-        seq([yes_no(), opt(any_of(["lieber", "sondern", "dann", "besser"])), when()]),
+        seq([
+            yes_no(),
+            opt(any_of(["lieber", "sondern", "dann", "besser"])),
+            when(),
+        ]),
         seq([
             opt(any_of(["nein", "nee"])),
             words("nicht"),

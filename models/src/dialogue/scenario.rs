@@ -230,7 +230,9 @@ impl Scenario {
                         ))
                     }
                     None => {
-                        return bad(format!("state `{sname}` corrects undefined state `{target}`"))
+                        return bad(format!(
+                            "state `{sname}` corrects undefined state `{target}`"
+                        ))
                     }
                 }
             } else if state.change.is_some() {
@@ -388,7 +390,9 @@ impl Slots {
         let mut n = 0;
         for slot in wanted {
             let filled = match slot.as_str() {
-                "date" => said.slot(|w| parse_date(w, today)).map(|d| self.date = Some(d)),
+                "date" => said
+                    .slot(|w| parse_date(w, today))
+                    .map(|d| self.date = Some(d)),
                 "time" => said.slot(parse_time).map(|t| self.time = Some(t)),
                 "number" => first_number(&said.words).map(|(_, v)| self.number = Some(v)),
                 "old_date" => said
@@ -432,7 +436,15 @@ const WHEN_SLOTS: [&str; 3] = ["date", "time", "old_date"];
 
 /// Words that open a clause correcting what came before ("…, nein,
 /// Donnerstag", "lieber um drei").
-const CORRECTING: &[&str] = &["nein", "nee", "lieber", "besser", "sondern", "doch", "korrektur"];
+const CORRECTING: &[&str] = &[
+    "nein",
+    "nee",
+    "lieber",
+    "besser",
+    "sondern",
+    "doch",
+    "korrektur",
+];
 
 /// One clause of an answer.
 #[derive(Debug, Clone)]
@@ -470,7 +482,8 @@ impl Said {
                 let only_markers = words.iter().all(|w| CORRECTING.contains(&w.as_str()));
                 out.clauses.push(Clause {
                     corrects: after_marker || CORRECTING.contains(&first),
-                    negated: first == "nicht" || (first == "nein" && words.get(1).is_some_and(|w| w == "nicht")),
+                    negated: first == "nicht"
+                        || (first == "nein" && words.get(1).is_some_and(|w| w == "nicht")),
                     words: words.to_vec(),
                 });
                 after_marker = only_markers;
@@ -574,7 +587,13 @@ pub fn expected_answers(spec: &Spec, state: &State) -> Vec<Answer> {
         if when {
             out.push(Answer::Correction);
         }
-        out.extend(expected_answers(spec, &State { corrects: None, ..target.clone() }));
+        out.extend(expected_answers(
+            spec,
+            &State {
+                corrects: None,
+                ..target.clone()
+            },
+        ));
     }
     let has = |s: &str| state.collect.iter().any(|c| c == s);
     match (has("date") || has("old_date"), has("time")) {
@@ -868,6 +887,14 @@ impl ScenarioDialogue {
         }
         if let Some(yes) = answer {
             let t = if yes { &state.yes } else { &state.no };
+            // A yes that commits must not begin with "ein": whisper writes a
+            // clipped "Nein, …" so ("Ein, vor ein, passt mir"). Asked again.
+            let clipped_no = yes
+                && t.as_ref().is_some_and(|t| t.outcome.is_some())
+                && words.first().is_some_and(|w| w == "ein");
+            if clipped_no {
+                return Matched::Nothing;
+            }
             if let Some(t) = t {
                 return Matched::Transition(t);
             }
@@ -1154,7 +1181,11 @@ impl ScenarioDialogue {
             })
             .collect();
         let pool: Vec<&Reading> = parsed.iter().collect();
-        let Some(best) = pool.iter().copied().max_by(|a, b| a.weight.total_cmp(&b.weight)) else {
+        let Some(best) = pool
+            .iter()
+            .copied()
+            .max_by(|a, b| a.weight.total_cmp(&b.weight))
+        else {
             return plain;
         };
         let total: f64 = pool.iter().map(|r| r.weight).sum();

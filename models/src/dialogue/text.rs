@@ -70,9 +70,7 @@ pub fn clauses(text: &str) -> Vec<Vec<String>> {
         let next = chars.peek().map(|&(_, n)| n);
         let ends = match c {
             ',' | ';' | '!' | '?' => true,
-            '.' => {
-                prev.is_some_and(char::is_alphabetic) && next.is_none_or(char::is_whitespace)
-            }
+            '.' => prev.is_some_and(char::is_alphabetic) && next.is_none_or(char::is_whitespace),
             _ => false,
         };
         if ends {
@@ -171,7 +169,10 @@ mod tests {
                 vec!["am", "vormittag"],
             ]
         );
-        assert_eq!(clauses("am 3.12. bitte"), vec![vec!["am", "3.12.", "bitte"]]);
+        assert_eq!(
+            clauses("am 3.12. bitte"),
+            vec![vec!["am", "3.12.", "bitte"]]
+        );
         assert!(clauses(" , . ").is_empty());
         assert_eq!(clauses("Ja"), vec![vec!["ja"]]);
     }

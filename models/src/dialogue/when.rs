@@ -242,9 +242,7 @@ pub fn parse_time(words: &[String]) -> Option<Time> {
         if hour < 12 {
             hour += 12;
         }
-    } else if (1..=6).contains(&hour)
-        && !has(&["morgens", "frueh", "nachts"])
-    {
+    } else if (1..=6).contains(&hour) && !has(&["morgens", "frueh", "nachts"]) {
         hour += 12;
     }
     Time::new(hour, minute)
@@ -317,8 +315,9 @@ fn raw_time(words: &[String]) -> Option<(u32, u32, bool)> {
                 // "zehn nach drei", "fünf vor vier" (not "Viertel"/"halb": above)
                 if let (Some(m), Some(h)) = (
                     i.checked_sub(1)
+                        .filter(|&p| !ARTICLES.contains(&words[p].as_str()))
                         .and_then(|p| cardinal(&words[p]))
-                        .filter(|m| *m < 30),
+                        .filter(|m| *m < 30 && m % 5 == 0),
                     hour_word(words.get(i + 1)).filter(|_| at(i + 1) != Some("halb")),
                 ) {
                     return Some(if w == "nach" {
@@ -451,11 +450,21 @@ mod tests {
             ("neun Uhr fünfundvierzig", (9, 45)),
             ("14 Uhr 30", (14, 30)),
             ("um sechs Uhr früh", (6, 0)),
+            ("zwanzig nach vier", (16, 20)),
         ];
         for (s, want) in cases {
             assert_eq!(time(s), Some(want), "{s}");
         }
-        for s in ["am Dienstag", "ja", "25 Uhr", "halb", "3.12."] {
+        // "Ein nach drei" is a clipped "Nein, …", not 15:01.
+        for s in [
+            "am Dienstag",
+            "ja",
+            "25 Uhr",
+            "halb",
+            "3.12.",
+            "ein nach drei",
+            "zwei vor vier",
+        ] {
             assert_eq!(time(s), None, "{s}");
         }
     }
