@@ -371,7 +371,7 @@ fn stale_jobs_are_cancelled() {
         4,
         Work::Utterance {
             audio: audio.clone(),
-            transcript: Some(("Termin vereinbaren".into(), Duration::ZERO)),
+            transcript: Some(Box::new(("Termin vereinbaren".into(), Duration::ZERO))),
             ended_by_hint: false,
             ended_by_model: false,
         },

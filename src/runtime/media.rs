@@ -664,7 +664,7 @@ impl CallTask {
             turn,
             Work::Utterance {
                 audio,
-                transcript,
+                transcript: transcript.map(Box::new),
                 ended_by_hint,
                 ended_by_model,
             },

@@ -171,7 +171,8 @@ pub enum Work {
         /// 16 kHz audio (transcribed unless `transcript` is given).
         audio: Vec<f32>,
         /// Transcript made at the utterance's pause, and its STT time.
-        transcript: Option<(Heard, Duration)>,
+        /// Boxed: a job is moved through the hand-off on every call.
+        transcript: Option<Box<(Heard, Duration)>>,
         /// Whether the words ended the turn.
         ended_by_hint: bool,
         /// Whether the turn model ended the turn.
@@ -572,7 +573,10 @@ fn run(
             ended_by_hint,
             ended_by_model,
         } => match transcript {
-            Some((t, stt)) => ("speech", t, stt, true, ended_by_hint, ended_by_model),
+            Some(heard) => {
+                let (t, stt) = *heard;
+                ("speech", t, stt, true, ended_by_hint, ended_by_model)
+            }
             None => {
                 let t = transcribe(worker, stt, &audio, &call, stats);
                 (

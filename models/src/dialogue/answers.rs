@@ -522,7 +522,9 @@ pub fn pattern(answer: Answer) -> Pattern {
 /// in a confirmation "ja" and "nein" (a "Nein, am Mittwoch" held to "Ja,"
 /// is a wrong booking). `None` where `answers` hold neither.
 pub fn confusions(answers: &[Answer]) -> Option<Arc<Confusions>> {
-    static TABLES: OnceLock<Mutex<HashMap<(bool, bool), Arc<Confusions>>>> = OnceLock::new();
+    /// Per (dates and times, yes/no).
+    type Tables = Mutex<HashMap<(bool, bool), Arc<Confusions>>>;
+    static TABLES: OnceLock<Tables> = OnceLock::new();
     let when = answers.iter().any(|a| {
         matches!(
             a,
