@@ -345,6 +345,18 @@ impl Vocab {
         out
     }
 
+    /// The token that spells the start of `bytes` and that the model, at
+    /// `logits`, likes best, with its length: a word is scored the way the
+    /// decoder would write it ("Donnerstag" as " Don" "ner" "stag" where
+    /// that is likelier than the longest match), not in a spelling that
+    /// costs it for nothing.
+    fn likeliest(&self, logits: &[f32], bytes: &[u8]) -> Option<(i32, usize)> {
+        (1..=self.longest.min(bytes.len()))
+            .filter_map(|len| self.ids.get(&bytes[..len]).map(|&id| (id, len)))
+            .filter(|&(id, _)| usize::try_from(id).is_ok_and(|i| i < logits.len()))
+            .max_by(|a, b| logits[a.0 as usize].total_cmp(&logits[b.0 as usize]))
+    }
+
     /// The decoder's prompt as `whisper_full` builds it: the previous-text
     /// marker and the initial prompt (its last 223 tokens), then start of
     /// transcript, language, task, no timestamps.
@@ -663,14 +675,6 @@ impl SttWorker {
         }
         let err = |e: whisper_rs::WhisperError| SttError::Inference(e.to_string());
         let threads = config.threads.max(1);
-        let mut starts = Vec::with_capacity(words.len() + 1);
-        let mut seq = Vec::new();
-        for w in &words {
-            starts.push(seq.len());
-            seq.extend(self.vocab.tokens(&format!(" {w}")));
-        }
-        starts.push(seq.len());
-        seq.push(self.eot);
         let prefix = self.vocab.prefix(
             config.initial_prompt.as_deref(),
             self.state.full_lang_id_from_state().max(0),
@@ -684,57 +688,83 @@ impl SttWorker {
         self.state
             .decode(&prefix[p - 1..], p - 1, threads)
             .map_err(err)?;
-        // The decoded text, as far as the deepest variant needs it.
-        let need = variants
-            .iter()
-            .map(|v| starts[v.at + v.remove] + 1)
-            .max()
-            .unwrap_or(0)
-            .min(seq.len());
-        let mut rows: HashMap<usize, Vec<f32>> = HashMap::new();
-        let mut top = vec![0.0f32; need];
+        // The decoded text, word by word, as far as the deepest variant
+        // needs it (the first token after its words).
+        let deepest = variants.iter().map(|v| v.at + v.remove).max().unwrap_or(0);
+        let wanted: Vec<usize> = variants.iter().map(|v| v.at).collect();
         let mut row = self.state.get_logits().map_err(err)?.to_vec();
-        for j in 0..need {
-            if variants.iter().any(|v| starts[v.at] == j) {
-                rows.insert(j, row.clone());
+        let mut starts = Vec::with_capacity(deepest + 1);
+        let mut rows: HashMap<usize, Vec<f32>> = HashMap::new();
+        let mut top: Vec<f32> = Vec::new();
+        for (i, word) in words.iter().enumerate().take(deepest + 1) {
+            starts.push(top.len());
+            if wanted.contains(&i) {
+                rows.insert(i, row.clone());
             }
-            top[j] = log_prob(&row, seq[j]);
-            if j + 1 < need {
+            let piece = format!(" {word}");
+            let mut rest = piece.as_bytes();
+            while !rest.is_empty() {
+                let Some((id, len)) = self.vocab.likeliest(&row, rest) else {
+                    break;
+                };
+                top.push(log_prob(&row, id));
+                rest = &rest[len..];
+                if i == deepest {
+                    break; // only its first token is needed
+                }
                 self.state
-                    .decode(&seq[j..=j], p + j, threads)
+                    .decode(&[id], p + top.len() - 1, threads)
                     .map_err(err)?;
                 row.copy_from_slice(self.state.get_logits().map_err(err)?);
             }
         }
-        variants.sort_by_key(|v| std::cmp::Reverse(starts[v.at]));
+        if deepest == words.len() {
+            starts.push(top.len());
+            top.push(log_prob(&row, self.eot));
+        }
+        variants.sort_by_key(|v| std::cmp::Reverse(v.at));
         let mut out = vec![Hypothesis {
             text: text.to_owned(),
             logprob: 0.0,
         }];
         for v in &variants {
-            let (k, end) = (starts[v.at], starts[v.at + v.remove]);
-            let Some(start_row) = rows.get(&k) else {
+            let (Some(start_row), Some(&k), Some(&end)) = (
+                rows.get(&v.at),
+                starts.get(v.at),
+                starts.get(v.at + v.remove),
+            ) else {
                 continue;
             };
             let mut row = start_row.clone();
             let mut lp = 0.0;
-            let inserted: Vec<i32> = v
-                .insert
-                .iter()
-                .flat_map(|w| self.vocab.tokens(&format!(" {w}")))
-                .collect();
-            for (n, &t) in inserted.iter().enumerate() {
-                lp += log_prob(&row, t);
-                self.state.decode(&[t], p + k + n, threads).map_err(err)?;
-                row.copy_from_slice(self.state.get_logits().map_err(err)?);
+            let mut n = 0;
+            for w in &v.insert {
+                let piece = format!(" {w}");
+                let mut rest = piece.as_bytes();
+                while let Some((id, len)) = self.vocab.likeliest(&row, rest) {
+                    lp += log_prob(&row, id);
+                    rest = &rest[len..];
+                    self.state.decode(&[id], p + k + n, threads).map_err(err)?;
+                    row.copy_from_slice(self.state.get_logits().map_err(err)?);
+                    n += 1;
+                }
             }
-            lp += log_prob(&row, seq[end]);
-            let before: f32 = top[k..=end].iter().sum();
+            // The first token of what follows, spelled as the model likes.
+            lp += match words.get(v.at + v.remove) {
+                Some(next) => self
+                    .vocab
+                    .likeliest(&row, format!(" {next}").as_bytes())
+                    .map(|(id, _)| log_prob(&row, id))
+                    .unwrap_or(f32::NEG_INFINITY),
+                None => log_prob(&row, self.eot),
+            };
+            let before: f32 = top.get(k..=end).map(|w| w.iter().sum()).unwrap_or(0.0);
             out.push(Hypothesis {
                 text: Confusions::apply(&words, v),
                 logprob: lp - before,
             });
         }
+        out.retain(|h| h.logprob.is_finite());
         out.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
         Ok(out)
     }
