@@ -294,9 +294,13 @@ async fn one_turn_call(format: Codec, ports: std::ops::RangeInclusive<u16>) {
         // Whisper base on espeak-ng over G.711 gets a fifth to half of the
         // words even over a perfect line (0.20 for the µ-law reply with the
         // portable ggml build): the real path must not be much worse than
-        // that, and some of the reply's words must come through.
+        // that, and some of the reply's words must come through. The ideal
+        // line's audio is synthesized again, and libespeak-ng carries state
+        // from one sentence to the next (the same sentence comes out with
+        // other samples): whisper's share of the words swung between 0.40
+        // and 0.80 for the same G.722 reply, hence the margin of 0.4.
         assert!(
-            fraction >= 0.2 && fraction >= ideal.min(0.9) - 0.25,
+            fraction >= 0.2 && fraction >= ideal.min(0.9) - 0.4,
             "{format:?}: the caller did not hear the reply in {file}: {said:?} vs {heard:?} \
              ({fraction:.2}; over an ideal line {ideal:.2})"
         );
