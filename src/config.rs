@@ -26,6 +26,56 @@ pub struct Config {
     pub serve: Serve,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub metrics: MetricsConfig,
+    /// Post-call documents to the operator's webhook.
+    pub delivery: DeliverySection,
+}
+
+/// `[delivery]`: each finished call's document, signed, to a webhook,
+/// through a spool on disk.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySection {
+    /// Webhook URL (empty: no delivery).
+    pub url: String,
+    /// Shared secret of the HMAC signature (prefer `AIAGC_DELIVERY_SECRET`;
+    /// empty: unsigned).
+    pub secret: String,
+    /// Spool directory (empty: `~/.local/state/aiagc/spool`).
+    pub spool_dir: String,
+    /// Longest wait for the webhook's answer, ms.
+    pub timeout_ms: u64,
+    /// Documents in flight at once.
+    pub concurrency: usize,
+    /// Wait after the first failure, ms (doubled per failure).
+    pub backoff_first_ms: u64,
+    /// Longest wait between attempts, s.
+    pub backoff_max_s: u64,
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret: String::new(),
+            spool_dir: String::new(),
+            timeout_ms: 10_000,
+            concurrency: 4,
+            backoff_first_ms: 1000,
+            backoff_max_s: 300,
+        }
+    }
+}
+
+impl std::fmt::Debug for DeliverySection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliverySection")
+            .field("url", &self.url)
+            .field("secret", &redacted(&self.secret))
+            .field("spool_dir", &self.spool_dir)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
 }
 
 /// `[metrics]`
@@ -408,6 +458,7 @@ impl Config {
             ["ari", "password", ""],
             ["dialogue", "llm", "api_key"],
             ["speech", "remote", "api_key"],
+            ["delivery", "secret", ""],
         ] {
             let mut secret = &mut v;
             for p in path.iter().filter(|p| !p.is_empty()) {
@@ -452,6 +503,9 @@ impl Config {
         set(&mut self.speech.remote.base_url, "AIAGC_STT_URL");
         set(&mut self.speech.remote.model, "AIAGC_STT_MODEL");
         set(&mut self.speech.remote.api_key, "AIAGC_STT_API_KEY");
+        set(&mut self.delivery.url, "AIAGC_DELIVERY_URL");
+        set(&mut self.delivery.secret, "AIAGC_DELIVERY_SECRET");
+        set(&mut self.delivery.spool_dir, "AIAGC_SPOOL_DIR");
         if let Some(p) = env("ASTERISK_ARI_PORT") {
             self.ari.port = p
                 .trim()
@@ -514,6 +568,7 @@ impl Config {
             );
         }
         self.drain_to()?;
+        self.delivery()?;
         if !self.metrics.bind.is_empty() {
             self.metrics
                 .bind
@@ -615,6 +670,45 @@ impl Config {
         })
     }
 
+    /// The spool directory (also without a webhook: `aiagc spool` reads it).
+    pub fn spool_dir(&self) -> PathBuf {
+        if !self.delivery.spool_dir.is_empty() {
+            return PathBuf::from(&self.delivery.spool_dir);
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        state.join("aiagc").join("spool")
+    }
+
+    /// Post-call delivery, if a webhook is configured.
+    pub fn delivery(&self) -> Result<Option<aiagc::delivery::DeliveryConfig>> {
+        let d = &self.delivery;
+        if d.url.trim().is_empty() {
+            return Ok(None);
+        }
+        let url = d.url.trim();
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            bail!("delivery.url = {url:?}: use http://… or https://…");
+        }
+        if d.timeout_ms == 0 || d.concurrency == 0 || d.backoff_first_ms == 0 {
+            bail!("delivery.timeout_ms, concurrency and backoff_first_ms must be above 0");
+        }
+        if d.backoff_max_s * 1000 < d.backoff_first_ms {
+            bail!("delivery.backoff_max_s must be at least backoff_first_ms");
+        }
+        Ok(Some(aiagc::delivery::DeliveryConfig {
+            url: url.to_owned(),
+            secret: d.secret.as_bytes().to_vec(),
+            spool_dir: self.spool_dir(),
+            timeout: Duration::from_millis(d.timeout_ms),
+            concurrency: d.concurrency,
+            backoff_first: Duration::from_millis(d.backoff_first_ms),
+            backoff_max: Duration::from_secs(d.backoff_max_s),
+        }))
+    }
+
     /// The LLM client settings.
     pub fn llm(&self) -> aiagc_models::dialogue::llm::LlmConfig {
         let l = &self.dialogue.llm;
@@ -644,7 +738,10 @@ fn redacted(secret: &str) -> &'static str {
 }
 
 /// Keys the environment can set, and the variable.
-const ENV_KEYS: [(&str, &str); 20] = [
+const ENV_KEYS: [(&str, &str); 23] = [
+    ("delivery.url", "AIAGC_DELIVERY_URL"),
+    ("delivery.secret", "AIAGC_DELIVERY_SECRET"),
+    ("delivery.spool_dir", "AIAGC_SPOOL_DIR"),
     ("speech.backend", "AIAGC_STT"),
     ("speech.remote.base_url", "AIAGC_STT_URL"),
     ("speech.remote.model", "AIAGC_STT_MODEL"),

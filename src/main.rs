@@ -6,6 +6,7 @@ mod demo;
 mod eval;
 mod originate;
 mod serve;
+mod spool;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -72,6 +73,11 @@ enum Command {
         /// Configuration file (default: ./aiagc.toml if present).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Post-call documents waiting for the webhook: list them, send them now.
+    Spool {
+        #[command(subcommand)]
+        action: spool::SpoolAction,
     },
     /// Model files: what is installed, where, and whether it is intact.
     Models {
@@ -201,6 +207,7 @@ fn main() -> Result<()> {
             rt.block_on(serve::run(c))
         }
         Command::Demo(args) => demo::run(&args),
+        Command::Spool { action } => spool::run(action),
         Command::Eval(args) => eval::run(&args),
         Command::Models {
             action: ModelsAction::List { dir },

@@ -3,6 +3,7 @@
 //! period, then the rest are hung up.
 
 use crate::config::Config;
+use aiagc::delivery::{Delivery, Mode};
 use aiagc::runtime::app::App;
 use aiagc::runtime::media::{DialogueFactory, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
@@ -112,10 +113,24 @@ pub async fn run(config: Config) -> Result<()> {
     let pool = speech_pool(&config)?;
     let bind: std::net::IpAddr = config.media.bind.parse()?;
     let metrics = Arc::new(aiagc::runtime::metrics::Metrics::default());
+    let mut media = media_config(&config);
+    let delivery = match config.delivery()? {
+        Some(d) => {
+            let spool = d.spool_dir.clone();
+            let url = d.url.clone();
+            let (delivery, _task) = Delivery::start(d, Mode::Serve)
+                .with_context(|| format!("post-call delivery (spool {})", spool.display()))?;
+            metrics.set_delivery_source(delivery.stats());
+            tracing::info!(%url, spool = %spool.display(), "post-call delivery");
+            media.delivery = Some(delivery.clone());
+            Some(delivery)
+        }
+        None => None,
+    };
     let app = App::start_with_metrics(
         ari,
         PortRange::new(bind, config.port_range()?),
-        media_config(&config),
+        media,
         ControllerConfig {
             format: config.codec()?,
             hangup_on_setup_failure: true,
@@ -146,6 +161,11 @@ pub async fn run(config: Config) -> Result<()> {
         "draining"
     );
     let cut = app.drain(grace).await;
+    if let Some(d) = &delivery {
+        // The last calls' documents are on disk before we go; what is not
+        // delivered yet goes out with the next start or `aiagc spool replay`.
+        d.flush().await;
+    }
     tracing::info!(cut, "stopped");
     Ok(())
 }

@@ -39,6 +39,9 @@ pub trait MediaHost: Send + Sync + 'static {
     fn close(&self, call: &str);
     /// A DTMF digit from the caller.
     fn dtmf(&self, _call: &str, _digit: &str) {}
+    /// Who called and what they dialled (the caller channel as Asterisk
+    /// described it), before [`MediaHost::open`]: for the call's record.
+    fn describe(&self, _channel: &Channel) {}
 }
 
 /// Controller settings.
@@ -376,6 +379,7 @@ impl<M: MediaHost> Controller<M> {
         let bridge = s.client.create_bridge(Some(&format!("aiagc-{id}"))).await?;
         res.bridge = Some(bridge.id.clone());
         check()?;
+        s.media.describe(channel);
         let local = s
             .media
             .open(id)

@@ -65,6 +65,8 @@ pub struct MediaConfig {
     pub filler_after: Option<Duration>,
     /// What the filler says.
     pub filler_text: String,
+    /// Where each finished call's document goes (none: nowhere).
+    pub delivery: Option<crate::delivery::Delivery>,
 }
 
 impl Default for MediaConfig {
@@ -82,8 +84,22 @@ impl Default for MediaConfig {
             echo: aiagc_engine::EchoConfig::default(),
             filler_after: Some(Duration::from_millis(1000)),
             filler_text: "Einen Moment bitte.".into(),
+            delivery: None,
         }
     }
+}
+
+/// Who called and what they dialled, as Asterisk described the channel.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Party {
+    /// Caller id number.
+    pub number: String,
+    /// Caller id name.
+    pub name: String,
+    /// Dialplan context the call came from.
+    pub context: String,
+    /// Extension dialled.
+    pub exten: String,
 }
 
 /// What a finished call leaves behind.
@@ -107,6 +123,16 @@ pub struct CallSummary {
     pub rtp: aiagc_engine::CallStats,
     /// Fillers played because a reply was late.
     pub fillers: u32,
+    /// Who called.
+    pub party: Party,
+    /// When media started.
+    #[serde(skip)]
+    pub started: std::time::SystemTime,
+    /// When it ended.
+    #[serde(skip)]
+    pub ended: std::time::SystemTime,
+    /// Files written for the call (record, audio of both directions).
+    pub files: Vec<PathBuf>,
 }
 
 enum Command {
@@ -129,6 +155,7 @@ pub struct EngineMedia {
     summaries: Option<crossbeam_channel::Sender<CallSummary>>,
     pending: Mutex<HashMap<String, std::net::UdpSocket>>,
     running: Arc<Mutex<HashMap<String, Running>>>,
+    parties: Mutex<HashMap<String, Party>>,
     seed: AtomicU64,
     metrics: Option<Arc<super::metrics::Metrics>>,
     /// The filler, synthesized once at the replies' level (samples, rate).
@@ -184,6 +211,7 @@ impl EngineMedia {
             summaries,
             pending: Mutex::default(),
             running: Arc::default(),
+            parties: Mutex::default(),
             seed: AtomicU64::new(seed),
             metrics: None,
             filler,
@@ -232,8 +260,15 @@ impl MediaHost for EngineMedia {
             config.endpoint.pause = None;
         }
         let (commands, rx) = mpsc::unbounded_channel();
+        let party = self
+            .parties
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(call))
+            .unwrap_or_default();
         let task = CallTask {
             id: call.to_owned(),
+            party,
             config: self.config.clone(),
             speech: self.speech.clone(),
             control: self.control.clone(),
@@ -262,6 +297,9 @@ impl MediaHost for EngineMedia {
         if let Ok(mut p) = self.pending.lock() {
             p.remove(call);
         }
+        if let Ok(mut p) = self.parties.lock() {
+            p.remove(call);
+        }
         // The task writes its record and removes itself; abort only if it
         // cannot be told.
         let running = self.running.lock().ok().and_then(|m| {
@@ -280,6 +318,20 @@ impl MediaHost for EngineMedia {
         }
     }
 
+    fn describe(&self, channel: &aiagc_ari::model::Channel) {
+        if let Ok(mut p) = self.parties.lock() {
+            p.insert(
+                channel.id.clone(),
+                Party {
+                    number: channel.caller.number.clone(),
+                    name: channel.caller.name.clone(),
+                    context: channel.dialplan.context.clone(),
+                    exten: channel.dialplan.exten.clone(),
+                },
+            );
+        }
+    }
+
     fn dtmf(&self, call: &str, digit: &str) {
         if let Some(r) = self.running.lock().ok().as_ref().and_then(|m| m.get(call)) {
             let _ = r.commands.send(Command::Dtmf(digit.to_owned()));
@@ -289,6 +341,7 @@ impl MediaHost for EngineMedia {
 
 struct CallTask {
     id: String,
+    party: Party,
     config: MediaConfig,
     speech: Submitter,
     control: Option<AriClient>,
@@ -410,6 +463,10 @@ impl CallTask {
                 ended_by: "caller".into(),
                 rtp: Default::default(),
                 fillers: 0,
+                party: self.party.clone(),
+                started: std::time::SystemTime::now(),
+                ended: std::time::SystemTime::now(),
+                files: Vec::new(),
             },
         };
         let mut recorder = match (&self.config.records_dir, self.config.record_audio) {
@@ -418,6 +475,11 @@ impl CallTask {
                 .ok(),
             _ => None,
         };
+        if let (Some(dir), Some(_)) = (&self.config.records_dir, &recorder) {
+            let name = file_name(&id);
+            t.summary.files.push(dir.join(format!("{name}.in.wav")));
+            t.summary.files.push(dir.join(format!("{name}.out.wav")));
+        }
         let first = Self::next_turn(&shared);
         self.submit(&shared, first, Work::Start, Instant::now());
         let mut buf = vec![0u8; aiagc_engine::handoff::MAX_DATAGRAM];
@@ -498,6 +560,7 @@ impl CallTask {
             tracing::warn!(call = %id, error = %e, "audio recording incomplete");
         }
         t.summary.rtp = call.stats();
+        t.summary.ended = std::time::SystemTime::now();
         self.finish(t.summary);
     }
 
@@ -832,11 +895,17 @@ impl CallTask {
         });
     }
 
-    fn finish(&self, summary: CallSummary) {
+    fn finish(&self, mut summary: CallSummary) {
         if let Some(dir) = &self.config.records_dir {
-            if let Err(e) = write_record(dir, &summary) {
-                tracing::warn!(call = %self.id, error = %e, "call record not written");
+            match write_record(dir, &summary) {
+                Ok(path) => summary.files.insert(0, path),
+                Err(e) => tracing::warn!(call = %self.id, error = %e, "call record not written"),
             }
+        }
+        if let Some(delivery) = &self.config.delivery {
+            let (key, body) = crate::delivery::document::build(&summary);
+            tracing::info!(call = %self.id, key = %key, "post-call document submitted");
+            delivery.submit(key, body);
         }
         tracing::info!(call = %self.id, turns = summary.turns.len(), outcome = ?summary.outcome, ended_by = %summary.ended_by, "call media ended");
         if let Some(m) = &self.metrics {
@@ -939,21 +1008,11 @@ fn date_reply(record: &mut TurnRecord, at: Instant, speech_end: Option<(u64, Ins
 }
 
 /// `DIR/<call>.jsonl`: one line per turn, then one for the call.
-fn write_record(dir: &std::path::Path, s: &CallSummary) -> std::io::Result<()> {
+fn write_record(dir: &std::path::Path, s: &CallSummary) -> std::io::Result<PathBuf> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
-    let name: String = s
-        .call
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{name}.jsonl")))?);
+    let path = dir.join(format!("{}.jsonl", file_name(&s.call)));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
     for turn in &s.turns {
         writeln!(f, "{}", serde_json::json!({"type": "turn", "turn": turn}))?;
     }
@@ -966,5 +1025,6 @@ fn write_record(dir: &std::path::Path, s: &CallSummary) -> std::io::Result<()> {
                 "concealed_frames": s.rtp.concealed_frames, "sent": s.rtp.sent,
                 "jitter_ms": s.rtp.jitter.as_secs_f64() * 1000.0}})
     )?;
-    f.flush()
+    f.flush()?;
+    Ok(path)
 }

@@ -53,6 +53,9 @@ pub struct Metrics {
     queue_depth: Gauge,
     queue_source: Mutex<Option<Arc<dyn Fn() -> usize + Send + Sync>>>,
     ari_source: Mutex<Option<AriCounters>>,
+    deliveries: Family<Kind, Counter>,
+    delivery_waiting: Gauge,
+    delivery_source: Mutex<Option<Arc<crate::delivery::DeliveryStats>>>,
 }
 
 /// Reads the ARI controller's counters at scrape time:
@@ -84,6 +87,18 @@ impl Default for Metrics {
         // 1 ms … ~1 s
         let rtp_jitter = Histogram::new(exponential_buckets(0.001, 2.0, 11));
         let queue_depth = Gauge::default();
+        let deliveries = Family::<Kind, Counter>::default();
+        let delivery_waiting = Gauge::default();
+        registry.register(
+            "deliveries",
+            "Post-call documents: delivered, retried (failed attempts), refused (kept in failed/), unspooled (disk refused; held in memory)",
+            deliveries.clone(),
+        );
+        registry.register(
+            "delivery_waiting",
+            "Post-call documents not yet delivered",
+            delivery_waiting.clone(),
+        );
         registry.register(
             "rtp_jitter_seconds",
             "Interarrival jitter (RFC 3550) of each call's inbound RTP at its end",
@@ -143,6 +158,9 @@ impl Default for Metrics {
             queue_depth,
             queue_source: Mutex::new(None),
             ari_source: Mutex::new(None),
+            deliveries,
+            delivery_waiting,
+            delivery_source: Mutex::new(None),
         }
     }
 }
@@ -183,6 +201,13 @@ impl Metrics {
     pub fn watch_ari(&self, counters: AriCounters) {
         if let Ok(mut s) = self.ari_source.lock() {
             *s = Some(counters);
+        }
+    }
+
+    /// Reads the post-call sender's counters at scrape time.
+    pub fn set_delivery_source(&self, stats: Arc<crate::delivery::DeliveryStats>) {
+        if let Ok(mut s) = self.delivery_source.lock() {
+            *s = Some(stats);
         }
     }
 
@@ -273,6 +298,18 @@ impl Metrics {
             ] {
                 catch_up(&family.get_or_create(&Kind { kind: kind.into() }), v);
             }
+        }
+        if let Some(d) = self.delivery_source.lock().ok().and_then(|s| s.clone()) {
+            for (kind, v) in [
+                ("delivered", d.delivered.load(Ordering::Relaxed)),
+                ("retried", d.retried.load(Ordering::Relaxed)),
+                ("refused", d.refused.load(Ordering::Relaxed)),
+                ("unspooled", d.unspooled.load(Ordering::Relaxed)),
+            ] {
+                catch_up(&self.deliveries.get_or_create(&Kind { kind: kind.into() }), v);
+            }
+            self.delivery_waiting
+                .set(d.waiting.load(Ordering::Relaxed) as i64);
         }
         let mut out = String::new();
         if let Ok(r) = self.registry.lock() {

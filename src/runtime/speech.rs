@@ -70,6 +70,9 @@ pub struct TurnRecord {
     /// Task completed by this turn.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// The dialogue's collected values after this turn.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub slots: std::collections::BTreeMap<&'static str, String>,
     /// When the input was handed to the workers.
     #[serde(skip)]
     pub handed_over: Instant,
@@ -618,11 +621,11 @@ fn run(
     let mut first_audio: Option<Duration> = None;
     let stale =
         || call.current.load(Ordering::SeqCst) != job.turn || call.closed.load(Ordering::SeqCst);
-    let reply = {
+    let (reply, slots) = {
         let Ok(mut dialogue) = call.dialogue.lock() else {
             return;
         };
-        dialogue.respond(input, today(), &mut |text| {
+        let reply = dialogue.respond(input, today(), &mut |text| {
             first_text.get_or_insert(t1.elapsed());
             for sentence in sentences(text) {
                 if stale() {
@@ -646,7 +649,8 @@ fn run(
                 }
             }
             true
-        })
+        });
+        (reply, dialogue.slots().into_iter().collect())
     };
     stats.answered.fetch_add(1, Ordering::Relaxed);
     tracing::info!(call = %call.id, turn = job.turn, input = input_kind, transcript = %transcript.text, readings = transcript.readings.len(), reply = %reply.text, stt_ms = stt_time.as_millis() as u64, "turn answered");
@@ -662,6 +666,7 @@ fn run(
             Action::Transfer { context, .. } => format!("transfer:{context}"),
         }),
         outcome: reply.outcome,
+        slots,
         handed_over: job.handed_over,
         stt: stt_time,
         dialogue: first_text.unwrap_or_default(),

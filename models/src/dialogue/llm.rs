@@ -476,4 +476,8 @@ impl Dialogue for LlmDialogue {
     fn outcome(&self) -> Option<&str> {
         self.scenario.outcome()
     }
+
+    fn slots(&self) -> Vec<(&'static str, String)> {
+        self.scenario.slots().values()
+    }
 }

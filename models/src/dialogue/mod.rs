@@ -125,4 +125,11 @@ pub trait Dialogue: Send {
     fn outcome(&self) -> Option<&str> {
         None
     }
+
+    /// The values collected so far, machine-readable (`date` →
+    /// `2026-12-03`, `time` → `14:30`): for the post-call document and
+    /// the operator's systems, not for speech.
+    fn slots(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }

@@ -408,6 +408,27 @@ impl Slots {
         n
     }
 
+    /// The filled slots as `date` → `2026-12-03`, `time` → `14:30`.
+    pub fn values(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(d) = self.date {
+            out.push(("date", d.format("%Y-%m-%d").to_string()));
+        }
+        if let Some(t) = self.time {
+            out.push(("time", format!("{:02}:{:02}", t.hour, t.minute)));
+        }
+        if let Some(n) = self.number {
+            out.push(("number", n.to_string()));
+        }
+        if let Some(d) = &self.digits {
+            out.push(("digits", d.clone()));
+        }
+        if let Some(d) = self.old_date {
+            out.push(("old_date", d.format("%Y-%m-%d").to_string()));
+        }
+        out
+    }
+
     /// A date or time slot's value as the agent says it.
     fn spoken(&self, slot: &str) -> Option<String> {
         match slot {
@@ -1414,5 +1435,9 @@ impl Dialogue for ScenarioDialogue {
 
     fn outcome(&self) -> Option<&str> {
         self.outcome.as_deref()
+    }
+
+    fn slots(&self) -> Vec<(&'static str, String)> {
+        self.slots.values()
     }
 }
