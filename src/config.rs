@@ -935,6 +935,40 @@ mod tests {
     }
 
     #[test]
+    fn delivery_from_the_environment_checked_and_its_secret_hidden() {
+        let mut c = Config::default();
+        assert!(c.delivery().unwrap().is_none(), "off without a URL");
+        c.apply_env(&env(&[
+            ("AIAGC_DELIVERY_URL", "https://crm.example/aiagc"),
+            ("AIAGC_DELIVERY_SECRET", "hmac-geheim"),
+            ("AIAGC_SPOOL_DIR", "/var/spool/aiagc"),
+        ]))
+        .unwrap();
+        c.validate().unwrap();
+        let d = c.delivery().unwrap().unwrap();
+        assert_eq!(d.url, "https://crm.example/aiagc");
+        assert_eq!(d.secret, b"hmac-geheim");
+        assert_eq!(d.spool_dir, PathBuf::from("/var/spool/aiagc"));
+        assert_eq!(d.backoff_max, Duration::from_secs(300));
+        let shown = format!("{c:?} {d:?} {}", c.explain(&Sources::default()));
+        assert!(!shown.contains("hmac-geheim"), "{shown}");
+        for (key, value, says) in [
+            ("url", "\"ftp://x\"", "delivery.url"),
+            ("url", "\"crm.example\"", "delivery.url"),
+            ("concurrency", "0", "concurrency"),
+            ("timeout_ms", "0", "timeout_ms"),
+        ] {
+            let text = format!("[delivery]\nurl = \"http://h/x\"\n{key} = {value}\n")
+                .replace("url = \"http://h/x\"\nurl", "url");
+            let c = Config::from_toml(&text).unwrap();
+            let err = format!("{:#}", c.validate().unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        assert!(Config::from_toml("[delivery]\nurl = 5\n").is_err());
+        assert!(Config::from_toml("[delivery]\nsecrets = \"x\"\n").is_err());
+    }
+
+    #[test]
     fn remote_stt_from_the_environment_with_the_key_hidden() {
         let mut c = Config::default();
         c.apply_env(&env(&[

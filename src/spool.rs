@@ -62,10 +62,7 @@ pub fn run(action: SpoolAction) -> Result<()> {
                 );
             }
             let failed = entries.iter().filter(|e| e.queue == Queue::Failed).count();
-            println!(
-                "{} pending, {failed} failed",
-                entries.len() - failed
-            );
+            println!("{} pending, {failed} failed", entries.len() - failed);
             Ok(())
         }
         SpoolAction::Replay {
@@ -104,7 +101,9 @@ pub fn run(action: SpoolAction) -> Result<()> {
                 );
                 match finished {
                     Ok(r) => r.context("delivery task")?.context("spool")?,
-                    Err(_) => bail!("--max-time {max_time} s over: {left} document(s) stay pending"),
+                    Err(_) => {
+                        bail!("--max-time {max_time} s over: {left} document(s) stay pending")
+                    }
                 }
                 drop(delivery);
                 Ok(())

@@ -153,6 +153,22 @@ fn aiagc_calls(records: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// The documents the webhook stored, once there are `n` (or `within` is over).
+async fn documents(
+    hook: &common::webhook::Webhook,
+    n: usize,
+    within: Duration,
+) -> Vec<serde_json::Value> {
+    let t = Instant::now();
+    while hook.stored().len() < n && t.elapsed() < within {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hook.stored()
+        .values()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_dialplan_migrates_from_agi_and_back() {
     let ast = Asterisk::start(setup());
@@ -174,12 +190,29 @@ async fn shipped_dialplan_migrates_from_agi_and_back() {
         "the AGI script took both: {agi:?}"
     );
 
-    let _serve = Serve(serve(&ast, &records, &[]));
+    // Each call aiagc takes goes to the operator's webhook as a document.
+    let hook = common::webhook::Webhook::start(b"geheim", Default::default()).await;
+    let spool = ast.dir.join("spool");
+    let url = hook.url();
+    let _serve = Serve(serve(
+        &ast,
+        &records,
+        &[
+            ("AIAGC_DELIVERY_URL", url.as_str()),
+            ("AIAGC_DELIVERY_SECRET", "geheim"),
+            ("AIAGC_SPOOL_DIR", spool.to_str().unwrap()),
+        ],
+    ));
     registered(&client).await;
 
     // 100 %: aiagc answers, and the caller hears the greeting.
     call(&client, "incoming-hybrid", "4930102").await;
     no_channels(&client, Duration::from_secs(20)).await;
+    let first = documents(&hook, 1, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 1, "one document for the call");
+    assert_eq!(first[0]["caller"]["number"], "4930102", "{}", first[0]);
+    assert_eq!(first[0]["turns"][0]["input"], "start", "{}", first[0]);
+    assert!(hook.posts().iter().all(|p| p.signature_ok));
     let heard = rms(&read_wav(&ast.dir.join("rec/4930102.wav16")).0);
     assert!(
         heard > 0.02,
@@ -201,6 +234,12 @@ async fn shipped_dialplan_migrates_from_agi_and_back() {
     eprintln!("50 %: {to_ai} calls to aiagc, {to_agi} to the AGI script");
     assert_eq!(to_agi + to_ai, 12, "every call went one way or the other");
     assert!(to_agi > 0 && to_ai > 0, "{to_ai} to aiagc, {to_agi} to AGI");
+    let delivered = documents(&hook, 1 + to_ai, Duration::from_secs(10)).await;
+    assert_eq!(
+        delivered.len(),
+        1 + to_ai,
+        "a document for each call aiagc took"
+    );
 
     // 0 %: the rollback by AstDB, without a reload.
     ast.cli("database put aiagc percent 0");

@@ -38,7 +38,7 @@ async fn start(
     crossbeam_channel::Receiver<CallSummary>,
     Arc<Metrics>,
 ) {
-    start_with(ports, records, pool(), SimConfig::default()).await
+    start_with(ports, records, pool(), SimConfig::default(), None).await
 }
 
 async fn start_with(
@@ -46,6 +46,7 @@ async fn start_with(
     records: Option<std::path::PathBuf>,
     pool: SpeechPool,
     sim_config: SimConfig,
+    delivery: Option<aiagc::delivery::Delivery>,
 ) -> (
     Simulator,
     App,
@@ -55,6 +56,9 @@ async fn start_with(
     let sim = Simulator::start(sim_config).await.unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
     let metrics = Arc::new(Metrics::default());
+    if let Some(d) = &delivery {
+        metrics.set_delivery_source(d.stats());
+    }
     let app = App::start_with_metrics(
         sim.client_config("aiagc"),
         PortRange::new("127.0.0.1".parse().unwrap(), ports),
@@ -64,6 +68,7 @@ async fn start_with(
             // Replies are awaited here however slow the machine; the
             // filler has its own test (tests/faults.rs).
             filler_after: None,
+            delivery,
             ..MediaConfig::default()
         },
         ControllerConfig::default(),
@@ -111,9 +116,30 @@ fn samples(text: &str) -> std::collections::HashMap<String, f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_is_greeted_understood_answered_and_recorded() {
+async fn a_caller_is_greeted_understood_answered_recorded_and_delivered() {
     let records = std::env::temp_dir().join(format!("aiagc-records-{}", std::process::id()));
-    let (sim, app, summaries, metrics) = start(31000..=31499, Some(records.clone())).await;
+    let hook = webhook::Webhook::start(b"geheim", webhook::Behaviour::default()).await;
+    let (delivery, _sender) = aiagc::delivery::Delivery::start(
+        aiagc::delivery::DeliveryConfig {
+            url: hook.url(),
+            secret: b"geheim".to_vec(),
+            spool_dir: records.join("spool"),
+            timeout: Duration::from_secs(2),
+            concurrency: 2,
+            backoff_first: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+        },
+        aiagc::delivery::Mode::Serve,
+    )
+    .unwrap();
+    let (sim, app, summaries, metrics) = start_with(
+        31000..=31499,
+        Some(records.clone()),
+        pool(),
+        SimConfig::default(),
+        Some(delivery),
+    )
+    .await;
     let controller = app.controller.clone();
     let web = aiagc::runtime::metrics::serve(
         "127.0.0.1:0".parse().unwrap(),
@@ -128,7 +154,15 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
         200,
         "ARI events connected"
     );
-    let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
+    let caller = sim
+        .place_call(
+            "aiagc",
+            CallerScript {
+                number: "+4930123456".into(),
+                ..CallerScript::default()
+            },
+        )
+        .unwrap();
     let bridged = Instant::now();
     let greeting = agent_spoke(&sim, &caller, bridged).await;
     assert!(
@@ -263,6 +297,55 @@ async fn a_caller_is_greeted_understood_answered_and_recorded() {
         "{body}"
     );
     assert_eq!(m.get("aiagc_speech_queue_depth"), Some(&0.0), "{body}");
+    // The call's document reached the webhook, signed, with what it needs.
+    let t = Instant::now();
+    while hook.stored().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no document delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let posts = hook.posts();
+    assert_eq!(posts.len(), 1);
+    assert!(posts[0].signature_ok);
+    let doc: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(doc["schema"], "aiagc.call/1");
+    assert_eq!(doc["key"], posts[0].key.as_str());
+    assert_eq!(doc["call"], caller.as_str());
+    assert_eq!(doc["caller"]["number"], "+4930123456");
+    assert_eq!(doc["ended_by"], "caller");
+    assert_eq!(doc["turns"].as_array().unwrap().len(), summary.turns.len());
+    let spoken = doc["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["input"] == "speech")
+        .unwrap();
+    assert_eq!(spoken["reply"], answer.reply.as_str());
+    let latency = spoken["latency_ms"]["speech_end_to_reply"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (latency - speech_end.as_secs_f64() * 1000.0).abs() < 1.0,
+        "{latency} vs {speech_end:?}"
+    );
+    assert!(doc["started_at"].as_str().unwrap() < doc["ended_at"].as_str().unwrap());
+    assert!(doc["duration_s"].as_f64().unwrap() > call_len - 1.0);
+    let files: Vec<&str> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files[0].ends_with(".jsonl") && files.iter().all(|f| std::path::Path::new(f).exists()));
+    let (_, body) = http_get(web, "/metrics").await;
+    assert_eq!(
+        samples(&body).get("aiagc_deliveries_total{kind=\"delivered\"}"),
+        Some(&1.0),
+        "{body}"
+    );
     assert_eq!(
         m.get("aiagc_rtp_packets_total{kind=\"rejected_source\"}"),
         Some(&0.0),
@@ -445,7 +528,7 @@ async fn utterances_after_silent_gaps_are_understood() {
         ..SimConfig::default()
     };
     let (sim, app, summaries, _metrics) =
-        start_with(31500..=31599, Some(records.clone()), pool, vad).await;
+        start_with(31500..=31599, Some(records.clone()), pool, vad, None).await;
     let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
     let bridged = Instant::now();
     agent_spoke(&sim, &caller, bridged).await;

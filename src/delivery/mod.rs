@@ -123,7 +123,10 @@ fn unix_now() -> u64 {
 }
 
 enum Item {
-    New { key: String, body: Vec<u8> },
+    New {
+        key: String,
+        body: Vec<u8>,
+    },
     /// Answered once every document submitted before is spooled.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -150,7 +153,9 @@ pub type SenderTask = tokio::task::JoinHandle<Result<(), SpoolError>>;
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("stats", &self.stats).finish()
+        f.debug_struct("Delivery")
+            .field("stats", &self.stats)
+            .finish()
     }
 }
 
@@ -230,7 +235,10 @@ const RESCAN: Duration = Duration::from_secs(30);
 
 impl Sender {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Item>) -> Result<(), SpoolError> {
-        self.rescan()?;
+        if let Err(e) = self.rescan() {
+            // New documents still go out (held in memory if need be).
+            tracing::error!(error = %e, "spool not readable: earlier documents wait for the next rescan");
+        }
         let mut attempts: JoinSet<(String, Verdict)> = JoinSet::new();
         let mut open = true;
         let mut next_rescan = Instant::now() + RESCAN;
@@ -289,9 +297,7 @@ impl Sender {
     fn rescan(&mut self) -> Result<(), SpoolError> {
         let now = Instant::now();
         for key in self.spool.pending_keys()? {
-            if !self.due.contains_key(&key) {
-                self.due.insert(key, now);
-            }
+            self.due.entry(key).or_insert(now);
         }
         self.stats
             .waiting
@@ -411,7 +417,8 @@ impl Sender {
                 tracing::error!(key = %key, error = %why, "post-call document refused by the receiver: kept in failed/");
                 if self.held.contains_key(&key) {
                     // Nowhere to keep it but memory: try again much later.
-                    self.due.insert(key, Instant::now() + self.config.backoff_max);
+                    self.due
+                        .insert(key, Instant::now() + self.config.backoff_max);
                 } else {
                     self.due.remove(&key);
                     if let Err(e) = self.spool.reject(&key, &why, now) {
@@ -427,7 +434,13 @@ impl Sender {
 }
 
 /// One attempt: sign, post, classify.
-async fn post(client: &reqwest::Client, url: &str, secret: &[u8], key: &str, body: &[u8]) -> Verdict {
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &[u8],
+    key: &str,
+    body: &[u8],
+) -> Verdict {
     let mut req = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

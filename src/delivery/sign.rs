@@ -95,7 +95,10 @@ mod tests {
         let h = sign(b"geheim", 1_800_000_000, b"{\"a\":1}");
         assert!(h.starts_with("t=1800000000,v1="));
         assert_eq!(h.len(), "t=1800000000,v1=".len() + 64);
-        assert_eq!(verify(b"geheim", &h, b"{\"a\":1}", 1_800_000_100, 300), Ok(()));
+        assert_eq!(
+            verify(b"geheim", &h, b"{\"a\":1}", 1_800_000_100, 300),
+            Ok(())
+        );
         assert_eq!(
             verify(b"geheim", &h, b"{\"a\":2}", 1_800_000_000, 300),
             Err(SignatureError::Mismatch)

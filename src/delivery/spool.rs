@@ -102,7 +102,10 @@ pub struct DeliveryLock {
 
 /// A key for a new document: sortable by time, the call in it, unique.
 pub fn new_key(call: &str, at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let stamp = chrono::DateTime::from_timestamp(secs as i64, 0)
         .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string())
         .unwrap_or_else(|| "00000000T000000Z".into());
@@ -173,7 +176,10 @@ impl Spool {
     /// Writes `bytes` to `path` atomically and durably.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
         let dir = path.parent().unwrap_or(&self.dir);
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".tmp-{name}"));
         let result = (|| {
             let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
@@ -330,8 +336,14 @@ mod tests {
     fn documents_stay_until_delivered_and_survive_a_reopen() {
         let dir = temp("reopen");
         let s = Spool::open(&dir).unwrap();
-        let k1 = new_key("1733.42", UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000));
-        let k2 = new_key("1733.43", UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_001));
+        let k1 = new_key(
+            "1733.42",
+            UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+        );
+        let k2 = new_key(
+            "1733.43",
+            UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_001),
+        );
         assert!(k1.starts_with("20270115T080000Z-1733.42-"), "{k1}");
         s.put(&k2, b"two").unwrap();
         s.put(&k1, b"one").unwrap();

@@ -306,7 +306,10 @@ impl Metrics {
                 ("refused", d.refused.load(Ordering::Relaxed)),
                 ("unspooled", d.unspooled.load(Ordering::Relaxed)),
             ] {
-                catch_up(&self.deliveries.get_or_create(&Kind { kind: kind.into() }), v);
+                catch_up(
+                    &self.deliveries.get_or_create(&Kind { kind: kind.into() }),
+                    v,
+                );
             }
             self.delivery_waiting
                 .set(d.waiting.load(Ordering::Relaxed) as i64);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod asterisk;
+pub mod webhook;
 
 use aiagc::runtime::media::{CallSummary, DialogueFactory};
 use aiagc_ari::sim::Simulator;
