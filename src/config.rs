@@ -28,6 +28,47 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Post-call documents to the operator's webhook.
     pub delivery: DeliverySection,
+    /// `[[tools]]`: the operator's endpoints the agent acts through.
+    pub tools: Vec<ToolSection>,
+}
+
+/// `[[tools]]`: one HTTP endpoint the scenario (`tool = "name"` on a
+/// transition) and the LLM can call.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSection {
+    /// Name (`[a-zA-Z0-9_-]`).
+    pub name: String,
+    /// What it does (the LLM reads this).
+    #[serde(default)]
+    pub description: String,
+    /// Endpoint.
+    pub url: String,
+    /// `POST` (JSON body) or `GET` (query).
+    #[serde(default = "post")]
+    pub method: String,
+    /// Longest wait, ms.
+    #[serde(default = "tool_timeout")]
+    pub timeout_ms: u64,
+    /// JSON schema of the arguments (a TOML table).
+    #[serde(default = "empty_object_schema")]
+    pub parameters: serde_json::Value,
+    /// Header that carries a credential (e.g. `Authorization`) …
+    #[serde(default)]
+    pub auth_header: String,
+    /// … and the environment variable with its value (never in the file).
+    #[serde(default)]
+    pub auth_env: String,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+fn tool_timeout() -> u64 {
+    3000
+}
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
 }
 
 /// `[delivery]`: each finished call's document, signed, to a webhook,
@@ -569,6 +610,7 @@ impl Config {
         }
         self.drain_to()?;
         self.delivery()?;
+        aiagc_models::dialogue::tools::check(&self.tool_specs(&|_| Some(String::new()))?)?;
         if !self.metrics.bind.is_empty() {
             self.metrics
                 .bind
@@ -668,6 +710,50 @@ impl Config {
             api_key: (!r.api_key.is_empty()).then(|| r.api_key.clone()),
             timeout: Duration::from_millis(r.timeout_ms),
         })
+    }
+
+    /// The declared tools, credentials read from `env`.
+    pub fn tool_specs(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<aiagc_models::dialogue::tools::ToolSpec>> {
+        self.tools
+            .iter()
+            .map(|t| {
+                let mut headers = Vec::new();
+                if !t.auth_header.is_empty() {
+                    if t.auth_env.is_empty() {
+                        bail!(
+                            "tools `{}`: auth_header needs auth_env (the variable with its value)",
+                            t.name
+                        );
+                    }
+                    let value = env(&t.auth_env).with_context(|| {
+                        format!(
+                            "tools `{}`: environment variable {} is not set",
+                            t.name, t.auth_env
+                        )
+                    })?;
+                    headers.push((t.auth_header.clone(), value));
+                }
+                if t.timeout_ms == 0 || t.timeout_ms > 30_000 {
+                    bail!(
+                        "tools `{}`: timeout_ms = {} (use 1–30000)",
+                        t.name,
+                        t.timeout_ms
+                    );
+                }
+                Ok(aiagc_models::dialogue::tools::ToolSpec {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    parameters: t.parameters.clone(),
+                    url: t.url.clone(),
+                    method: t.method.to_ascii_uppercase(),
+                    timeout: Duration::from_millis(t.timeout_ms),
+                    headers,
+                })
+            })
+            .collect()
     }
 
     /// The spool directory (also without a webhook: `aiagc spool` reads it).

@@ -12,6 +12,7 @@ use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
 use aiagc_models::dialogue::llm::{LlmClient, LlmDialogue};
 use aiagc_models::dialogue::scenario::Scenario;
+use aiagc_models::dialogue::tools::Toolbox;
 use aiagc_models::stt::{SttBackend, SttConfig, WhisperModel};
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -28,13 +29,39 @@ pub fn dialogues(config: &Config) -> Result<DialogueFactory> {
         )
         .with_context(|| format!("scenario {path}"))?
     };
+    let tools = if config.tools.is_empty() {
+        None
+    } else {
+        let specs = config.tool_specs(&|k| std::env::var(k).ok())?;
+        Some(Toolbox::new(specs).context("[[tools]]")?)
+    };
+    for name in scenario.tools_used() {
+        if !tools.as_ref().is_some_and(|t| t.has(&name)) {
+            anyhow::bail!(
+                "scenario `{}` calls tool `{name}`, which no [[tools]] entry declares",
+                scenario.spec().name
+            );
+        }
+    }
     Ok(match config.dialogue.backend.as_str() {
         "llm" => {
             let client = LlmClient::new(config.llm())?;
             let context = config.dialogue.llm.context.clone();
-            Arc::new(move || Box::new(LlmDialogue::new(client.clone(), &scenario, &context)))
+            Arc::new(move || {
+                let d = LlmDialogue::new(client.clone(), &scenario, &context);
+                Box::new(match &tools {
+                    Some(t) => d.with_tools(t.clone()),
+                    None => d,
+                })
+            })
         }
-        _ => Arc::new(move || Box::new(scenario.session())),
+        _ => Arc::new(move || {
+            let d = scenario.session();
+            Box::new(match &tools {
+                Some(t) => d.with_tools(t.clone()),
+                None => d,
+            })
+        }),
     })
 }
 

@@ -435,6 +435,7 @@ fn stale_jobs_are_cancelled() {
         closed: AtomicBool::new(false),
         latest_pause: AtomicU64::new(9),
         latest_silence: AtomicU64::new(9),
+        answering: AtomicU64::new(0),
         dialogue: Mutex::new(Box::new(Scenario::praxis().session())),
         out: tx,
     });

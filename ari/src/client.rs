@@ -409,6 +409,17 @@ impl AriClient {
         .await
     }
 
+    /// `POST /channels/{id}/dtmf?dtmf=…`: plays tones into the channel
+    /// (`0-9*#A-D`, `,` a pause), e.g. to an IVR the call reached.
+    pub async fn send_dtmf(&self, id: &str, digits: &str) -> Result<(), AriError> {
+        self.unit(
+            reqwest::Method::POST,
+            &format!("/channels/{id}/dtmf"),
+            vec![("dtmf", digits.to_owned())],
+        )
+        .await
+    }
+
     /// `POST /channels/{id}/redirect?endpoint=…`.
     pub async fn redirect(&self, id: &str, endpoint: &str) -> Result<(), AriError> {
         self.unit(

@@ -575,10 +575,7 @@ fn llm_streams_sentences_before_the_answer_is_complete() {
     assert_eq!(d.history().len(), 3);
     assert_eq!(
         d.history()[2],
-        Message {
-            role: "assistant",
-            content: reply.text.clone()
-        }
+        Message::new("assistant", reply.text.clone())
     );
 }
 

@@ -432,9 +432,25 @@ impl CallTask {
             closed: AtomicBool::new(false),
             latest_pause: AtomicU64::new(0),
             latest_silence: AtomicU64::new(0),
+            answering: AtomicU64::new(0),
             dialogue: Mutex::new(dialogue),
             out: out_tx,
         });
+        // Weak: the dialogue lives in `shared`.
+        let weak = Arc::downgrade(&shared);
+        let context = aiagc_models::dialogue::CallContext {
+            call: id.clone(),
+            caller: self.party.number.clone(),
+            cancelled: Arc::new(move || {
+                weak.upgrade().is_none_or(|s| {
+                    s.closed.load(Ordering::SeqCst)
+                        || s.current.load(Ordering::SeqCst) != s.answering.load(Ordering::SeqCst)
+                })
+            }),
+        };
+        if let Ok(mut d) = shared.dialogue.lock() {
+            d.attach(context);
+        }
         let mut t = Turns {
             partials: HashMap::new(),
             in_flight: Vec::new(),
@@ -686,6 +702,11 @@ impl CallTask {
             CallEvent::PlayoutFinished => {
                 t.playing = None;
                 match t.pending_action.take() {
+                    // Tones sent, the call goes on: listen as after any reply.
+                    Some(Action::SendDtmf(d)) => {
+                        self.act(Action::SendDtmf(d), &mut t.summary);
+                        t.silence_deadline = Some(now + self.config.no_input);
+                    }
                     Some(action) => self.act(action, &mut t.summary),
                     None => t.silence_deadline = Some(now + self.config.no_input),
                 }
@@ -867,10 +888,11 @@ impl CallTask {
     fn act(&self, action: Action, summary: &mut CallSummary) {
         let id = self.id.clone();
         tracing::info!(call = %id, ?action, "call action");
-        summary.ended_by = match &action {
-            Action::Hangup => "hangup".into(),
-            Action::Transfer { .. } => "transfer".into(),
-        };
+        match &action {
+            Action::Hangup => summary.ended_by = "hangup".into(),
+            Action::Transfer { .. } => summary.ended_by = "transfer".into(),
+            Action::SendDtmf(_) => {}
+        }
         let Some(client) = self.control.clone() else {
             return;
         };
@@ -886,6 +908,7 @@ impl CallTask {
                         .continue_in_dialplan(&id, &context, &extension, priority as i64)
                         .await
                 }
+                Action::SendDtmf(digits) => client.send_dtmf(&id, &digits).await,
             };
             if let Err(e) = result {
                 if !e.is_gone() {

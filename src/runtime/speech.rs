@@ -200,6 +200,9 @@ pub struct CallShared {
     /// The first pause of the newest silence (transcripts of earlier
     /// silences are superseded: the caller spoke again).
     pub latest_silence: AtomicU64,
+    /// The turn whose input the dialogue is answering (a tool's wait ends
+    /// when it is no longer the current one).
+    pub answering: AtomicU64,
     /// The call's dialogue (locked by one worker at a time; never by media).
     pub dialogue: Mutex<Box<dyn Dialogue>>,
     /// Back to the media task.
@@ -625,6 +628,7 @@ fn run(
         let Ok(mut dialogue) = call.dialogue.lock() else {
             return;
         };
+        call.answering.store(job.turn, Ordering::SeqCst);
         let reply = dialogue.respond(input, today(), &mut |text| {
             first_text.get_or_insert(t1.elapsed());
             for sentence in sentences(text) {
@@ -664,6 +668,7 @@ fn run(
         action: reply.action.as_ref().map(|a| match a {
             Action::Hangup => "hangup".to_owned(),
             Action::Transfer { context, .. } => format!("transfer:{context}"),
+            Action::SendDtmf(digits) => format!("dtmf:{digits}"),
         }),
         outcome: reply.outcome,
         slots,

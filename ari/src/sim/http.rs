@@ -222,6 +222,17 @@ async fn rest(
             reply(204, Value::Null)
         }
         ("POST", ["channels", id, "play"]) => play(&inner, id, &params),
+        ("POST", ["channels", id, "dtmf"]) => {
+            let mut st = inner.lock();
+            if !st.channels.contains_key(*id) {
+                return message(404, "Channel not found");
+            }
+            let Some(digits) = params.get("dtmf").filter(|d| !d.is_empty()).cloned() else {
+                return message(400, "DTMF is required");
+            };
+            st.dtmf_sent.push(((*id).to_owned(), digits));
+            reply(204, Value::Null)
+        }
         ("GET", ["channels", id, "variable"]) => {
             let st = inner.lock();
             if !st.channels.contains_key(*id) {

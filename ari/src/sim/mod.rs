@@ -187,6 +187,17 @@ impl Simulator {
         self.inner.events()
     }
 
+    /// Tones the app sent into `channel` (`POST /channels/{id}/dtmf`).
+    pub fn dtmf_sent(&self, channel: &str) -> Vec<String> {
+        self.inner
+            .lock()
+            .dtmf_sent
+            .iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
     /// Adds a fault to the plan.
     pub fn inject(&self, fault: Fault) {
         self.inner.inject(fault);

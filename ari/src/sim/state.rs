@@ -115,6 +115,8 @@ pub(super) struct State {
     pub events: Vec<Value>,
     pub playbacks: HashMap<String, String>,
     pub variables: HashMap<(String, String), String>,
+    /// Tones sent into channels (`POST /channels/{id}/dtmf`): id, digits.
+    pub dtmf_sent: Vec<(String, String)>,
     pub last_caller: Option<String>,
     pub media_started: HashMap<String, std::time::Instant>,
     /// Live speech of each caller (by caller channel id).

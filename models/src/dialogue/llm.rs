@@ -3,10 +3,16 @@
 //! they arrive, so TTS starts on the first sentence while the model is
 //! still writing. A timeout or error falls back to the scenario's reprompt;
 //! hanging up and transfers stay with the scenario's global intents.
+//!
+//! Tools: the declared endpoints ([`super::tools`]) and the built-ins
+//! (transfer, hang up, send DTMF) are offered as OpenAI `tools`; streamed
+//! tool calls are collected, carried out, answered with `tool` messages,
+//! and the model is asked again for what to say (a few rounds at most).
 
 use super::scenario::{Scenario, ScenarioDialogue};
 use super::text::tokens;
-use super::{Dialogue, Input, Reply, TurnHint};
+use super::tools::{built_in_tools, ToolContext, ToolError, Toolbox};
+use super::{Action, CallContext, Dialogue, Input, Reply, TurnHint};
 use crate::nbest::Hypothesis;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -83,11 +89,64 @@ pub enum LlmError {
 /// One chat message.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Message {
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: &'static str,
     /// Text.
     pub content: String,
+    /// The assistant's tool calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
+
+impl Message {
+    /// A plain text message.
+    pub fn new(role: &'static str, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A tool call the model made (as sent back in the history).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ToolCall {
+    /// Its id (answered by a `tool` message).
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// What to call.
+    pub function: FunctionCall,
+}
+
+/// Name and JSON arguments of a tool call.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FunctionCall {
+    /// Tool name.
+    pub name: String,
+    /// Arguments as JSON text (as the model wrote them).
+    pub arguments: String,
+}
+
+/// What a streamed answer brought: text and tool calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Streamed {
+    /// Content.
+    pub text: String,
+    /// Tool calls, in the order of their index.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// Most tool calls in one answer.
+pub const MAX_TOOL_CALLS: usize = 4;
+/// Most rounds of tool calls in one turn.
+pub const MAX_TOOL_ROUNDS: usize = 3;
 
 #[derive(Serialize)]
 struct Request<'a> {
@@ -96,6 +155,8 @@ struct Request<'a> {
     stream: bool,
     max_tokens: u32,
     temperature: f32,
+    #[serde(skip_serializing_if = "<[serde_json::Value]>::is_empty")]
+    tools: &'a [serde_json::Value],
 }
 
 #[derive(Deserialize)]
@@ -114,6 +175,26 @@ struct Choice {
 struct Delta {
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<DeltaToolCall>,
+}
+
+#[derive(Deserialize)]
+struct DeltaToolCall {
+    #[serde(default)]
+    index: usize,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<DeltaFunction>,
+}
+
+#[derive(Deserialize)]
+struct DeltaFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 /// A client for one server (cheap to clone: the connection pool is shared).
@@ -121,6 +202,9 @@ struct Delta {
 pub struct LlmClient {
     http: reqwest::blocking::Client,
     config: Arc<LlmConfig>,
+    /// The server refused a request with `tools` (some local servers do):
+    /// they are not offered again.
+    no_tools: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -148,6 +232,7 @@ impl LlmClient {
         Ok(Self {
             http,
             config: Arc::new(config),
+            no_tools: Arc::default(),
         })
     }
 
@@ -163,6 +248,36 @@ impl LlmClient {
         messages: &[Message],
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<String, LlmError> {
+        self.stream_with_tools(messages, &[], on_text)
+            .map(|s| s.text)
+    }
+
+    /// [`LlmClient::stream`] offering `tools` (OpenAI `tools` array).
+    pub fn stream_with_tools(
+        &self,
+        messages: &[Message],
+        tools: &[serde_json::Value],
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Streamed, LlmError> {
+        use std::sync::atomic::Ordering;
+        let offered = !tools.is_empty() && !self.no_tools.load(Ordering::Relaxed);
+        match self.request(messages, if offered { tools } else { &[] }, on_text) {
+            // Refused before any text: the same request without tools.
+            Err(LlmError::Status { status, body }) if offered && (400..=422).contains(&status) => {
+                tracing::warn!(status, body = %body, "the LLM server refuses `tools`: asking without them from now on");
+                self.no_tools.store(true, Ordering::Relaxed);
+                self.request(messages, &[], on_text)
+            }
+            other => other,
+        }
+    }
+
+    fn request(
+        &self,
+        messages: &[Message],
+        tools: &[serde_json::Value],
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Streamed, LlmError> {
         let url = format!(
             "{}/chat/completions",
             self.config.base_url.trim_end_matches('/')
@@ -173,6 +288,7 @@ impl LlmClient {
             stream: true,
             max_tokens: self.config.max_tokens,
             temperature: self.config.temperature,
+            tools,
         });
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
@@ -191,7 +307,7 @@ impl LlmClient {
         // A spoken answer is a few hundred bytes; a stream past the bound
         // is cut (and then fails for want of its end) instead of buffered.
         let bounded = response.take(MAX_STREAM_BYTES);
-        let answer = read_events(BufReader::new(bounded), &mut |text| {
+        let answer = read_stream(BufReader::new(bounded), &mut |text| {
             timed_out = std::time::Instant::now() > deadline;
             !timed_out && on_text(text)
         });
@@ -212,6 +328,16 @@ pub fn read_events(
     reader: impl BufRead,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<String, LlmError> {
+    read_stream(reader, on_text).map(|s| s.text)
+}
+
+/// [`read_events`] that also collects streamed tool calls (their id and
+/// name in the first delta of each index, the arguments in pieces).
+pub fn read_stream(
+    reader: impl BufRead,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Streamed, LlmError> {
+    let mut calls: Vec<(usize, String, String, String)> = Vec::new();
     let mut answer = String::new();
     let mut data = String::new();
     let mut done = false;
@@ -238,6 +364,40 @@ pub fn read_events(
                         data.chars().take(80).collect::<String>()
                     ))
                 })?;
+                for call in chunk
+                    .choices
+                    .first()
+                    .map(|c| c.delta.tool_calls.as_slice())
+                    .unwrap_or_default()
+                {
+                    let i = match calls.iter().position(|c| c.0 == call.index) {
+                        Some(i) => i,
+                        None if calls.len() < MAX_TOOL_CALLS => {
+                            calls.push((call.index, String::new(), String::new(), String::new()));
+                            calls.len() - 1
+                        }
+                        None => {
+                            return Err(LlmError::Stream(format!(
+                                "more than {MAX_TOOL_CALLS} tool calls"
+                            )))
+                        }
+                    };
+                    let c = &mut calls[i];
+                    if let Some(id) = &call.id {
+                        c.1 = id.clone();
+                    }
+                    if let Some(f) = &call.function {
+                        if let Some(n) = &f.name {
+                            c.2.push_str(n);
+                        }
+                        if let Some(a) = &f.arguments {
+                            c.3.push_str(a);
+                        }
+                    }
+                    if c.2.len() > 64 || c.3.len() > super::tools::MAX_ARGUMENTS {
+                        return Err(LlmError::Stream("tool call beyond its bound".into()));
+                    }
+                }
                 if let Some(text) = chunk
                     .choices
                     .first()
@@ -272,7 +432,28 @@ pub fn read_events(
     if !done {
         return Err(LlmError::Stream("stream ended without [DONE]".into()));
     }
-    Ok(answer)
+    calls.sort_by_key(|c| c.0);
+    let tool_calls = calls
+        .into_iter()
+        .map(|(index, id, name, arguments)| {
+            if name.is_empty() {
+                return Err(LlmError::Stream(format!("tool call {index} has no name")));
+            }
+            Ok(ToolCall {
+                id: if id.is_empty() {
+                    format!("call_{index}")
+                } else {
+                    id
+                },
+                kind: "function",
+                function: FunctionCall { name, arguments },
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Streamed {
+        text: answer,
+        tool_calls,
+    })
 }
 
 /// Cuts streamed text into sentences: at `.`, `!`, `?` or `:` followed by
@@ -343,6 +524,19 @@ pub struct LlmDialogue {
     client: LlmClient,
     scenario: ScenarioDialogue,
     history: Vec<Message>,
+    tools: Option<Toolbox>,
+    /// Inputs answered (tool calls' keys name the input).
+    inputs: u64,
+}
+
+/// What carrying out one tool call gave.
+enum Outcome {
+    /// The text for the model's `tool` message, and what the call does.
+    Done(String, Option<Action>),
+    /// The turn was cancelled while waiting.
+    Cancelled,
+    /// The endpoint failed: apology and fallback.
+    Failed,
 }
 
 impl LlmDialogue {
@@ -356,10 +550,92 @@ impl LlmDialogue {
         Self {
             client,
             scenario: scenario.session(),
-            history: vec![Message {
-                role: "system",
-                content: system,
-            }],
+            history: vec![Message::new("system", system)],
+            tools: None,
+            inputs: 0,
+        }
+    }
+
+    /// Offers the built-in tools and `tools` to the model.
+    pub fn with_tools(mut self, tools: Toolbox) -> Self {
+        self.tools = Some(tools);
+        self
+    }
+
+    /// The tools offered: the built-ins always (they only act on this
+    /// call), the declared ones when there are any.
+    fn offered(&self) -> Vec<serde_json::Value> {
+        let mut all = built_in_tools();
+        if let Some(t) = &self.tools {
+            all.extend(t.openai_tools());
+        }
+        all
+    }
+
+    fn carry_out(&self, call: &ToolCall) -> Outcome {
+        let error = |why: &str| {
+            Outcome::Done(
+                serde_json::json!({"ok": false, "error": why}).to_string(),
+                None,
+            )
+        };
+        let args: serde_json::Value =
+            match serde_json::from_str(if call.function.arguments.trim().is_empty() {
+                "{}"
+            } else {
+                &call.function.arguments
+            }) {
+                Ok(v) => v,
+                Err(_) => return error("arguments are not JSON"),
+            };
+        let ok = r#"{"ok":true}"#.to_owned();
+        match call.function.name.as_str() {
+            "hang_up" => Outcome::Done(ok, Some(Action::Hangup)),
+            "transfer" => match self.scenario.transfer_action() {
+                Some(a) => Outcome::Done(ok, Some(a)),
+                None => error("no transfer target is configured"),
+            },
+            "send_dtmf" => {
+                let digits = args
+                    .get("digits")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or_default();
+                if digits.is_empty()
+                    || digits.len() > 20
+                    || !digits
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+                {
+                    return error("digits must be 1-20 of 0-9 * #");
+                }
+                Outcome::Done(ok, Some(Action::SendDtmf(digits.to_owned())))
+            }
+            name => {
+                let Some(tools) = self.tools.as_ref().filter(|t| t.has(name)) else {
+                    return error("no such tool");
+                };
+                let context = self.scenario.call();
+                let call_id = context.map(|c| c.call.as_str()).unwrap_or("call");
+                let never = || false;
+                let cancelled: &dyn Fn() -> bool = match context {
+                    Some(c) => &*c.cancelled,
+                    None => &never,
+                };
+                let key = format!("{call_id}-{}-{name}", self.inputs);
+                match tools.call(name, &args, &ToolContext { key, cancelled }) {
+                    Ok(answer) => {
+                        tracing::info!(call = %call_id, tool = name, declined = answer.declined(), "tool answered");
+                        Outcome::Done(answer.value.to_string(), None)
+                    }
+                    Err(ToolError::Cancelled) => Outcome::Cancelled,
+                    // The model's mistake: it may correct itself.
+                    Err(e @ ToolError::Arguments { .. }) => error(&e.to_string()),
+                    Err(e) => {
+                        tracing::warn!(call = %call_id, tool = name, error = %e, "tool failed: apology and fallback");
+                        Outcome::Failed
+                    }
+                }
+            }
         }
     }
 
@@ -378,47 +654,102 @@ impl LlmDialogue {
                 self.history.remove(1);
             }
         }
-        self.history.push(Message {
-            role: "user",
-            content: format!("{user}\n(Heute ist {}.)", super::when::speak_date(today)),
-        });
-        let mut cutter = SentenceCutter::default();
-        let mut spoken = true;
-        let result = self.client.stream(&self.history, &mut |delta| {
-            spoken = cutter.push(delta, say);
-            spoken
-        });
-        match result {
-            Ok(answer) => {
-                if spoken {
-                    cutter.finish(say);
-                }
-                // The user message keeps its date note only for this turn.
-                if let Some(last) = self.history.last_mut() {
-                    last.content = user;
-                }
-                self.history.push(Message {
-                    role: "assistant",
-                    content: answer.trim().to_owned(),
+        self.inputs += 1;
+        let mark = self.history.len();
+        self.history.push(Message::new(
+            "user",
+            format!("{user}\n(Heute ist {}.)", super::when::speak_date(today)),
+        ));
+        let offered = self.offered();
+        let mut text = String::new();
+        let mut action = None;
+        for round in 0..MAX_TOOL_ROUNDS {
+            let mut cutter = SentenceCutter::default();
+            let mut spoken = true;
+            // The last round offers no tools: the model has to speak.
+            let tools = if round + 1 < MAX_TOOL_ROUNDS {
+                &offered[..]
+            } else {
+                &[]
+            };
+            let result = self
+                .client
+                .stream_with_tools(&self.history, tools, &mut |delta| {
+                    spoken = cutter.push(delta, say);
+                    spoken
                 });
-                Reply {
-                    text: answer.trim().to_owned(),
-                    ..Reply::default()
+            let streamed = match result {
+                Ok(s) => s,
+                Err(e) => {
+                    self.history.truncate(mark);
+                    if matches!(e, LlmError::Cancelled) {
+                        return Reply::default();
+                    }
+                    tracing::warn!(error = %e, "LLM failed; falling back to the scenario's reprompt");
+                    let text = self.scenario.reprompt_text();
+                    say(&text);
+                    return Reply {
+                        text,
+                        ..Reply::default()
+                    };
+                }
+            };
+            if spoken {
+                cutter.finish(say);
+            }
+            let said = streamed.text.trim().to_owned();
+            if !said.is_empty() {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&said);
+            }
+            let mut message = Message::new("assistant", said);
+            message.tool_calls = streamed.tool_calls.clone();
+            self.history.push(message);
+            if streamed.tool_calls.is_empty() {
+                break;
+            }
+            for call in &streamed.tool_calls {
+                match self.carry_out(call) {
+                    Outcome::Done(content, act) => {
+                        let mut answer = Message::new("tool", content);
+                        answer.tool_call_id = Some(call.id.clone());
+                        self.history.push(answer);
+                        action = act.or(action);
+                    }
+                    Outcome::Cancelled => {
+                        self.history.truncate(mark);
+                        return Reply::default();
+                    }
+                    Outcome::Failed => {
+                        self.history.truncate(mark);
+                        return self.scenario.tool_failed(today, say);
+                    }
                 }
             }
-            Err(e) => {
-                self.history.pop();
-                if matches!(e, LlmError::Cancelled) {
-                    return Reply::default();
+            // Hanging up or transferring ends the turn (after what was said).
+            if matches!(action, Some(Action::Hangup | Action::Transfer { .. })) {
+                if text.is_empty() {
+                    let bye = match action {
+                        Some(Action::Hangup) => "Auf Wiederhören.",
+                        _ => "Einen Moment bitte, ich verbinde Sie.",
+                    };
+                    say(bye);
+                    text = bye.to_owned();
                 }
-                tracing::warn!(error = %e, "LLM failed; falling back to the scenario's reprompt");
-                let text = self.scenario.reprompt_text();
-                say(&text);
-                Reply {
-                    text,
-                    ..Reply::default()
-                }
+                break;
             }
+        }
+        // The user message keeps its date note only for this turn.
+        if let Some(m) = self.history.get_mut(mark) {
+            m.content = user;
+        }
+        Reply {
+            text,
+            outcome: matches!(action, Some(Action::Transfer { .. }))
+                .then(|| "transferred".to_owned()),
+            action,
         }
     }
 }
@@ -433,10 +764,8 @@ impl Dialogue for LlmDialogue {
         match input {
             Input::Start => {
                 let reply = self.scenario.respond(Input::Start, today, say);
-                self.history.push(Message {
-                    role: "assistant",
-                    content: reply.text.clone(),
-                });
+                self.history
+                    .push(Message::new("assistant", reply.text.clone()));
                 reply
             }
             // The model reads the decoded text; weighing readings is the
@@ -479,5 +808,9 @@ impl Dialogue for LlmDialogue {
 
     fn slots(&self) -> Vec<(&'static str, String)> {
         self.scenario.slots().values()
+    }
+
+    fn attach(&mut self, call: CallContext) {
+        self.scenario.attach(call);
     }
 }

@@ -13,6 +13,7 @@ pub mod llm;
 pub mod number;
 pub mod scenario;
 pub mod text;
+pub mod tools;
 pub mod when;
 
 use crate::grammar::Grammar;
@@ -32,6 +33,28 @@ pub struct Expectation {
     /// Words of those answers that sound alike: the recognizer scores the
     /// transcript's variants with them swapped (see [`crate::nbest`]).
     pub confusions: Option<Arc<Confusions>>,
+}
+
+/// The call a dialogue serves, handed over once when media starts: who
+/// called (for tool arguments), and whether the turn being answered is
+/// still wanted (a tool stops waiting when the caller spoke or hung up).
+#[derive(Clone)]
+pub struct CallContext {
+    /// Call id (the caller's channel id).
+    pub call: String,
+    /// Caller id number.
+    pub caller: String,
+    /// True once the turn being answered is cancelled.
+    pub cancelled: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("call", &self.call)
+            .field("caller", &self.caller)
+            .finish()
+    }
 }
 
 /// What the caller did.
@@ -64,6 +87,8 @@ pub enum Action {
         /// Priority (default 1).
         priority: u32,
     },
+    /// Send these tones into the line (`0-9*#`), then go on listening.
+    SendDtmf(String),
 }
 
 /// The agent's answer to one input.
@@ -132,4 +157,7 @@ pub trait Dialogue: Send {
     fn slots(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+
+    /// The call this dialogue serves (before its first input).
+    fn attach(&mut self, _call: CallContext) {}
 }

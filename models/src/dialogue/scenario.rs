@@ -13,8 +13,9 @@ use super::answers::{self, Answer};
 use super::hint;
 use super::number::{digits, first_number};
 use super::text::{clauses, contains, tokens};
+use super::tools::{ToolAnswer, ToolContext, ToolError, Toolbox};
 use super::when::{parse_date, parse_time, speak_date, Time};
-use super::{Action, Dialogue, Expectation, Input, Reply, TurnHint};
+use super::{Action, CallContext, Dialogue, Expectation, Input, Reply, TurnHint};
 use crate::nbest::Hypothesis;
 use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
@@ -56,6 +57,15 @@ pub struct Transition {
     /// Slots to forget.
     #[serde(default)]
     pub clear: Vec<String>,
+    /// A declared tool to call first with the slots (`book`, `check_free`):
+    /// its answer's fields are `{tool.NAME}` in `say` (its `say` is spoken
+    /// where the transition has none); if it declines (`"ok": false`),
+    /// `rejected` applies instead; if it fails, the apology
+    /// (`tool_failed`) and the fallback.
+    pub tool: Option<String>,
+    /// With `tool`: what happens when the endpoint declines (default:
+    /// its `say`, then the state's question again).
+    pub rejected: Option<Box<Transition>>,
 }
 
 /// One state of the flow.
@@ -114,6 +124,10 @@ pub struct TransferTarget {
     pub priority: u32,
 }
 
+fn default_tool_failed() -> String {
+    "Entschuldigung, das hat gerade nicht geklappt.".into()
+}
+
 fn default_choose() -> String {
     "Meinten Sie {a} oder {b}?".into()
 }
@@ -155,6 +169,9 @@ pub struct Spec {
     pub fallback: Transition,
     /// Said when a requested time is outside the opening hours.
     pub closed: Option<String>,
+    /// Said when a tool fails or is too slow, before the fallback.
+    #[serde(default = "default_tool_failed")]
+    pub tool_failed: String,
     /// Asked when two readings of a date or time are close (`{a}`, `{b}`:
     /// the two values as the confirmation says them).
     #[serde(default = "default_choose")]
@@ -268,6 +285,24 @@ impl Scenario {
                 }
             }
         }
+        let mut nested = Vec::new();
+        for (place, t) in &transitions {
+            if let Some(r) = &t.rejected {
+                if t.tool.is_none() {
+                    return bad(format!("{place} has `rejected` but no `tool`"));
+                }
+                if r.tool.is_some() || r.rejected.is_some() {
+                    return bad(format!("{place}.rejected cannot call a tool itself"));
+                }
+                nested.push((format!("{place}.rejected"), r.as_ref()));
+            }
+        }
+        if spec.fallback.tool.is_some() || spec.no_input_end.tool.is_some() {
+            return bad(
+                "the fallback and no_input_end cannot call tools (they end a failure)".into(),
+            );
+        }
+        transitions.extend(nested);
         for (place, t) in &transitions {
             if let Some(goto) = &t.goto {
                 if !spec.states.contains_key(goto) {
@@ -321,6 +356,21 @@ impl Scenario {
         &self.spec
     }
 
+    /// The tools the transitions call (each must be declared).
+    pub fn tools_used(&self) -> Vec<String> {
+        let spec = &self.spec;
+        let mut all: Vec<&Transition> = spec.global.values().collect();
+        for state in spec.states.values() {
+            all.extend(state.on.values());
+            all.extend(state.dtmf.values());
+            all.extend([&state.next, &state.yes, &state.no].into_iter().flatten());
+        }
+        let mut names: Vec<String> = all.iter().filter_map(|t| t.tool.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Whether the practice is open at `time` on `date`.
     pub fn is_open(&self, date: NaiveDate, time: Time) -> bool {
         self.hours[date.weekday().num_days_from_monday() as usize]
@@ -339,6 +389,10 @@ impl Scenario {
             outcome: None,
             changing: None,
             chose: Vec::new(),
+            tools: None,
+            call: None,
+            answer: None,
+            inputs: 0,
         }
     }
 }
@@ -656,6 +710,88 @@ pub struct ScenarioDialogue {
     changing: Option<String>,
     /// Slots the caller was asked to choose for in this state (asked once).
     chose: Vec<&'static str>,
+    /// The operator's endpoints the transitions call.
+    tools: Option<Toolbox>,
+    /// The call served (for tool arguments, keys and cancellation).
+    call: Option<CallContext>,
+    /// The last tool answer, for `{tool.NAME}`.
+    answer: Option<ToolAnswer>,
+    /// Inputs answered (a tool call's key names the input).
+    inputs: u64,
+}
+
+impl ScenarioDialogue {
+    /// Calls through `tools` where a transition names one.
+    pub fn with_tools(mut self, tools: Toolbox) -> Self {
+        self.tools = Some(tools);
+        self
+    }
+
+    /// A tool's arguments: the properties its schema names, from the slots
+    /// (`date`, `time`, `number`, `digits`, `old_date`) and the call
+    /// (`caller`, `call`); anything else is left out (and a required one
+    /// then fails the schema, not the endpoint).
+    fn tool_arguments(&self, tools: &Toolbox, name: &str) -> serde_json::Value {
+        let mut args = serde_json::Map::new();
+        let Some(spec) = tools.specs().find(|s| s.name == name) else {
+            return args.into();
+        };
+        let values: BTreeMap<&str, String> = self.slots.values().into_iter().collect();
+        let props = spec
+            .parameters
+            .get("properties")
+            .and_then(|p| p.as_object());
+        for (prop, schema) in props.into_iter().flatten() {
+            let v = match prop.as_str() {
+                "caller" => self.call.as_ref().map(|c| c.caller.clone()),
+                "call" => self.call.as_ref().map(|c| c.call.clone()),
+                other => values.get(other).cloned(),
+            };
+            let Some(v) = v else { continue };
+            let typed = match schema.get("type").and_then(|t| t.as_str()) {
+                Some("integer") | Some("number") => v
+                    .parse::<i64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or(serde_json::Value::String(v)),
+                _ => serde_json::Value::String(v),
+            };
+            args.insert(prop.clone(), typed);
+        }
+        args.into()
+    }
+
+    /// Calls `name`; `Err` carries the failure already logged.
+    fn run_tool(&mut self, name: &str) -> Result<ToolAnswer, ToolError> {
+        let Some(tools) = self.tools.clone() else {
+            return Err(ToolError::Unknown(name.to_owned()));
+        };
+        let args = self.tool_arguments(&tools, name);
+        let call_id = self
+            .call
+            .as_ref()
+            .map(|c| c.call.as_str())
+            .unwrap_or("call");
+        let key = format!("{call_id}-{}-{name}", self.inputs);
+        let never = || false;
+        let cancelled: &dyn Fn() -> bool = match &self.call {
+            Some(c) => &*c.cancelled,
+            None => &never,
+        };
+        let started = std::time::Instant::now();
+        let result = tools.call(name, &args, &ToolContext { key, cancelled });
+        match &result {
+            Ok(a) => {
+                tracing::info!(call = %call_id, tool = name, declined = a.declined(), ms = started.elapsed().as_millis() as u64, "tool answered")
+            }
+            Err(ToolError::Cancelled) => {
+                tracing::info!(call = %call_id, tool = name, "tool call cancelled")
+            }
+            Err(e) => {
+                tracing::warn!(call = %call_id, tool = name, error = %e, "tool failed: apology and fallback")
+            }
+        }
+        result
+    }
 }
 
 /// A reading's share of the plausible readings' probability below which
@@ -847,6 +983,34 @@ impl ScenarioDialogue {
     }
 
     /// Says `parts` as one reply; its outcome is the one this input set.
+    /// A tool failed for a dialogue that calls tools itself (the LLM):
+    /// the apology, then the fallback (a person, by default).
+    pub fn tool_failed(&mut self, today: NaiveDate, say: &mut dyn FnMut(&str) -> bool) -> Reply {
+        let before = self.outcome.clone();
+        let mut parts = vec![self.render(&self.scenario.spec.tool_failed)];
+        let fallback = self.scenario.spec.fallback.clone();
+        let action = self.apply(&fallback, &Said::words(&[]), today, &mut parts, 1);
+        self.reply(parts, action, before, say)
+    }
+
+    /// Where the scenario transfers to, as an action.
+    pub fn transfer_action(&self) -> Option<Action> {
+        self.scenario
+            .spec
+            .transfer
+            .as_ref()
+            .map(|x| Action::Transfer {
+                context: x.context.clone(),
+                extension: x.extension.clone(),
+                priority: x.priority,
+            })
+    }
+
+    /// The call this dialogue serves, if attached.
+    pub fn call(&self) -> Option<&CallContext> {
+        self.call.as_ref()
+    }
+
     fn reply(
         &self,
         parts: Vec<String>,
@@ -937,6 +1101,7 @@ impl ScenarioDialogue {
 
     fn render(&self, text: &str) -> String {
         let s = &self.slots;
+        let text = self.render_tool(text);
         text.replace("{date}", &s.date.map(speak_date).unwrap_or_default())
             .replace(
                 "{old_date}",
@@ -949,6 +1114,27 @@ impl ScenarioDialogue {
             )
             .replace("{digits}", s.digits.as_deref().unwrap_or_default())
             .replace("{hours}", &self.scenario.spec.hours_text)
+    }
+
+    /// `{tool.NAME}` → the last tool answer's field (empty if none).
+    fn render_tool(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find("{tool.") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 6..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[i..]);
+                return out;
+            };
+            let field = &after[..end];
+            if let Some(v) = self.answer.as_ref().and_then(|a| a.field(field)) {
+                out.push_str(&v);
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
     }
 
     /// The question for the current state given what is already known.
@@ -986,6 +1172,37 @@ impl ScenarioDialogue {
         depth: u32,
     ) -> Option<Action> {
         self.changing = None;
+        if let Some(name) = &t.tool {
+            match self.run_tool(name) {
+                Ok(answer) if answer.declined() => {
+                    let rejected = t.rejected.as_deref().cloned().unwrap_or_default();
+                    if rejected.say.is_none() {
+                        reply.push(
+                            answer
+                                .say()
+                                .unwrap_or_else(|| "Das geht leider nicht.".into()),
+                        );
+                    }
+                    self.answer = Some(answer);
+                    return self.apply(&rejected, said, today, reply, depth + 1);
+                }
+                Ok(answer) => {
+                    if t.say.is_none() {
+                        if let Some(text) = answer.say() {
+                            reply.push(text);
+                        }
+                    }
+                    self.answer = Some(answer);
+                }
+                // The caller hung up or spoke: nothing happened, nothing is said.
+                Err(ToolError::Cancelled) => return None,
+                Err(_) => {
+                    reply.push(self.render(&self.scenario.spec.tool_failed));
+                    let fallback = self.scenario.spec.fallback.clone();
+                    return self.apply(&fallback, said, today, reply, depth + 1);
+                }
+            }
+        }
         if t.goto.is_some() {
             self.chose.clear();
         }
@@ -1388,6 +1605,7 @@ impl Dialogue for ScenarioDialogue {
     ) -> Reply {
         let mut parts = Vec::new();
         let before = self.outcome.clone();
+        self.inputs += 1;
         let action = self.step(input, today, &mut parts);
         self.reply(parts, action, before, say)
     }
@@ -1439,5 +1657,9 @@ impl Dialogue for ScenarioDialogue {
 
     fn slots(&self) -> Vec<(&'static str, String)> {
         self.slots.values()
+    }
+
+    fn attach(&mut self, call: CallContext) {
+        self.call = Some(call);
     }
 }
