@@ -135,6 +135,27 @@ fn live_demo_json_contract() {
     assert!(s["completed_tasks"].as_u64().unwrap() <= 4);
     assert!(s["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
     assert!(s["latency_ms"]["p95"].as_f64().unwrap() >= s["latency_ms"]["p50"].as_f64().unwrap());
+    // What the callers were told is what the booking system did: each
+    // "eingetragen"/"verlegt" the agent said is an accepted request there.
+    let calendar = &s["booking_system"];
+    let confirmed = turns
+        .iter()
+        .filter(|t| {
+            let r = t["reply"].as_str().unwrap();
+            r.contains("ist eingetragen") || r.contains("ist verlegt auf")
+        })
+        .count();
+    let accepted = calendar["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r[1] == true && (r[0] == "book" || r[0] == "move"))
+        .count();
+    assert_eq!(confirmed, accepted, "{calendar}");
+    assert!(
+        calendar["appointments"].as_array().unwrap().len() >= confirmed.min(1),
+        "{calendar}"
+    );
     // The calls' RTP counters are the app's own, not a placeholder: both
     // directions flowed, and the 1 % loss showed.
     let rtp = &s["rtp"];

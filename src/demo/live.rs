@@ -462,10 +462,27 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let models_dir = aiagc_models::manifest::default_dir();
     let pool =
         SpeechPool::start_with_turn_model(model, 1, 16, SttConfig::default(), Some(models_dir))?;
-    let scenario = Scenario::praxis();
+    // The short demo books through the practice's booking system (a
+    // loopback HTTP endpoint); the long calls repeat one booking, which a
+    // calendar would decline, so they keep the scenario's own record.
+    let booking = if args.long {
+        None
+    } else {
+        Some(super::booking::BookingSystem::start().await?)
+    };
+    let (scenario, tools) = match &booking {
+        Some(b) => (super::booking::scenario()?, Some(b.tools()?)),
+        None => (Scenario::praxis(), None),
+    };
     let dialogues: DialogueFactory = {
         let scenario = scenario.clone();
-        Arc::new(move || Box::new(scenario.session()))
+        Arc::new(move || {
+            let d = scenario.session();
+            Box::new(match &tools {
+                Some(t) => d.with_tools(t.clone()),
+                None => d,
+            })
+        })
     };
     let impairment = Impairment {
         delay: Duration::from_millis(10),
@@ -808,6 +825,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             ),
             latency_ms: latency_percentiles(&turns),
             rtp,
+            booking_system: booking.as_ref().map(|b| b.calendar()),
         },
         turns,
     };
@@ -831,6 +849,22 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             b.late_or_missed,
             b.false_barge_ins
         );
+        if let Some(c) = &s.booking_system {
+            let declined = c.requests.iter().filter(|(_, ok)| !ok).count();
+            println!(
+                "booking system (loopback HTTP, through [[tools]]): {} request(s), {declined} declined; calendar now: {}",
+                c.requests.len(),
+                if c.appointments.is_empty() {
+                    "empty".to_owned()
+                } else {
+                    c.appointments
+                        .iter()
+                        .map(|a| format!("{} {} {}", a.id, a.date, a.time))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        }
         let r = &s.reply_levels;
         println!(
             "replies as heard: {} between {:.1} and {:.1} LUFS (target {:.0}), loudest sample {:.1} dBFS",

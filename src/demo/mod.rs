@@ -9,6 +9,7 @@
 //! total is measured at the far end, from the caller's last voiced sample
 //! to the arrival of the first reply packet.
 
+mod booking;
 mod live;
 pub mod load;
 pub mod plot;
@@ -126,6 +127,9 @@ pub(crate) struct Summary {
     late_ends: Option<usize>,
     latency_ms: Percentiles,
     rtp: RtpSummary,
+    /// The booking system the calls booked through (the live demo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    booking_system: Option<booking::Calendar>,
 }
 
 #[derive(Debug, Serialize)]
@@ -392,6 +396,7 @@ fn run_engine(args: &DemoArgs) -> Result<()> {
             late_ends: None,
             latency_ms: latency_percentiles(&turns),
             rtp,
+            booking_system: None,
         },
         turns,
     };

@@ -21,6 +21,10 @@ pub struct Behaviour {
     pub delay: Duration,
     /// Never answer (the client must time out).
     pub hang: bool,
+    /// Take requests without a signature (a tool endpoint).
+    pub unsigned: bool,
+    /// Body of a 200 answer (default: none).
+    pub answer: Option<String>,
 }
 
 /// One request as received.
@@ -81,7 +85,22 @@ impl Webhook {
             "/calls",
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 let (s, secret) = (s.clone(), secret.clone());
-                async move { answer(&s, &secret, &headers, &body).await }
+                async move {
+                    let status = answer(&s, &secret, &headers, &body).await;
+                    let text = s
+                        .lock()
+                        .unwrap()
+                        .behaviour
+                        .answer
+                        .clone()
+                        .unwrap_or_default();
+                    let text = if status == StatusCode::OK {
+                        text
+                    } else {
+                        String::new()
+                    };
+                    (status, [("content-type", "application/json")], text)
+                }
             }),
         );
         let task = tokio::spawn(async move {
@@ -132,9 +151,9 @@ async fn answer(
         .get(sign::HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|h| sign::verify(secret, h, body, now, 300).is_ok());
-    let (delay, hang) = {
+    let (delay, hang, unsigned) = {
         let s = state.lock().unwrap();
-        (s.behaviour.delay, s.behaviour.hang)
+        (s.behaviour.delay, s.behaviour.hang, s.behaviour.unsigned)
     };
     if hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -148,7 +167,7 @@ async fn answer(
         code
     } else if fails {
         500
-    } else if !signature_ok || key.is_empty() {
+    } else if !(signature_ok || unsigned) || key.is_empty() {
         401
     } else {
         200
