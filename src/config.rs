@@ -1055,6 +1055,58 @@ mod tests {
     }
 
     #[test]
+    fn tools_are_read_checked_and_take_their_credential_from_the_environment() {
+        let text = r#"
+[[tools]]
+name = "book"
+url = "https://kalender.example/book"
+method = "post"
+auth_header = "Authorization"
+auth_env = "KALENDER_TOKEN"
+parameters = { type = "object", properties = { date = { type = "string" } }, required = ["date"] }
+"#;
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        let specs = c
+            .tool_specs(&env(&[("KALENDER_TOKEN", "Bearer k-123")]))
+            .unwrap();
+        assert_eq!(specs[0].method, "POST");
+        assert_eq!(
+            specs[0].headers,
+            [("Authorization".to_owned(), "Bearer k-123".to_owned())]
+        );
+        assert_eq!(specs[0].parameters["required"][0], "date");
+        let err = format!("{:#}", c.tool_specs(&env(&[])).unwrap_err());
+        assert!(err.contains("KALENDER_TOKEN"), "{err}");
+        for (bad, says) in [
+            (
+                text.replace("name = \"book\"", "name = \"hang_up\""),
+                "built-in",
+            ),
+            (text.replace("https://kalender", "ftp://kalender"), "url"),
+            (
+                text.replace("type = \"object\"", "type = \"array\""),
+                "object schema",
+            ),
+            (
+                text.replace("auth_env = \"KALENDER_TOKEN\"\n", ""),
+                "auth_env",
+            ),
+            (format!("{text}timeout_ms = 0\n"), "timeout_ms"),
+        ] {
+            let err = match Config::from_toml(&bad) {
+                Ok(c) => format!("{:#}", c.validate().unwrap_err()),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        assert!(
+            Config::from_toml("[[tools]]\nname = \"x\"\n").is_err(),
+            "url required"
+        );
+    }
+
+    #[test]
     fn remote_stt_from_the_environment_with_the_key_hidden() {
         let mut c = Config::default();
         c.apply_env(&env(&[
