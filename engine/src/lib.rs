@@ -43,6 +43,7 @@
 //! (Asterisk reports DTMF as ARI events), no acoustic echo cancellation
 //! (barge-in has a guard instead: see [`endpoint`]).
 
+pub mod amd;
 pub mod call;
 pub mod codec;
 pub mod echo;

@@ -5,4 +5,5 @@ pub mod app;
 pub mod deadair;
 pub mod media;
 pub mod metrics;
+pub mod outbound;
 pub mod speech;

@@ -1,0 +1,183 @@
+//! Who answered, on fixture greetings in simulated time: short German
+//! answers of a person against voicemail greetings with a beep, each in
+//! three espeak-ng voices at two rates, through the engine's detector as
+//! the media task runs it (20 ms frames at 16 kHz, µ-law on the way).
+
+mod common;
+
+use aiagc_engine::amd::{Amd, AmdConfig, Answered, BeepDetector};
+use aiagc_models::tts::{EspeakVoice, Tts};
+
+pub const HUMANS: [&str; 8] = [
+    "Hallo?",
+    "Ja, bitte?",
+    "Müller.",
+    "Ja?",
+    "Hallo, wer ist da?",
+    "Schmidt, hallo.",
+    "Guten Tag.",
+    "Praxis Sommer.",
+];
+
+pub const MACHINES: [(&str, f32); 4] = [
+    ("Guten Tag, Sie sind verbunden mit dem Anschluss von Familie Müller. Wir sind gerade nicht zu Hause. Bitte hinterlassen Sie eine Nachricht nach dem Signalton.", 1000.0),
+    ("Hallo, hier ist der Anrufbeantworter von Thomas Schmidt. Sprechen Sie nach dem Piep.", 850.0),
+    ("Der gewünschte Gesprächspartner ist zur Zeit nicht erreichbar. Bitte sprechen Sie nach dem Signalton.", 440.0),
+    ("Herzlich willkommen bei der Mailbox von Anna Weber. Ich rufe gern zurück.", 1400.0),
+];
+
+fn speak(text: &str, voice: &str, rate: u32) -> Vec<f32> {
+    let mut v = EspeakVoice {
+        voice: voice.into(),
+        rate,
+    };
+    let a = v.synthesize(text).unwrap();
+    common::resample(&a.samples, a.sample_rate, 16000)
+}
+
+/// Through G.711 µ-law and back, as a telephone line carries it.
+fn line(x: &[f32]) -> Vec<f32> {
+    use aiagc_engine::codec::{Decoder, Encoder};
+    let down = common::resample(x, 16000, 8000);
+    let pcm: Vec<i16> = down
+        .iter()
+        .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
+        .collect();
+    let mut enc = Encoder::new(aiagc_engine::Codec::Ulaw).unwrap();
+    let mut dec = Decoder::new(aiagc_engine::Codec::Ulaw).unwrap();
+    let mut out = Vec::new();
+    for chunk in pcm.chunks(160) {
+        let mut bytes = [0u8; 160];
+        let n = enc.encode(chunk, &mut bytes).unwrap();
+        let mut back = [0i16; 160];
+        let m = dec.decode(&bytes[..n], &mut back).unwrap();
+        out.extend(back[..m].iter().map(|s| *s as f32 / 32768.0));
+    }
+    common::resample(&out, 8000, 16000)
+}
+
+fn silence(ms: usize) -> Vec<f32> {
+    vec![0.0; ms * 16]
+}
+
+fn beep(f: f32, ms: usize) -> Vec<f32> {
+    (0..ms * 16)
+        .map(|i| 0.25 * (2.0 * std::f32::consts::PI * f * i as f32 / 16000.0).sin())
+        .collect()
+}
+
+/// The verdict, and where (s) a beep was heard, over `audio`.
+pub fn detect(audio: &[f32], config: AmdConfig) -> (Answered, String, Option<f64>) {
+    let mut amd = Amd::new(config);
+    let mut beep = BeepDetector::new(16000);
+    let mut verdict = None;
+    let mut beep_at = None;
+    for (i, frame) in audio.chunks(320).enumerate() {
+        if verdict.is_none() {
+            verdict = amd.frame(frame).cloned();
+        }
+        if beep.frame(frame) && beep_at.is_none() {
+            beep_at = Some(i as f64 * 0.02);
+        }
+    }
+    let d = verdict.unwrap_or_else(|| {
+        amd.advance(std::time::Duration::from_secs(10), Default::default())
+            .cloned()
+            .unwrap()
+    });
+    (d.answered, d.cause, beep_at)
+}
+
+/// Each fixture once: (is a machine, text, voice/rate, audio on the line,
+/// where its greeting ends, s).
+fn fixtures() -> Vec<(bool, String, String, Vec<f32>, f64)> {
+    let mut out = Vec::new();
+    for voice in ["de", "de+f2", "de+m3"] {
+        for rate in [150, 185] {
+            let who = format!("{voice}/{rate}");
+            for text in HUMANS {
+                let mut a = silence(300);
+                a.extend(speak(text, voice, rate));
+                let end = a.len() as f64 / 16000.0;
+                a.extend(silence(3000));
+                out.push((false, text.to_owned(), who.clone(), line(&a), end));
+            }
+            for (text, tone) in MACHINES {
+                let mut a = silence(500);
+                a.extend(speak(text, voice, rate));
+                let end = a.len() as f64 / 16000.0;
+                a.extend(silence(400));
+                a.extend(beep(tone, 500));
+                a.extend(silence(2000));
+                out.push((true, text.to_owned(), who.clone(), line(&a), end));
+            }
+        }
+    }
+    out
+}
+
+/// Asterisk's `amd.conf` defaults against aiagc's (`[outbound]`), side by
+/// side on the same audio; the beep detector on every fixture.
+#[test]
+fn fixture_greetings_are_told_apart_and_the_beep_is_found() {
+    let fixtures = fixtures();
+    let configs = [
+        (
+            "asterisk defaults (maximum_number_of_words = 2)",
+            AmdConfig::default(),
+        ),
+        (
+            "maximum_number_of_words = 3",
+            AmdConfig {
+                maximum_number_of_words: 3,
+                ..AmdConfig::default()
+            },
+        ),
+        (
+            "aiagc default (maximum_number_of_words = 4)",
+            aiagc::runtime::outbound::german_amd(),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, config) in configs {
+        let (mut persons, mut machines, mut wrong) = (0, 0, Vec::new());
+        for (machine, text, who, audio, _) in &fixtures {
+            let (answered, cause, _) = detect(audio, config);
+            match (machine, answered) {
+                (true, Answered::Machine) => machines += 1,
+                (false, Answered::Human | Answered::NotSure) => persons += 1,
+                _ => wrong.push(format!("{who} {text:?}: {cause}")),
+            }
+        }
+        let humans = fixtures.iter().filter(|f| !f.0).count();
+        eprintln!(
+            "AMD {name}: persons {persons}/{humans}, machines {machines}/{}; wrong: {wrong:?}",
+            fixtures.len() - humans
+        );
+        rows.push((persons, humans, machines, fixtures.len() - humans));
+    }
+    let (persons, humans, machines, boxes) = rows[2];
+    assert_eq!(machines, boxes, "every voicemail greeting is a machine");
+    assert!(persons * 20 >= humans * 19, "persons {persons}/{humans}");
+    assert!(
+        rows[2].0 >= rows[0].0,
+        "the German default does not do worse than Asterisk's"
+    );
+
+    let (mut found, mut false_beeps, mut boxes) = (0, 0, 0);
+    for (machine, text, who, audio, end) in &fixtures {
+        let (_, _, beep_at) = detect(audio, AmdConfig::default());
+        match (machine, beep_at) {
+            (true, Some(t)) if t >= *end => found += 1,
+            (_, Some(t)) => {
+                false_beeps += 1;
+                eprintln!("{who} {text:?}: beep at {t:.2} s (greeting ends {end:.2} s)");
+            }
+            _ => {}
+        }
+        boxes += *machine as usize;
+    }
+    eprintln!("beeps found after the greeting {found}/{boxes}, false beeps {false_beeps}");
+    assert_eq!(found, boxes);
+    assert_eq!(false_beeps, 0);
+}
