@@ -30,6 +30,57 @@ pub struct Config {
     pub delivery: DeliverySection,
     /// `[[tools]]`: the operator's endpoints the agent acts through.
     pub tools: Vec<ToolSection>,
+    /// Calls we place: who answered, the message for machines.
+    pub outbound: OutboundSection,
+}
+
+/// `[outbound]`: calls placed by `aiagc originate` / `campaign` that enter
+/// the app with the Stasis argument `outbound`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSection {
+    /// Who tells a person from a machine: `aiagc` (our detector on the
+    /// media), `asterisk` (`AMD()` in the dialplan, its `AMDSTATUS` the
+    /// second Stasis argument) or `off` (always talk).
+    pub amd: String,
+    /// Said to a machine after its beep, then the call ends (empty: hang
+    /// up without a message).
+    pub machine_message: String,
+    /// Detector settings, as Asterisk's `amd.conf` (ms).
+    pub initial_silence_ms: u32,
+    /// Voice in the greeting that makes it a machine.
+    pub greeting_ms: u32,
+    /// Silence after the greeting that makes it a person.
+    pub after_greeting_silence_ms: u32,
+    /// Longest analysis; then not sure (treated as a person).
+    pub total_analysis_time_ms: u32,
+    /// More words than this make it a machine (Asterisk: 2; German
+    /// persons answer "Hallo, wer ist da?").
+    pub maximum_number_of_words: u32,
+    /// Mean level (of 32767) below which a frame is silence.
+    pub silence_threshold: u32,
+    /// Longest wait for a machine's beep, s.
+    pub beep_wait_s: u64,
+    /// Silence after a machine's greeting that starts the message without a beep, ms.
+    pub no_beep_silence_ms: u64,
+}
+
+impl Default for OutboundSection {
+    fn default() -> Self {
+        let d = aiagc::runtime::outbound::OutboundConfig::default();
+        Self {
+            amd: "aiagc".into(),
+            machine_message: String::new(),
+            initial_silence_ms: d.detector.initial_silence_ms,
+            greeting_ms: d.detector.greeting_ms,
+            after_greeting_silence_ms: d.detector.after_greeting_silence_ms,
+            total_analysis_time_ms: d.detector.total_analysis_time_ms,
+            maximum_number_of_words: d.detector.maximum_number_of_words,
+            silence_threshold: d.detector.silence_threshold,
+            beep_wait_s: d.beep_wait.as_secs(),
+            no_beep_silence_ms: d.no_beep_silence.as_millis() as u64,
+        }
+    }
 }
 
 /// `[[tools]]`: one HTTP endpoint the scenario (`tool = "name"` on a
@@ -610,6 +661,7 @@ impl Config {
         }
         self.drain_to()?;
         self.delivery()?;
+        self.outbound()?;
         aiagc_models::dialogue::tools::check(&self.tool_specs(&|_| Some(String::new()))?)?;
         if !self.metrics.bind.is_empty() {
             self.metrics
@@ -709,6 +761,38 @@ impl Config {
             model: r.model.clone(),
             api_key: (!r.api_key.is_empty()).then(|| r.api_key.clone()),
             timeout: Duration::from_millis(r.timeout_ms),
+        })
+    }
+
+    /// Outbound call settings.
+    pub fn outbound(&self) -> Result<aiagc::runtime::outbound::OutboundConfig> {
+        use aiagc::runtime::outbound::{AmdMode, OutboundConfig};
+        let o = &self.outbound;
+        let amd = match o.amd.as_str() {
+            "aiagc" => AmdMode::Aiagc,
+            "asterisk" => AmdMode::Asterisk,
+            "off" => AmdMode::Off,
+            other => bail!("outbound.amd = {other:?}: use \"aiagc\", \"asterisk\" or \"off\""),
+        };
+        if o.total_analysis_time_ms < 1000 || o.greeting_ms == 0 || o.after_greeting_silence_ms == 0
+        {
+            bail!("outbound: total_analysis_time_ms (≥ 1000), greeting_ms and after_greeting_silence_ms must be set");
+        }
+        let base = OutboundConfig::default();
+        Ok(OutboundConfig {
+            amd,
+            detector: aiagc_engine::amd::AmdConfig {
+                initial_silence_ms: o.initial_silence_ms,
+                greeting_ms: o.greeting_ms,
+                after_greeting_silence_ms: o.after_greeting_silence_ms,
+                total_analysis_time_ms: o.total_analysis_time_ms,
+                maximum_number_of_words: o.maximum_number_of_words,
+                silence_threshold: o.silence_threshold,
+                ..base.detector
+            },
+            machine_message: o.machine_message.clone(),
+            beep_wait: Duration::from_secs(o.beep_wait_s),
+            no_beep_silence: Duration::from_millis(o.no_beep_silence_ms),
         })
     }
 

@@ -83,6 +83,8 @@ pub fn media_config(config: &Config) -> MediaConfig {
         m.records_dir = Some(config.media.records_dir.clone().into());
         m.record_audio = config.media.record_audio;
     }
+    // Validated with the configuration.
+    m.outbound = config.outbound().unwrap_or_default();
     m
 }
 

@@ -181,3 +181,172 @@ fn fixture_greetings_are_told_apart_and_the_beep_is_found() {
     assert_eq!(found, boxes);
     assert_eq!(false_beeps, 0);
 }
+
+mod calls {
+    //! Outbound calls through the whole app (simulator, ARI, media): the
+    //! callee answers with a short "Hallo?" and is greeted, or a voicemail
+    //! box greets and beeps and gets the message after the beep.
+    use super::*;
+    use aiagc::runtime::app::App;
+    use aiagc::runtime::media::{CallSummary, MediaConfig};
+    use aiagc::runtime::outbound::OutboundConfig;
+    use aiagc::runtime::speech::SpeechPool;
+    use aiagc_ari::controller::ControllerConfig;
+    use aiagc_ari::ports::PortRange;
+    use aiagc_ari::sim::{CallerScript, SimConfig, Simulator};
+    use aiagc_models::stt::{SttConfig, WhisperModel};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    async fn start() -> (Simulator, App, crossbeam_channel::Receiver<CallSummary>) {
+        let model = Arc::new(
+            WhisperModel::load(
+                &aiagc_models::manifest::default_dir().join(aiagc_models::WHISPER_DEFAULT),
+            )
+            .expect("model (run scripts/setup.sh)"),
+        );
+        let pool = SpeechPool::start(model, 1, 8, SttConfig::default()).unwrap();
+        let sim = Simulator::start(SimConfig::default()).await.unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let app = App::start(
+            sim.client_config("aiagc"),
+            PortRange::new("127.0.0.1".parse().unwrap(), 33200..=33299),
+            MediaConfig {
+                filler_after: None,
+                outbound: OutboundConfig {
+                    machine_message:
+                        "Hier ist die Praxis Doktor Sommer. Bitte rufen Sie uns zurück.".into(),
+                    ..OutboundConfig::default()
+                },
+                ..MediaConfig::default()
+            },
+            ControllerConfig::default(),
+            pool,
+            common::praxis(),
+            Some(tx),
+        )
+        .unwrap();
+        let t = Instant::now();
+        while sim.connections() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (sim, app, rx)
+    }
+
+    fn pcm(x: &[f32]) -> Vec<i16> {
+        x.iter()
+            .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .collect()
+    }
+
+    fn outbound() -> CallerScript {
+        CallerScript {
+            args: vec!["outbound".into()],
+            number: "+4930555".into(),
+            ..CallerScript::default()
+        }
+    }
+
+    /// Waits until media runs for `caller` (the simulator takes `say`).
+    async fn say_when_up(sim: &Simulator, caller: &str, audio: &[i16]) -> Instant {
+        let t = Instant::now();
+        while !sim.say(caller, audio) {
+            assert!(t.elapsed() < Duration::from_secs(10), "media never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Instant::now()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_person_is_greeted_and_a_machine_gets_the_message_after_its_beep() {
+        let (sim, _app, summaries) = start().await;
+        let mut seen = Vec::new();
+
+        // A person: "Hallo?" and waits; nothing is sent to them before.
+        let person = sim.place_call("aiagc", outbound()).unwrap();
+        let mut hello = silence(200);
+        hello.extend(speak("Hallo?", "de", 165));
+        let said = say_when_up(&sim, &person, &pcm(&hello)).await;
+        let greeted = common::agent_spoke(&sim, &person, said).await;
+        assert!(
+            !sim.received_for_caller(&person)
+                .iter()
+                .any(|r| r.at < said && common::loud(r)),
+            "the agent waited for the callee"
+        );
+        eprintln!(
+            "person greeted {:.0} ms after they began",
+            greeted.duration_since(said).as_secs_f64() * 1000.0
+        );
+        sim.hangup(&person);
+        let s = common::summary_of(&summaries, &mut seen, &person).await;
+        assert_eq!(
+            s.answered_by.as_ref().map(|a| a.0.as_str()),
+            Some("HUMAN"),
+            "{s:?}"
+        );
+        assert!(
+            s.turns.iter().any(|t| t.input == "start"),
+            "the dialogue started"
+        );
+
+        // A voicemail box: its greeting, a beep; the message after the beep.
+        let machine = sim.place_call("aiagc", outbound()).unwrap();
+        let (text, tone) = MACHINES[0];
+        let mut greeting = silence(300);
+        greeting.extend(speak(text, "de", 165));
+        greeting.extend(silence(400));
+        let beep_at = greeting.len() as f64 / 16000.0;
+        greeting.extend(beep(tone, 500));
+        let beep_end = greeting.len() as f64 / 16000.0;
+        greeting.extend(silence(4000));
+        let said = say_when_up(&sim, &machine, &pcm(&greeting)).await;
+        // What the box heard, kept while the call lasts (the simulator
+        // forgets a leg when it is hung up).
+        let mut received = Vec::new();
+        let t = Instant::now();
+        while sim.has_channel(&machine) {
+            let now = sim.received_for_caller(&machine);
+            if now.len() >= received.len() {
+                received = now;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the call did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let s = common::summary_of(&summaries, &mut seen, &machine).await;
+        assert_eq!(
+            s.answered_by.as_ref().map(|a| a.0.as_str()),
+            Some("MACHINE"),
+            "{s:?}"
+        );
+        assert_eq!(s.outcome.as_deref(), Some("message_left"));
+        assert_eq!(s.ended_by, "hangup");
+        assert!(
+            s.turns.is_empty(),
+            "no dialogue with a machine: {:?}",
+            s.turns
+        );
+        let heard: Vec<f64> = received
+            .iter()
+            .filter(|r| common::loud(r))
+            .map(|r| r.at.duration_since(said).as_secs_f64())
+            .collect();
+        let first = heard.first().copied().expect("the message was played");
+        eprintln!(
+            "beep {beep_at:.2}–{beep_end:.2} s, message from {first:.2} s to {:.2} s",
+            heard.last().unwrap()
+        );
+        assert!(
+            first > beep_end,
+            "the message began after the beep ({first:.2} s)"
+        );
+        assert!(
+            heard.last().unwrap() - first > 2.0,
+            "the whole message was played"
+        );
+    }
+}

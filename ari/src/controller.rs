@@ -40,8 +40,9 @@ pub trait MediaHost: Send + Sync + 'static {
     /// A DTMF digit from the caller.
     fn dtmf(&self, _call: &str, _digit: &str) {}
     /// Who called and what they dialled (the caller channel as Asterisk
-    /// described it), before [`MediaHost::open`]: for the call's record.
-    fn describe(&self, _channel: &Channel) {}
+    /// described it) and the Stasis arguments (`outbound`, an `AMD()`
+    /// status), before [`MediaHost::open`].
+    fn describe(&self, _channel: &Channel, _args: &[String]) {}
 }
 
 /// Controller settings.
@@ -76,6 +77,8 @@ struct Resources {
 
 struct Slot {
     caller: String,
+    /// Stasis arguments (from StasisStart, or the dialplan's app data).
+    args: Vec<String>,
     ended: AtomicBool,
     resources: tokio::sync::Mutex<Resources>,
 }
@@ -284,7 +287,7 @@ impl<M: MediaHost> Controller<M> {
 
     fn on_event(&self, event: Event) {
         match event {
-            Event::StasisStart { channel, .. } => {
+            Event::StasisStart { channel, args, .. } => {
                 if channel.is_external_media() || channel.id.ends_with(EXTERNAL_SUFFIX) {
                     return;
                 }
@@ -292,7 +295,7 @@ impl<M: MediaHost> Controller<M> {
                     self.turn_away(channel.id);
                     return;
                 }
-                self.adopt(channel);
+                self.adopt(channel, args);
             }
             Event::StasisEnd { channel }
             | Event::ChannelDestroyed { channel, .. }
@@ -314,7 +317,7 @@ impl<M: MediaHost> Controller<M> {
     }
 
     /// Starts the lifecycle of a caller channel (idempotent).
-    fn adopt(&self, channel: Channel) {
+    fn adopt(&self, channel: Channel, args: Vec<String>) {
         let slot = {
             let mut calls = self.shared.calls.lock().unwrap_or_else(|p| p.into_inner());
             if calls.contains_key(&channel.id) {
@@ -322,6 +325,7 @@ impl<M: MediaHost> Controller<M> {
             }
             let slot = Arc::new(Slot {
                 caller: channel.id.clone(),
+                args,
                 ended: AtomicBool::new(false),
                 resources: tokio::sync::Mutex::new(Resources::default()),
             });
@@ -379,7 +383,7 @@ impl<M: MediaHost> Controller<M> {
         let bridge = s.client.create_bridge(Some(&format!("aiagc-{id}"))).await?;
         res.bridge = Some(bridge.id.clone());
         check()?;
-        s.media.describe(channel);
+        s.media.describe(channel, &slot.args);
         let local = s
             .media
             .open(id)
@@ -500,7 +504,16 @@ impl<M: MediaHost> Controller<M> {
                 }
                 Ok(ch) if ch.in_stasis(&s.client.config().app) => {
                     s.stats.adopted.fetch_add(1, Ordering::Relaxed);
-                    self.adopt(ch);
+                    // Its StasisStart was missed: the arguments from the
+                    // dialplan application's data (`aiagc,outbound`).
+                    let args = ch
+                        .dialplan
+                        .app_data
+                        .split(',')
+                        .skip(1)
+                        .map(|a| a.trim().to_owned())
+                        .collect();
+                    self.adopt(ch, args);
                 }
                 // Listed because the app is subscribed to it (the other half
                 // of a Local channel, a channel it originated that is still

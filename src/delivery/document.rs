@@ -73,6 +73,7 @@ pub fn value(s: &CallSummary, key: &str) -> Value {
         "duration_s": duration,
         "outcome": s.outcome,
         "ended_by": s.ended_by,
+        "answered_by": s.answered_by.as_ref().map(|(who, cause)| json!({"answered": who, "cause": cause})),
         "slots": slots,
         "dtmf": s.dtmf,
         "barge_ins": s.barge_ins.len(),

@@ -67,6 +67,9 @@ pub struct MediaConfig {
     pub filler_text: String,
     /// Where each finished call's document goes (none: nowhere).
     pub delivery: Option<crate::delivery::Delivery>,
+    /// Outbound calls (Stasis argument `outbound`): who answered, and the
+    /// message for a machine.
+    pub outbound: super::outbound::OutboundConfig,
 }
 
 impl Default for MediaConfig {
@@ -85,6 +88,7 @@ impl Default for MediaConfig {
             filler_after: Some(Duration::from_millis(1000)),
             filler_text: "Einen Moment bitte.".into(),
             delivery: None,
+            outbound: super::outbound::OutboundConfig::default(),
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Party {
     pub context: String,
     /// Extension dialled.
     pub exten: String,
+    /// Stasis arguments (`outbound` for a call we placed).
+    pub args: Vec<String>,
 }
 
 /// What a finished call leaves behind.
@@ -133,6 +139,9 @@ pub struct CallSummary {
     pub ended: std::time::SystemTime,
     /// Files written for the call (record, audio of both directions).
     pub files: Vec<PathBuf>,
+    /// On an outbound call: who answered (`HUMAN`, `MACHINE`, `NOTSURE`)
+    /// and why (as Asterisk's `AMDCAUSE`).
+    pub answered_by: Option<(String, String)>,
 }
 
 enum Command {
@@ -160,6 +169,23 @@ pub struct EngineMedia {
     metrics: Option<Arc<super::metrics::Metrics>>,
     /// The filler, synthesized once at the replies' level (samples, rate).
     filler: Option<Arc<(Vec<f32>, u32)>>,
+    /// The message for answering machines, likewise.
+    machine_message: Option<Arc<(Vec<f32>, u32)>>,
+}
+
+/// `text` in the German voice at the replies' level (`None`: not synthesized).
+fn synthesize_once(text: &str, lufs: f64, what: &str) -> Option<Arc<(Vec<f32>, u32)>> {
+    use aiagc_models::tts::Tts;
+    match aiagc_models::tts::EspeakVoice::german().synthesize(text) {
+        Ok(mut a) => {
+            aiagc_models::level::normalize(&mut a.samples, a.sample_rate, lufs);
+            Some(Arc::new((a.samples, a.sample_rate)))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} not synthesized: none will play");
+            None
+        }
+    }
 }
 
 impl EngineMedia {
@@ -184,24 +210,19 @@ impl EngineMedia {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
-        let filler = config.filler_after.and_then(|_| {
-            use aiagc_models::tts::Tts;
-            match aiagc_models::tts::EspeakVoice::german().synthesize(&config.filler_text) {
-                Ok(mut a) => {
-                    // As loud as the replies.
-                    aiagc_models::level::normalize(
-                        &mut a.samples,
-                        a.sample_rate,
-                        speech.tts_level(),
-                    );
-                    Some(Arc::new((a.samples, a.sample_rate)))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "filler not synthesized: none will play");
-                    None
-                }
-            }
-        });
+        let filler = config
+            .filler_after
+            .and_then(|_| synthesize_once(&config.filler_text, speech.tts_level(), "filler"));
+        let machine_message = (config.outbound.amd != super::outbound::AmdMode::Off
+            && !config.outbound.machine_message.trim().is_empty())
+        .then(|| {
+            synthesize_once(
+                &config.outbound.machine_message,
+                speech.tts_level(),
+                "machine message",
+            )
+        })
+        .flatten();
         Self {
             ports,
             config,
@@ -215,6 +236,7 @@ impl EngineMedia {
             seed: AtomicU64::new(seed),
             metrics: None,
             filler,
+            machine_message,
         }
     }
 
@@ -276,6 +298,7 @@ impl MediaHost for EngineMedia {
             running: self.running.clone(),
             metrics: self.metrics.clone(),
             filler: self.filler.clone(),
+            machine_message: self.machine_message.clone(),
         };
         if let Some(m) = &self.metrics {
             m.call_started();
@@ -318,7 +341,7 @@ impl MediaHost for EngineMedia {
         }
     }
 
-    fn describe(&self, channel: &aiagc_ari::model::Channel) {
+    fn describe(&self, channel: &aiagc_ari::model::Channel, args: &[String]) {
         if let Ok(mut p) = self.parties.lock() {
             p.insert(
                 channel.id.clone(),
@@ -327,6 +350,7 @@ impl MediaHost for EngineMedia {
                     name: channel.caller.name.clone(),
                     context: channel.dialplan.context.clone(),
                     exten: channel.dialplan.exten.clone(),
+                    args: args.to_vec(),
                 },
             );
         }
@@ -349,6 +373,7 @@ struct CallTask {
     running: Arc<Mutex<HashMap<String, Running>>>,
     metrics: Option<Arc<super::metrics::Metrics>>,
     filler: Option<Arc<(Vec<f32>, u32)>>,
+    machine_message: Option<Arc<(Vec<f32>, u32)>>,
 }
 
 /// Per-call turn-taking state.
@@ -379,6 +404,9 @@ struct Turns {
     silence_deadline: Option<Instant>,
     /// A pause to hold open while its words are transcribed.
     hold: Option<u64>,
+    /// The caller's speech drives turns (not while an outbound call's
+    /// start decides who answered, nor while a machine gets its message).
+    listening: bool,
     summary: CallSummary,
 }
 
@@ -470,6 +498,7 @@ impl CallTask {
             ),
             silence_deadline: None,
             hold: None,
+            listening: true,
             summary: CallSummary {
                 call: id.clone(),
                 turns: Vec::new(),
@@ -483,6 +512,7 @@ impl CallTask {
                 started: std::time::SystemTime::now(),
                 ended: std::time::SystemTime::now(),
                 files: Vec::new(),
+                answered_by: None,
             },
         };
         let mut recorder = match (&self.config.records_dir, self.config.record_audio) {
@@ -496,8 +526,22 @@ impl CallTask {
             t.summary.files.push(dir.join(format!("{name}.in.wav")));
             t.summary.files.push(dir.join(format!("{name}.out.wav")));
         }
-        let first = Self::next_turn(&shared);
-        self.submit(&shared, first, Work::Start, Instant::now());
+        // A call we placed: the callee speaks first, and may be a machine.
+        let answered = Instant::now();
+        let mut outbound = (self.party.args.first().map(String::as_str) == Some("outbound")
+            && self.config.outbound.amd != super::outbound::AmdMode::Off)
+            .then(|| {
+                super::outbound::Outbound::new(
+                    self.config.outbound.clone(),
+                    self.party.args.get(1).map(String::as_str),
+                )
+            });
+        if outbound.is_some() {
+            t.listening = false;
+        } else {
+            let first = Self::next_turn(&shared);
+            self.submit(&shared, first, Work::Start, Instant::now());
+        }
         let mut buf = vec![0u8; aiagc_engine::handoff::MAX_DATAGRAM];
         loop {
             let played = call.stats().frames_played;
@@ -559,6 +603,17 @@ impl CallTask {
                     recorder = None;
                 }
             }
+            if let Some(ob) = outbound.as_mut() {
+                let elapsed = now.saturating_duration_since(answered);
+                if call.stats().frames_played > played {
+                    ob.frame(call.last_frame(), elapsed);
+                }
+                let step = ob.poll(elapsed);
+                if step != super::outbound::Step::Wait {
+                    self.outbound_decided(ob, step, &mut call, &shared, &mut t, now);
+                    outbound = None;
+                }
+            }
             while let Some(tx) = call.poll_transmit(now) {
                 if let Some(dest) = tx.destination {
                     let _ = socket.try_send_to(tx.data, dest);
@@ -601,6 +656,17 @@ impl CallTask {
         now: Instant,
     ) {
         let id = &self.id;
+        if !t.listening
+            && matches!(
+                event,
+                CallEvent::SpeechStarted { .. }
+                    | CallEvent::SpeechPaused(_)
+                    | CallEvent::SpeechEnded(_)
+                    | CallEvent::BargeIn { .. }
+            )
+        {
+            return;
+        }
         match event {
             CallEvent::SpeechStarted { .. } => t.silence_deadline = None,
             CallEvent::SpeechPaused(p) => {
@@ -881,6 +947,43 @@ impl CallTask {
                 tracing::info!(call = %self.id, turn, "reply late: filler played");
             }
             Err(e) => tracing::warn!(call = %self.id, error = %e, "filler not queued"),
+        }
+    }
+
+    /// The outbound start is over: talk to the person, or leave the message
+    /// on the machine and hang up.
+    fn outbound_decided(
+        &self,
+        ob: &super::outbound::Outbound,
+        step: super::outbound::Step,
+        call: &mut Call,
+        shared: &Arc<CallShared>,
+        t: &mut Turns,
+        now: Instant,
+    ) {
+        if let Some(d) = ob.decision() {
+            tracing::info!(call = %self.id, answered_by = d.answered.as_str(), cause = %d.cause, at_ms = d.at.as_millis() as u64, "outbound call answered");
+            t.summary.answered_by = Some((d.answered.as_str().to_owned(), d.cause.clone()));
+        }
+        match step {
+            super::outbound::Step::LeaveMessage => {
+                t.summary.outcome = Some("message_left".into());
+                match &self.machine_message {
+                    Some(m) if call.speak(&m.0, m.1).is_ok() => {
+                        tracing::info!(call = %self.id, "message left after the beep");
+                        t.pending_action = Some(Action::Hangup);
+                    }
+                    _ => {
+                        t.summary.outcome = Some("machine".into());
+                        self.act(Action::Hangup, &mut t.summary);
+                    }
+                }
+            }
+            _ => {
+                t.listening = true;
+                let first = Self::next_turn(shared);
+                self.submit(shared, first, Work::Start, now);
+            }
         }
     }
 

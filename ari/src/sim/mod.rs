@@ -187,6 +187,11 @@ impl Simulator {
         self.inner.events()
     }
 
+    /// Whether the channel `id` exists (not yet hung up).
+    pub fn has_channel(&self, id: &str) -> bool {
+        self.inner.lock().channels.contains_key(id)
+    }
+
     /// Tones the app sent into `channel` (`POST /channels/{id}/dtmf`).
     pub fn dtmf_sent(&self, channel: &str) -> Vec<String> {
         self.inner
