@@ -27,7 +27,7 @@ fi
 # the bundled sounds and pjproject would be downloaded at build time).
 modules=(
   app_playback app_record app_stasis app_senddtmf app_echo app_dial app_exec
-  app_verbose app_originate app_db app_system app_waitforsilence chan_rtp pbx_config
+  app_verbose app_originate app_db app_system app_waitforsilence app_amd chan_rtp pbx_config
   func_channel func_strings func_rand func_logic func_db func_callerid func_cut func_cdr
   res_ari res_ari_applications res_ari_asterisk res_ari_bridges res_ari_channels
   res_ari_device_states res_ari_endpoints res_ari_events res_ari_playbacks

@@ -6,34 +6,7 @@
 mod common;
 
 use aiagc_engine::amd::{Amd, AmdConfig, Answered, BeepDetector};
-use aiagc_models::tts::{EspeakVoice, Tts};
-
-pub const HUMANS: [&str; 8] = [
-    "Hallo?",
-    "Ja, bitte?",
-    "Müller.",
-    "Ja?",
-    "Hallo, wer ist da?",
-    "Schmidt, hallo.",
-    "Guten Tag.",
-    "Praxis Sommer.",
-];
-
-pub const MACHINES: [(&str, f32); 4] = [
-    ("Guten Tag, Sie sind verbunden mit dem Anschluss von Familie Müller. Wir sind gerade nicht zu Hause. Bitte hinterlassen Sie eine Nachricht nach dem Signalton.", 1000.0),
-    ("Hallo, hier ist der Anrufbeantworter von Thomas Schmidt. Sprechen Sie nach dem Piep.", 850.0),
-    ("Der gewünschte Gesprächspartner ist zur Zeit nicht erreichbar. Bitte sprechen Sie nach dem Signalton.", 440.0),
-    ("Herzlich willkommen bei der Mailbox von Anna Weber. Ich rufe gern zurück.", 1400.0),
-];
-
-fn speak(text: &str, voice: &str, rate: u32) -> Vec<f32> {
-    let mut v = EspeakVoice {
-        voice: voice.into(),
-        rate,
-    };
-    let a = v.synthesize(text).unwrap();
-    common::resample(&a.samples, a.sample_rate, 16000)
-}
+use common::greetings::{beep, silence, speak, HUMANS, MACHINES};
 
 /// Through G.711 µ-law and back, as a telephone line carries it.
 fn line(x: &[f32]) -> Vec<f32> {
@@ -54,16 +27,6 @@ fn line(x: &[f32]) -> Vec<f32> {
         out.extend(back[..m].iter().map(|s| *s as f32 / 32768.0));
     }
     common::resample(&out, 8000, 16000)
-}
-
-fn silence(ms: usize) -> Vec<f32> {
-    vec![0.0; ms * 16]
-}
-
-fn beep(f: f32, ms: usize) -> Vec<f32> {
-    (0..ms * 16)
-        .map(|i| 0.25 * (2.0 * std::f32::consts::PI * f * i as f32 / 16000.0).sin())
-        .collect()
 }
 
 /// The verdict, and where (s) a beep was heard, over `audio`.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod asterisk;
+pub mod greetings;
 pub mod webhook;
 
 use aiagc::runtime::media::{CallSummary, DialogueFactory};
