@@ -1,5 +1,6 @@
 //! `aiagc`: the command-line entry point (see DESIGN.md, "Command line").
 
+mod campaign_cmd;
 mod check;
 mod config;
 mod demo;
@@ -67,6 +68,10 @@ enum Command {
     /// Places an outbound call through ARI and follows it until it is
     /// answered and hung up (`--detach`: print the channel id and return).
     Originate(originate::OriginateArgs),
+    /// Calls a list of numbers (CSV) at a bounded rate inside a time
+    /// window, busy and unanswered ones again later; answered calls go on
+    /// into the app as outbound calls (a person or a machine).
+    Campaign(campaign_cmd::CampaignArgs),
     /// Prints the effective configuration (file, environment, defaults),
     /// where each value came from, secrets redacted.
     Config {
@@ -208,6 +213,7 @@ fn main() -> Result<()> {
         }
         Command::Demo(args) => demo::run(&args),
         Command::Spool { action } => spool::run(action),
+        Command::Campaign(args) => campaign_cmd::run(args),
         Command::Eval(args) => eval::run(&args),
         Command::Models {
             action: ModelsAction::List { dir },
