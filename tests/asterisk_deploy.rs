@@ -43,6 +43,7 @@ fn setup() -> Setup {
              same => n,Hangup()\n\
              [callee]\n\
              exten => s,1,Answer()\n\
+             same => n,Playback({{dir}}/snd/hallo)\n\
              same => n,Record({{dir}}/rec/callee.wav16,0,7,qkx)\n\
              same => n,Hangup()\n"
         ),
@@ -266,7 +267,12 @@ async fn originate_reaches_the_callee_and_sigterm_drains_to_agi() {
     registered(&client).await;
 
     // `aiagc originate` dials the callee; answered, the call runs the
-    // shipped outbound-calls-ari context into the app.
+    // shipped outbound-calls-ari context into the app, which waits for the
+    // callee's "Hallo?" (a person, not a machine) and greets.
+    let mut hallo = common::greetings::silence(200);
+    hallo.extend(common::greetings::speak("Hallo?", "de", 165));
+    let hallo: Vec<i16> = hallo.iter().map(|s| (s * 32767.0) as i16).collect();
+    ast.add_sound("hallo", &hallo);
     let out = Command::new(env!("CARGO_BIN_EXE_aiagc"))
         .args([
             "originate",
