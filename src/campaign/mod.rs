@@ -247,18 +247,42 @@ pub async fn run(
             .map(|(id, (i, _))| (id.clone(), *i))
             .collect();
         for (id, i) in overdue {
-            if matches!(client.channel(&id).await, Err(e) if e.is_gone()) {
-                dialing.remove(&id);
-                finish(
-                    &mut plan,
-                    i,
-                    Outcome::NoAnswer,
-                    &mut results,
-                    None,
-                    on_result,
-                )?;
-            } else if let Some(d) = dialing.get_mut(&id) {
-                d.1 = now;
+            match client.channel(&id).await {
+                Err(e) if e.is_gone() => {
+                    dialing.remove(&id);
+                    finish(
+                        &mut plan,
+                        i,
+                        Outcome::NoAnswer,
+                        &mut results,
+                        None,
+                        on_result,
+                    )?;
+                }
+                // Answered while we did not hear (its StasisStart was
+                // lost): it waits in our app, so send it on now.
+                Ok(ch) if ch.state == "Up" => {
+                    dialing.remove(&id);
+                    if let Err(e) = client
+                        .continue_in_dialplan(&id, &config.context, &config.extension, 1)
+                        .await
+                    {
+                        tracing::warn!(channel = %id, error = %e, "answered call not continued");
+                    }
+                    finish(
+                        &mut plan,
+                        i,
+                        Outcome::Answered,
+                        &mut results,
+                        Some(id),
+                        on_result,
+                    )?;
+                }
+                _ => {
+                    if let Some(d) = dialing.get_mut(&id) {
+                        d.1 = now;
+                    }
+                }
             }
         }
         let wake = match plan.next(now, chrono::Local::now().naive_local()) {
