@@ -21,7 +21,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = c.drain_to();
     let _ = c.stt_remote();
     let _ = c.workers();
+    let _ = c.delivery();
+    let _ = c.outbound();
+    let _ = c.tool_specs(&|_| None);
     c.ari.password = "fuzz-secret-XYZ".into();
+    c.delivery.secret = "fuzz-secret-XYZ".into();
     let shown = c.explain(&Default::default());
     assert!(!shown.contains("fuzz-secret-XYZ"));
+    assert!(!format!("{c:?}").contains("fuzz-secret-XYZ"));
 });
