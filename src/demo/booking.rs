@@ -1,8 +1,9 @@
 //! The demo's booking system: the practice's appointment calendar behind
 //! a loopback HTTP endpoint, as an operator's own system would be. The
 //! demo's scenario books, moves and cancels through it (`[[tools]]`), so
-//! an appointment exists there, not only in aiagc's record; a time that
-//! is taken is declined and the caller asked for another.
+//! an appointment exists there, not only in aiagc's record. The practice
+//! has two treatment rooms: a time already booked twice is declined and
+//! the caller asked for another.
 
 use aiagc_models::dialogue::scenario::{Scenario, PRAXIS};
 use aiagc_models::dialogue::tools::{ToolSpec, Toolbox};
@@ -13,6 +14,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Appointments the practice can take at the same time.
+const ROOMS: usize = 2;
 
 /// One appointment in the calendar.
 #[derive(Debug, Clone, Serialize)]
@@ -69,10 +73,13 @@ async fn handle(
         field(&args, "time"),
         field(&args, "caller"),
     );
+    // Two rooms: a third appointment at the same time is refused.
     let taken = |c: &Calendar| {
         c.appointments
             .iter()
-            .any(|a| a.date == date && a.time == time)
+            .filter(|a| a.date == date && a.time == time)
+            .count()
+            >= ROOMS
     };
     let answer = match action.as_str() {
         "book" if taken(&c) => {
