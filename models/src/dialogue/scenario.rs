@@ -1217,16 +1217,7 @@ impl ScenarioDialogue {
         }
         let action = match t.action.as_deref() {
             Some("hangup") => Some(Action::Hangup),
-            Some("transfer") => self
-                .scenario
-                .spec
-                .transfer
-                .as_ref()
-                .map(|x| Action::Transfer {
-                    context: x.context.clone(),
-                    extension: x.extension.clone(),
-                    priority: x.priority,
-                }),
+            Some("transfer") => self.transfer_action(),
             _ => None,
         };
         if action.is_some() {
