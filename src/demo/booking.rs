@@ -85,17 +85,7 @@ async fn handle(
         "book" if taken(&c) => {
             json!({"ok": false, "say": "Dieser Termin ist leider schon vergeben."})
         }
-        "book" => {
-            c.next += 1;
-            let id = format!("T-{}", 1000 + c.next);
-            c.appointments.push(Appointment {
-                id: id.clone(),
-                date,
-                time,
-                caller,
-            });
-            json!({"ok": true, "booking_id": id})
-        }
+        "book" => json!({"ok": true, "booking_id": c.add(date, time, caller)}),
         "move" if taken(&c) => {
             json!({"ok": false, "say": "Dieser Termin ist leider schon vergeben."})
         }
@@ -113,17 +103,7 @@ async fn handle(
                     a.time = time;
                     json!({"ok": true, "booking_id": a.id})
                 }
-                None => {
-                    c.next += 1;
-                    let id = format!("T-{}", 1000 + c.next);
-                    c.appointments.push(Appointment {
-                        id: id.clone(),
-                        date,
-                        time,
-                        caller,
-                    });
-                    json!({"ok": true, "booking_id": id})
-                }
+                None => json!({"ok": true, "booking_id": c.add(date, time, caller)}),
             }
         }
         "cancel" => {
@@ -137,6 +117,21 @@ async fn handle(
     let ok = answer["ok"] == true;
     c.requests.push((action, ok));
     Json(answer)
+}
+
+impl Calendar {
+    /// A new appointment; its booking number.
+    fn add(&mut self, date: String, time: String, caller: String) -> String {
+        self.next += 1;
+        let id = format!("T-{}", 1000 + self.next);
+        self.appointments.push(Appointment {
+            id: id.clone(),
+            date,
+            time,
+            caller,
+        });
+        id
+    }
 }
 
 impl BookingSystem {
