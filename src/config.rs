@@ -270,6 +270,15 @@ pub struct Media {
     /// Cancel our own echo in the caller's audio and keep it from counting
     /// as the caller (barge-in, turn start).
     pub echo_cancel: bool,
+    /// Caller sound over a reply: `resume` (pause it; play on after a
+    /// "mhm", a cough or our own echo; the default) or `stop` (drop it at
+    /// the first sound).
+    pub barge_in: String,
+    /// Where a paused reply plays on: `sentence` (its sentence again) or
+    /// `position` (where it paused).
+    pub barge_in_resume: String,
+    /// Sound that lasts this long without a pause takes the turn, ms.
+    pub barge_in_commit_ms: u64,
 }
 
 impl Default for Media {
@@ -289,6 +298,9 @@ impl Default for Media {
             no_input_s: 8,
             records_dir: String::new(),
             record_audio: false,
+            barge_in: "resume".into(),
+            barge_in_resume: "sentence".into(),
+            barge_in_commit_ms: 700,
         }
     }
 }
@@ -622,6 +634,7 @@ impl Config {
             .rtp_source
             .parse::<aiagc_engine::SourcePolicy>()
             .map_err(|e| anyhow::anyhow!("media.rtp_source = {e}"))?;
+        self.barge_in()?;
         self.media
             .bind
             .parse::<std::net::IpAddr>()
@@ -762,6 +775,35 @@ impl Config {
             api_key: (!r.api_key.is_empty()).then(|| r.api_key.clone()),
             timeout: Duration::from_millis(r.timeout_ms),
         })
+    }
+
+    /// What caller sound over a reply does (`[media] barge_in*`).
+    pub fn barge_in(&self) -> Result<aiagc::runtime::conversation::BargeIn> {
+        use aiagc::runtime::conversation::BargeIn;
+        let m = &self.media;
+        let from = match m.barge_in_resume.as_str() {
+            "sentence" => aiagc_engine::ResumeFrom::SentenceStart,
+            "position" => aiagc_engine::ResumeFrom::Position,
+            other => bail!("media.barge_in_resume = {other:?}: use \"sentence\" or \"position\""),
+        };
+        if !(200..=5000).contains(&m.barge_in_commit_ms) {
+            bail!(
+                "media.barge_in_commit_ms = {}: use 200 to 5000",
+                m.barge_in_commit_ms
+            );
+        }
+        match m.barge_in.as_str() {
+            "stop" => Ok(BargeIn::Stop),
+            "resume" => match BargeIn::default() {
+                BargeIn::Resume { min_rest, .. } => Ok(BargeIn::Resume {
+                    from,
+                    commit_after: std::time::Duration::from_millis(m.barge_in_commit_ms),
+                    min_rest,
+                }),
+                BargeIn::Stop => Ok(BargeIn::Stop),
+            },
+            other => bail!("media.barge_in = {other:?}: use \"resume\" or \"stop\""),
+        }
     }
 
     /// Outbound call settings.
@@ -1026,6 +1068,9 @@ mod tests {
             ("[serve]\ndrain_to = \"ctx\"", "serve.drain_to"),
             ("[speech]\nbackend = \"vosk\"", "speech.backend"),
             ("[media]\nrtp_source = \"any\"", "media.rtp_source"),
+            ("[media]\nbarge_in = \"pause\"", "media.barge_in"),
+            ("[media]\nbarge_in_resume = \"word\"", "media.barge_in_resume"),
+            ("[media]\nbarge_in_commit_ms = 50", "media.barge_in_commit_ms"),
             ("[speech]\ntts_level_lufs = 0.0", "speech.tts_level_lufs"),
             (
                 "[speech]\nbackend = \"openai\"\n[speech.remote]\nbase_url = \"gpu:8000\"",

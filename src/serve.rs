@@ -85,6 +85,7 @@ pub fn media_config(config: &Config) -> MediaConfig {
     }
     // Validated with the configuration.
     m.outbound = config.outbound().unwrap_or_default();
+    m.barge_in = config.barge_in().unwrap_or_default();
     m
 }
 

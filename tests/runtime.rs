@@ -447,6 +447,8 @@ fn stale_jobs_are_cancelled() {
                 turn,
                 work,
                 handed_over: Instant::now(),
+                deadline: Instant::now() + Duration::from_secs(1),
+                speculative: false,
             })
             .is_ok());
     };
@@ -487,6 +489,7 @@ fn stale_jobs_are_cancelled() {
             }
             Ok(SpeechOut::TurnScore { pause, .. }) => panic!("superseded pause {pause} was scored"),
             Ok(SpeechOut::Audio(a)) => assert_eq!(a.turn, 5),
+            Ok(SpeechOut::Sound { id, .. }) => panic!("no sound {id} was asked for"),
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }

@@ -6,7 +6,7 @@ use crate::echo::{EchoCanceller, EchoConfig, EchoVerdict};
 use crate::endpoint::{Endpoint, EndpointConfig, Endpointer, MediaPosition, Pause, Utterance};
 use crate::jitter::{JitterBuffer, JitterConfig, Pop, Push};
 use crate::packet::{self, MAX_PAYLOAD};
-use crate::playout::{Playout, PlayoutError, SilencePolicy};
+use crate::playout::{Playout, PlayoutError, ResumeFrom, SilencePolicy};
 use crate::resample::{ResampleError, Resampler};
 use crate::stats::CallStats;
 use crate::vad::{EnergyVad, Vad, FRAME_16K};
@@ -52,6 +52,19 @@ impl std::str::FromStr for SourcePolicy {
     }
 }
 
+/// What caller speech over a reply does to it the moment it is detected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BargeInPolicy {
+    /// Drop the reply (the driver decides nothing more).
+    #[default]
+    Stop,
+    /// Pause it: the driver later resumes it ([`Call::resume_speaking`],
+    /// the sound was no turn) or drops it ([`Call::stop_speaking`]).
+    Pause,
+    /// Leave it playing (the driver decides).
+    Continue,
+}
+
 /// Configuration of one call's media.
 #[derive(Debug, Clone)]
 pub struct CallConfig {
@@ -70,8 +83,8 @@ pub struct CallConfig {
     pub endpoint: EndpointConfig,
     /// What is sent while the agent is silent.
     pub silence: SilencePolicy,
-    /// Whether a barge-in stops the reply at once (within one frame).
-    pub barge_in_stops_playout: bool,
+    /// What a barge-in does to the reply, at once (within one frame).
+    pub barge_in: BargeInPolicy,
     /// Bound of queued reply audio.
     pub max_reply: Duration,
     /// Seed for the random initial sequence number, timestamp and SSRC.
@@ -92,7 +105,7 @@ impl CallConfig {
             jitter: JitterConfig::default(),
             endpoint: EndpointConfig::default(),
             silence: SilencePolicy::SendSilence,
-            barge_in_stops_playout: true,
+            barge_in: BargeInPolicy::Stop,
             max_reply: Duration::from_secs(60),
             seed,
             echo: EchoConfig::default(),
@@ -613,8 +626,10 @@ impl Call {
                     .push_back(CallEvent::SpeechStarted { at, barge_in });
                 if barge_in {
                     self.events.push_back(CallEvent::BargeIn { at });
-                    if self.config.barge_in_stops_playout {
-                        self.stop_speaking();
+                    match self.config.barge_in {
+                        BargeInPolicy::Stop => self.stop_speaking(),
+                        BargeInPolicy::Pause => self.pause_speaking(),
+                        BargeInPolicy::Continue => {}
                     }
                 }
             }
@@ -712,10 +727,40 @@ impl Call {
         &self.echo
     }
 
-    /// Drops queued reply audio within one frame (with a 5 ms fade-out).
+    /// Drops queued (or paused) reply audio within one frame (with a 5 ms
+    /// fade-out).
     pub fn stop_speaking(&mut self) {
         if self.playout.stop() {
             self.stats.replies_interrupted += 1;
         }
+    }
+
+    /// Pauses the reply within one frame (5 ms fade-out), holding the rest.
+    pub fn pause_speaking(&mut self) {
+        if self.playout.pause() {
+            self.stats.replies_paused += 1;
+        }
+    }
+
+    /// Whether a reply is paused.
+    pub fn is_paused(&self) -> bool {
+        self.playout.is_paused()
+    }
+
+    /// Plays a paused reply again from `from`; returns how much will be
+    /// heard twice (`None`: nothing was paused).
+    pub fn resume_speaking(&mut self, from: ResumeFrom) -> Option<Duration> {
+        let again = self.playout.resume(from)?;
+        self.stats.replies_resumed += 1;
+        Some(Duration::from_secs_f64(
+            again as f64 / self.config.codec.pcm_rate() as f64,
+        ))
+    }
+
+    /// Reply audio held by a pause, as play time.
+    pub fn held_audio(&self) -> Duration {
+        Duration::from_secs_f64(
+            self.playout.held_samples() as f64 / self.config.codec.pcm_rate() as f64,
+        )
     }
 }

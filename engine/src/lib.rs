@@ -9,7 +9,8 @@
 //!
 //! [`Call`] takes in datagrams ([`Call::receive`]), the passing of time
 //! ([`Call::handle_timeout`]) and reply audio ([`Call::speak`],
-//! [`Call::stop_speaking`]). It gives out RTP packets to send
+//! [`Call::stop_speaking`], [`Call::pause_speaking`],
+//! [`Call::resume_speaking`]). It gives out RTP packets to send
 //! ([`Call::poll_transmit`]), events ([`Call::poll_event`]: speech started
 //! and ended with the utterance audio, barge-in, playout finished, rejected
 //! input) and the instant it next needs attention ([`Call::poll_timeout`]).
@@ -57,7 +58,10 @@ pub mod resample;
 pub mod stats;
 pub mod vad;
 
-pub use call::{Call, CallConfig, CallError, CallEvent, Rejection, SourcePolicy, Transmit, FRAME};
+pub use call::{
+    BargeInPolicy, Call, CallConfig, CallError, CallEvent, Rejection, SourcePolicy, Transmit, FRAME,
+};
+pub use playout::ResumeFrom;
 pub use codec::Codec;
 pub use echo::{EchoConfig, EchoVerdict};
 pub use endpoint::{EndpointConfig, MediaPosition, Pause, Utterance};

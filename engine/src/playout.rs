@@ -7,6 +7,12 @@
 //! or nothing is sent: the timeline stays continuous across replies and
 //! pauses. Each reply starts with a 5 ms fade-in and the marker bit; a
 //! stopped reply ends with a 5 ms fade-out, never a click.
+//!
+//! A reply can also be *paused* (barge-in that may turn out to be a "mhm"):
+//! it fades out as on a stop, but what was left stays held, and
+//! [`Playout::resume`] plays it again from the paused position or from the
+//! start of the sentence it was in. Sentence boundaries are the `speak`
+//! calls.
 
 use crate::codec::{Codec, CodecError, Encoder};
 use crate::packet::{self, PacketError};
@@ -67,6 +73,24 @@ pub struct Playout {
     /// The next audio frame starts a reply (marker + fade-in).
     spurt_start: bool,
     policy: SilencePolicy,
+    /// Remaining samples of each queued sentence, oldest first.
+    sentences: VecDeque<usize>,
+    /// Samples of the current sentence already sent (for a resume from
+    /// its start).
+    sent_of_sentence: Vec<i16>,
+    /// A paused reply: everything that was queued at the pause.
+    held: Option<VecDeque<i16>>,
+}
+
+/// Where a paused reply goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResumeFrom {
+    /// Where it was paused (nothing is heard twice).
+    Position,
+    /// The start of the sentence it was paused in (the sentence is heard
+    /// whole, as a person would restart it).
+    #[default]
+    SentenceStart,
 }
 
 impl Playout {
@@ -92,6 +116,9 @@ impl Playout {
             frame: vec![0; codec.frame_samples()],
             spurt_start: true,
             policy,
+            sentences: VecDeque::new(),
+            sent_of_sentence: Vec::new(),
+            held: None,
         })
     }
 
@@ -100,9 +127,19 @@ impl Playout {
         self.ssrc
     }
 
-    /// Whether reply audio is queued.
+    /// Whether reply audio is queued (and not paused).
     pub fn is_speaking(&self) -> bool {
         !self.queue.is_empty()
+    }
+
+    /// Whether a reply is paused (held, not sent).
+    pub fn is_paused(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Held reply audio of a paused reply, in codec samples.
+    pub fn held_samples(&self) -> usize {
+        self.held.as_ref().map_or(0, VecDeque::len)
     }
 
     /// Queued reply audio, in codec samples.
@@ -117,7 +154,7 @@ impl Playout {
         let out_rate = self.codec.pcm_rate();
         let ratio = out_rate as f64 / sample_rate.max(1) as f64;
         let expected = (pcm.len() as f64 * ratio) as usize + out_rate as usize / 10;
-        if self.queue.len() + expected > self.max_queue {
+        if self.queue.len() + self.held_samples() + expected > self.max_queue {
             return Err(PlayoutError::Full(self.max_queue));
         }
         let idx = match self
@@ -131,7 +168,8 @@ impl Playout {
                 self.resamplers.len() - 1
             }
         };
-        let queue = &mut self.queue;
+        let queue = self.held.as_mut().unwrap_or(&mut self.queue);
+        let before = queue.len();
         let to_i16 = |s: &f32| (s.clamp(-1.0, 1.0) * 32767.0) as i16;
         let resampler = &mut self.resamplers[idx];
         let delay = resampler.delay_samples();
@@ -150,21 +188,86 @@ impl Playout {
         resampler.reset();
         resampler.push(pcm, &mut push)?;
         resampler.flush(&mut push)?;
+        let added = self.held.as_ref().unwrap_or(&self.queue).len() - before;
+        if added > 0 {
+            self.sentences.push_back(added);
+        }
         Ok(())
     }
 
     /// Drops the queued reply, fading out over 5 ms so the cut is silent.
     /// Returns whether anything was playing.
     pub fn stop(&mut self) -> bool {
+        let held = self.held.take().is_some_and(|h| !h.is_empty());
+        self.sentences.clear();
+        self.sent_of_sentence.clear();
         if self.queue.is_empty() {
+            return held;
+        }
+        self.fade_out();
+        true
+    }
+
+    /// Pauses the reply: it fades out within 5 ms as on a stop, and what
+    /// was queued is held for [`Playout::resume`]. Returns whether anything
+    /// was playing.
+    pub fn pause(&mut self) -> bool {
+        if self.held.is_some() || self.queue.is_empty() {
             return false;
         }
+        self.held = Some(self.queue.clone());
+        self.fade_out();
+        true
+    }
+
+    /// Plays a paused reply again from `from`; returns the samples that
+    /// will be heard a second time (`None`: nothing was paused).
+    pub fn resume(&mut self, from: ResumeFrom) -> Option<usize> {
+        let mut held = self.held.take()?;
+        let mut again = 0;
+        if from == ResumeFrom::SentenceStart && !self.sent_of_sentence.is_empty() {
+            again = self.sent_of_sentence.len();
+            for &s in self.sent_of_sentence.iter().rev() {
+                held.push_front(s);
+            }
+            if let Some(first) = self.sentences.front_mut() {
+                *first += again;
+            }
+            self.sent_of_sentence.clear();
+        }
+        self.queue = held;
+        self.spurt_start = true;
+        Some(again)
+    }
+
+    /// Keeps the next 5 ms of the queue, fading to zero, and drops the rest.
+    fn fade_out(&mut self) {
         let fade = (self.codec.pcm_rate() as usize * FADE_MS / 1000).min(self.queue.len());
         self.queue.truncate(fade);
         for (i, s) in self.queue.iter_mut().enumerate() {
             *s = (*s as f32 * (1.0 - (i + 1) as f32 / fade as f32)) as i16;
         }
-        true
+    }
+
+    /// Books `n` sent samples (in `frame[..n]`) against the sentences.
+    fn account(&mut self, n: usize) {
+        let mut left = n;
+        let mut at = 0;
+        while left > 0 {
+            let Some(first) = self.sentences.front_mut() else {
+                break;
+            };
+            let take = left.min(*first);
+            self.sent_of_sentence
+                .extend_from_slice(&self.frame[at..at + take]);
+            *first -= take;
+            left -= take;
+            at += take;
+            if *first == 0 {
+                self.sentences.pop_front();
+                self.sent_of_sentence.clear();
+            }
+        }
     }
 
     /// The PCM (codec rate) of the last tick: what the caller heard.
@@ -185,6 +288,10 @@ impl Playout {
                 *dst = src;
             }
             self.frame[take..].fill(0);
+            if self.held.is_none() {
+                // The fade of a pause is not part of the sentence.
+                self.account(take);
+            }
             if first_of_reply {
                 let fade = self.codec.pcm_rate() as usize * FADE_MS / 1000;
                 for (i, s) in self.frame.iter_mut().take(fade).enumerate() {
@@ -192,7 +299,11 @@ impl Playout {
                 }
             }
             self.spurt_start = false;
-            finished = self.queue.is_empty();
+            // A paused reply has not finished; its resume starts a new spurt.
+            finished = self.queue.is_empty() && self.held.is_none();
+            if self.queue.is_empty() && self.held.is_some() {
+                self.spurt_start = true;
+            }
         } else {
             self.frame.fill(0);
             self.spurt_start = true;
@@ -319,6 +430,82 @@ mod tests {
             .unwrap_or(0);
         assert!(steps < 16384 / 40 * 2 + 600, "step {steps}");
         assert_eq!(*pcm.last().unwrap_or(&1), 0);
+        assert!(!p.is_speaking());
+    }
+
+    /// Decoded PCM of the next tick, and whether it finished the reply.
+    fn tick_pcm(p: &mut Playout, buf: &mut [u8]) -> (Vec<i16>, Sent) {
+        let sent = p.tick(buf).unwrap().unwrap();
+        let v = parse(&buf[..sent.len]).unwrap();
+        let pcm = v
+            .payload
+            .iter()
+            .map(|&b| crate::codec::g711::ulaw_decode(b))
+            .collect();
+        (pcm, sent)
+    }
+
+    #[test]
+    fn a_paused_reply_is_held_and_resumes_where_it_stopped_or_at_its_sentence() {
+        // Two sentences of 100 ms (5 frames at 8 kHz: 800 samples each),
+        // levels that tell them apart.
+        for from in [ResumeFrom::Position, ResumeFrom::SentenceStart] {
+            let mut p = playout(SilencePolicy::SendSilence);
+            let mut buf = [0u8; 1500];
+            p.speak(&[0.25; 1600], 16000).unwrap();
+            p.speak(&[0.5; 1600], 16000).unwrap();
+            assert_eq!(p.queued_samples(), 1600);
+            for _ in 0..7 {
+                tick_pcm(&mut p, &mut buf); // 2 frames into the second sentence
+            }
+            assert!(p.pause());
+            assert!(!p.pause(), "already paused");
+            assert!(p.is_paused());
+            assert_eq!(p.held_samples(), 1600 - 7 * 160);
+            // The fade, then silence; never "finished" while paused.
+            let (_, sent) = tick_pcm(&mut p, &mut buf);
+            assert!(!sent.finished);
+            for _ in 0..3 {
+                let (pcm, sent) = tick_pcm(&mut p, &mut buf);
+                assert!(!sent.audio && !sent.finished);
+                assert!(pcm.iter().all(|&s| s == 0));
+            }
+            // More of the reply arrives while paused: it is held behind.
+            p.speak(&[0.125; 320], 16000).unwrap();
+            let again = p.resume(from).unwrap();
+            assert!(!p.is_paused());
+            let expect_again = if from == ResumeFrom::Position { 0 } else { 2 * 160 };
+            assert_eq!(again, expect_again, "{from:?}");
+            let mut frames = Vec::new();
+            loop {
+                let (pcm, sent) = tick_pcm(&mut p, &mut buf);
+                frames.push((pcm, sent));
+                if sent.finished {
+                    break;
+                }
+            }
+            assert!(frames[0].1.first_of_reply, "a resume starts a new spurt");
+            // 3 (or 5) frames of the second sentence, 1 of the third.
+            assert_eq!(frames.len(), 1 + 3 + expect_again / 160, "{from:?}");
+            let level = |pcm: &[i16]| pcm[80..].iter().map(|&s| s as i32).sum::<i32>() / 80;
+            assert!((level(&frames[1].0) - 16384).abs() < 1200);
+            assert!((level(&frames.last().unwrap().0) - 4096).abs() < 400);
+            assert_eq!(p.resume(from), None, "nothing paused");
+        }
+    }
+
+    #[test]
+    fn a_stop_while_paused_drops_the_held_reply() {
+        let mut p = playout(SilencePolicy::SendSilence);
+        let mut buf = [0u8; 1500];
+        p.speak(&[0.25; 3200], 16000).unwrap();
+        tick_pcm(&mut p, &mut buf);
+        assert!(p.pause());
+        assert!(p.stop(), "a held reply counts as playing");
+        assert!(!p.is_paused());
+        assert_eq!(p.resume(ResumeFrom::Position), None);
+        let (_, sent) = tick_pcm(&mut p, &mut buf);
+        assert!(sent.finished, "the fade ends the reply");
         assert!(!p.is_speaking());
     }
 

@@ -54,6 +54,10 @@ pub struct CallStats {
     pub send_ticks_skipped: u64,
     /// Replies cut short by barge-in or `stop_speaking`.
     pub replies_interrupted: u64,
+    /// Replies paused by barge-in.
+    pub replies_paused: u64,
+    /// Paused replies played on.
+    pub replies_resumed: u64,
     /// Inbound frames the VAD took for speech that were our own echo.
     pub echo_suppressed: u64,
 }

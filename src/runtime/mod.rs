@@ -2,6 +2,7 @@
 //! inference (see DESIGN.md, "Principles").
 
 pub mod app;
+pub mod conversation;
 pub mod deadair;
 pub mod media;
 pub mod metrics;

@@ -28,6 +28,8 @@ pub struct ReplyAudio {
     pub samples: Vec<f32>,
     /// Their rate.
     pub sample_rate: u32,
+    /// The sentence (to tell our own echo from the caller).
+    pub text: String,
 }
 
 /// What STT heard: the decoded text and, where the dialogue named words
@@ -94,6 +96,8 @@ pub struct TurnRecord {
     pub ended_by_model: bool,
     /// The caller interrupted this turn's reply.
     pub interrupted: bool,
+    /// Sounds over this turn's reply that were no turn (it played on).
+    pub resumed: u32,
     /// From the hand-over to the first reply packet sent (media side).
     #[serde(serialize_with = "as_ms_opt")]
     pub to_first_packet: Option<Duration>,
@@ -138,6 +142,13 @@ pub enum SpeechOut {
         /// Probability that the turn is complete.
         probability: f32,
     },
+    /// What a sound over a paused reply was heard as.
+    Sound {
+        /// The job's id.
+        id: u64,
+        /// Its plain transcript.
+        heard: String,
+    },
     /// One sentence of a reply.
     Audio(ReplyAudio),
     /// The turn is answered (all its sentences were sent).
@@ -181,6 +192,14 @@ pub enum Work {
         /// Whether the turn model ended the turn.
         ended_by_model: bool,
     },
+    /// Transcribe a sound heard over a paused reply, plainly (no
+    /// expectation: a "mhm" must not be forced into the answers' grammar).
+    Sound {
+        /// Its id (from the conversation).
+        id: u64,
+        /// 16 kHz audio.
+        audio: Vec<f32>,
+    },
     /// Keys pressed.
     Dtmf(String),
     /// The caller stayed silent.
@@ -219,6 +238,10 @@ pub struct Job {
     pub work: Work,
     /// When it was handed over.
     pub handed_over: Instant,
+    /// When its result is needed for the caller not to wait.
+    pub deadline: Instant,
+    /// Work the call can go on without.
+    pub speculative: bool,
 }
 
 impl Job {
@@ -538,6 +561,19 @@ fn run(
             score(turn, &call, first, id, &audio);
             return;
         }
+        Work::Sound { id, audio } => {
+            let heard = match worker.transcribe(&audio, stt) {
+                Ok(t) => t.text.trim().to_owned(),
+                Err(e) => {
+                    stats.stt_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(call = %call.id, error = %e, "STT failed");
+                    String::new()
+                }
+            };
+            tracing::debug!(call = %call.id, id, heard = %heard, "sound transcribed");
+            let _ = call.out.send(SpeechOut::Sound { id, heard });
+            return;
+        }
         Work::Pause { id, audio, silence } => {
             // The words first: the reply needs the transcript anyway, so a
             // decision that waits for it costs nothing, and the words know
@@ -644,6 +680,7 @@ fn run(
                             turn: job.turn,
                             samples: audio.samples,
                             sample_rate: audio.sample_rate,
+                            text: sentence.to_owned(),
                         }));
                     }
                     Err(e) => {
@@ -680,6 +717,7 @@ fn run(
         ended_by_hint: by_hint,
         ended_by_model: by_model,
         interrupted: false,
+        resumed: 0,
         to_first_packet: None,
         from_speech_end: None,
     };

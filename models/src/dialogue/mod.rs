@@ -11,6 +11,7 @@ pub mod answers;
 pub mod hint;
 pub mod llm;
 pub mod number;
+pub mod overlap;
 pub mod scenario;
 pub mod text;
 pub mod tools;

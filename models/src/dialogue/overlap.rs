@@ -1,0 +1,174 @@
+//! What a short caller sound over the agent's reply was: a turn, or not.
+//!
+//! German callers say "ja", "mhm", "genau", "okay" while they listen; they
+//! cough, a door slams, and our own voice comes back over a poor line. The
+//! runtime pauses the reply at the sound, has it transcribed, and asks
+//! [`classify`]: everything but [`Overlap::Speech`] plays the reply on.
+
+use super::text::tokens;
+
+/// The verdict on a sound heard over a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Listener feedback ("ja", "mhm", "genau", "okay", "aha" …).
+    Backchannel,
+    /// No words (a cough, a click, breath) or words the recognizer makes up
+    /// from noise.
+    Noise,
+    /// The words are the reply's own: our echo.
+    Echo,
+    /// The caller takes the turn.
+    Speech,
+}
+
+impl Overlap {
+    /// Whether the reply plays on.
+    pub fn resumes(self) -> bool {
+        self != Self::Speech
+    }
+
+    /// Name for records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backchannel => "backchannel",
+            Self::Noise => "noise",
+            Self::Echo => "echo",
+            Self::Speech => "speech",
+        }
+    }
+}
+
+/// Folded words a listener says without taking the turn. Whole phrases of
+/// them count too ("ja genau", "ah okay").
+const FEEDBACK: &[&str] = &[
+    "ja", "jaja", "jap", "jo", "mhm", "mhmm", "mmh", "mm", "hm", "hmm", "hmhm", "aha", "ah", "ahja",
+    "achso", "ach", "so", "genau", "okay", "ok", "okey", "gut", "klar", "richtig", "stimmt",
+    "super", "prima", "alles", "schoen", "verstehe", "aja", "eben", "eh", "aeh", "oh", "uh",
+];
+
+/// What whisper writes for sound without words: bracketed tags
+/// ("[Husten]", "(Musik)", "*hustet*") and the subtitle credits it learned
+/// from silence.
+const NOISE_PHRASES: &[&str] = &[
+    "untertitel",
+    "copyright",
+    "amara",
+    "vielen dank fuer",
+    "swr",
+    "zdf",
+];
+
+/// Classifies the transcript `heard` of a sound over a reply whose text (so
+/// far) is `reply`.
+pub fn classify(heard: &str, reply: &str) -> Overlap {
+    let text = heard.trim();
+    let unbracketed = strip_tags(text);
+    let words = tokens(&unbracketed);
+    if words.is_empty() {
+        return Overlap::Noise;
+    }
+    let folded = words.join(" ");
+    if NOISE_PHRASES.iter().any(|p| folded.contains(p)) {
+        return Overlap::Noise;
+    }
+    if words.iter().all(|w| FEEDBACK.contains(&w.as_str())) && words.len() <= 4 {
+        return Overlap::Backchannel;
+    }
+    // Echo: nearly every word heard is a word of the reply, and there are
+    // enough of them not to be a chance match ("Dienstag" alone may be an
+    // answer).
+    let reply_words = tokens(reply);
+    let shared = words
+        .iter()
+        .filter(|w| reply_words.iter().any(|r| r == *w))
+        .count();
+    if words.len() >= 2 && shared * 10 >= words.len() * 8 {
+        return Overlap::Echo;
+    }
+    Overlap::Speech
+}
+
+/// `text` without `[…]`, `(…)` and `*…*` spans.
+fn strip_tags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut close: Option<char> = None;
+    for c in text.chars() {
+        match close {
+            Some(end) if c == end => close = None,
+            Some(_) => {}
+            None => match c {
+                '[' => close = Some(']'),
+                '(' => close = Some(')'),
+                '*' => close = Some('*'),
+                _ => out.push(c),
+            },
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLY: &str = "Gern. Für welchen Tag möchten Sie den Termin?";
+
+    #[test]
+    fn listener_feedback_is_no_turn() {
+        for heard in [
+            "Ja.",
+            "Mhm.",
+            "Genau.",
+            "Okay.",
+            "Aha.",
+            "Ja, genau.",
+            "Ah, okay.",
+            "ja ja",
+            "Hm?",
+            "Alles klar.",
+        ] {
+            assert_eq!(classify(heard, REPLY), Overlap::Backchannel, "{heard}");
+        }
+    }
+
+    #[test]
+    fn sound_without_words_is_noise() {
+        for heard in [
+            "",
+            "  ",
+            "...",
+            "[Husten]",
+            "(hustet)",
+            "*räuspert sich*",
+            "Untertitel im Auftrag des ZDF, 2017",
+            "Untertitel der Amara.org-Community",
+        ] {
+            assert_eq!(classify(heard, REPLY), Overlap::Noise, "{heard:?}");
+        }
+    }
+
+    #[test]
+    fn the_replys_own_words_are_echo() {
+        assert_eq!(classify("für welchen Tag", REPLY), Overlap::Echo);
+        assert_eq!(classify("den Termin?", REPLY), Overlap::Echo);
+        // One word of the reply could be an answer: it is speech.
+        assert_eq!(classify("Termin", REPLY), Overlap::Speech);
+    }
+
+    #[test]
+    fn words_that_take_the_turn_are_speech() {
+        for heard in [
+            "Nein.",
+            "Nein, am Donnerstag.",
+            "Moment mal, ich wollte absagen.",
+            "Ja, aber lieber am Freitag.",
+            "Warten Sie bitte.",
+            "Ich möchte einen Termin absagen.",
+            "ja ja ja ja ja",
+        ] {
+            assert_eq!(classify(heard, REPLY), Overlap::Speech, "{heard}");
+        }
+        assert!(!Overlap::Speech.resumes());
+        assert!(Overlap::Echo.resumes() && Overlap::Noise.resumes());
+    }
+}
