@@ -9,6 +9,11 @@ de/transcripts.tsv (file, text, voice, rate, intent, slots).
 German caller scripts: a few utterances joined by known pauses, with the
 speech regions in milliseconds (de/scripts.tsv), for VAD/endpointing tests.
 
+Sounds over a reply (overlap/overlaps.tsv: file, kind, text): German
+listener feedback spoken by espeak-ng ("Ja.", "mhm", "Genau." …, three
+voices), noises made with sox (coughs, clicks, a knock), and real
+interruptions, for the reversible barge-in.
+
 English human speech: prompts from Debian's asterisk-core-sounds-en-wav
 (8 kHz, real voice) with their transcripts from core-sounds-en.txt.gz.
 
@@ -113,6 +118,65 @@ def german() -> int:
     return len(lines) - 1
 
 
+# (id, what espeak-ng is given, the words) of listener feedback
+BACKCHANNELS = [
+    ("ja", "Ja.", "Ja."),
+    ("mhm", "[[m@hm]]", "Mhm."),
+    ("hmhm", "Hm hm.", "Hm hm."),
+    ("genau", "Genau.", "Genau."),
+    ("okay", "Okay.", "Okay."),
+    ("aha", "Aha.", "Aha."),
+    ("jagenau", "Ja, genau.", "Ja, genau."),
+]
+# (id, sox synth arguments of each burst, gap between bursts in s)
+NOISES = [
+    ("cough_1", [["0.16", "pinknoise", "sinc", "300-3000", "fade", "h", "0.01", "0.16", "0.1", "gain", "-n", "-8"],
+                 ["0.12", "pinknoise", "sinc", "300-3000", "fade", "h", "0.01", "0.12", "0.08", "gain", "-n", "-10"]], 0.08),
+    ("cough_2", [["0.22", "brownnoise", "sinc", "200-2500", "fade", "h", "0.01", "0.22", "0.15", "gain", "-n", "-6"]], 0.0),
+    ("click_1", [["0.012", "whitenoise", "gain", "-n", "-3"]], 0.0),
+    ("click_2", [["0.01", "whitenoise", "gain", "-n", "-6"], ["0.01", "whitenoise", "gain", "-n", "-6"]], 0.15),
+    ("knock", [["0.25", "brownnoise", "lowpass", "400", "fade", "q", "0.005", "0.25", "0.22", "gain", "-n", "-4"]], 0.0),
+    ("breath", [["0.35", "pinknoise", "highpass", "1500", "fade", "h", "0.1", "0.35", "0.2", "gain", "-n", "-28"]], 0.0),
+]
+INTERRUPTIONS = [
+    ("stop_1", "Nein, warten Sie bitte."),
+    ("stop_2", "Moment, ich möchte absagen."),
+    ("stop_3", "Ich möchte einen Termin absagen."),
+]
+
+
+def overlaps() -> int:
+    out = OUT / "overlap"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["file\tkind\ttext"]
+    tmp = out / "tmp.wav"
+    trim = ["silence", "1", "0.005", "-45d", "reverse", "silence", "1", "0.005", "-45d", "reverse"]
+    for uid, spoken, text in BACKCHANNELS:
+        for vi, voice in enumerate(VOICES):
+            run("espeak-ng", "-v", voice, "-s", "185", "-w", str(tmp), spoken)
+            name = f"{uid}_v{vi}.wav"
+            run("sox", "-R", str(tmp), "-r", "16000", "-c", "1", "-b", "16", str(out / name), *trim)
+            lines.append(f"{name}\tbackchannel\t{text}")
+    for uid, bursts, gap in NOISES:
+        parts = []
+        for i, burst in enumerate(bursts):
+            part = out / f"tmp{i}.wav"
+            run("sox", "-R", "-n", "-r", "16000", "-c", "1", "-b", "16", str(part), "synth", *burst,
+                "pad", "0", str(gap if i + 1 < len(bursts) else 0))
+            parts.append(str(part))
+        run("sox", *parts, str(out / f"{uid}.wav"))
+        for part in parts:
+            Path(part).unlink()
+        lines.append(f"{uid}.wav\tnoise\t")
+    for uid, text in INTERRUPTIONS:
+        run("espeak-ng", "-v", "de", "-s", "160", "-w", str(tmp), text)
+        run("sox", "-R", str(tmp), "-r", "16000", "-c", "1", "-b", "16", str(out / f"{uid}.wav"), *trim)
+        lines.append(f"{uid}.wav\tinterruption\t{text}")
+    tmp.unlink(missing_ok=True)
+    (out / "overlaps.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines) - 1
+
+
 def english() -> int:
     en = OUT / "en"
     en.mkdir(parents=True, exist_ok=True)
@@ -145,9 +209,10 @@ def main() -> int:
     if OUT.exists():
         shutil.rmtree(OUT)
     n_de = german()
+    n_ov = overlaps()
     n_en = english()
     stamp.write_text(digest)
-    print(f"    {n_de} German clips, {n_en} English prompts")
+    print(f"    {n_de} German clips, {n_ov} sounds over replies, {n_en} English prompts")
     return 0
 
 

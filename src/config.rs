@@ -1069,8 +1069,14 @@ mod tests {
             ("[speech]\nbackend = \"vosk\"", "speech.backend"),
             ("[media]\nrtp_source = \"any\"", "media.rtp_source"),
             ("[media]\nbarge_in = \"pause\"", "media.barge_in"),
-            ("[media]\nbarge_in_resume = \"word\"", "media.barge_in_resume"),
-            ("[media]\nbarge_in_commit_ms = 50", "media.barge_in_commit_ms"),
+            (
+                "[media]\nbarge_in_resume = \"word\"",
+                "media.barge_in_resume",
+            ),
+            (
+                "[media]\nbarge_in_commit_ms = 50",
+                "media.barge_in_commit_ms",
+            ),
             ("[speech]\ntts_level_lufs = 0.0", "speech.tts_level_lufs"),
             (
                 "[speech]\nbackend = \"openai\"\n[speech.remote]\nbase_url = \"gpu:8000\"",

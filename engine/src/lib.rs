@@ -61,8 +61,8 @@ pub mod vad;
 pub use call::{
     BargeInPolicy, Call, CallConfig, CallError, CallEvent, Rejection, SourcePolicy, Transmit, FRAME,
 };
-pub use playout::ResumeFrom;
 pub use codec::Codec;
 pub use echo::{EchoConfig, EchoVerdict};
 pub use endpoint::{EndpointConfig, MediaPosition, Pause, Utterance};
+pub use playout::ResumeFrom;
 pub use stats::CallStats;

@@ -474,7 +474,11 @@ mod tests {
             p.speak(&[0.125; 320], 16000).unwrap();
             let again = p.resume(from).unwrap();
             assert!(!p.is_paused());
-            let expect_again = if from == ResumeFrom::Position { 0 } else { 2 * 160 };
+            let expect_again = if from == ResumeFrom::Position {
+                0
+            } else {
+                2 * 160
+            };
             assert_eq!(again, expect_again, "{from:?}");
             let mut frames = Vec::new();
             loop {

@@ -79,6 +79,8 @@ pub struct ConversationConfig {
     pub hangover: Duration,
     /// The endpointer's tail (silence kept at the end of a pause's audio).
     pub tail: Duration,
+    /// The endpointer's pre-roll (audio kept before the first voiced frame).
+    pub pre_roll: Duration,
     /// Ask the turn model at pauses.
     pub turn_model: bool,
     /// Probability from which its "complete" ends the turn.
@@ -100,6 +102,7 @@ impl Default for ConversationConfig {
         Self {
             hangover: Duration::from_millis(500),
             tail: Duration::from_millis(100),
+            pre_roll: Duration::from_millis(200),
             turn_model: true,
             turn_threshold: 0.5,
             turn_ceiling: Duration::from_millis(1500),
@@ -214,6 +217,12 @@ pub struct OverlapRecord {
     /// Reply audio heard twice after the resume.
     #[serde(serialize_with = "as_ms")]
     pub repeated: Duration,
+    /// How long the sound was voiced when it was judged.
+    #[serde(serialize_with = "as_ms")]
+    pub voiced: Duration,
+    /// When the reply was paused (the barge-in).
+    #[serde(skip)]
+    pub at: Instant,
 }
 
 fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -299,8 +308,11 @@ struct Pending {
     since: Instant,
     /// Sound without a pause until then takes the turn.
     commit_at: Instant,
-    /// The job that transcribes the sound, and the silence it was cut at.
-    checking: Option<(u64, u64)>,
+    /// Media time of the sound's first voiced frame.
+    sound_from: Duration,
+    /// The job that transcribes the sound, the silence it was cut at and
+    /// how long the sound had been voiced by then.
+    checking: Option<(u64, u64, Duration)>,
     /// Give up waiting for the transcript then.
     check_until: Option<Instant>,
     /// The sound's utterance, if the endpointer already ended it.
@@ -595,7 +607,8 @@ impl Conversation {
                 self.latest_silence = p.first;
                 let turn = self.turn;
                 // The turn model hears the pause as it is so far.
-                let silence = (p.silence.saturating_sub(self.config.tail).as_millis() * 16) as usize;
+                let silence =
+                    (p.silence.saturating_sub(self.config.tail).as_millis() * 16) as usize;
                 if p.id == p.first {
                     let work = Work::Pause {
                         id: p.id,
@@ -626,7 +639,7 @@ impl Conversation {
                 }
             }
             CallEvent::SpeechEnded(u) => self.utterance(u, media, now),
-            CallEvent::BargeIn { .. } => {
+            CallEvent::BargeIn { at } => {
                 self.summary.barge_ins.push(now);
                 match self.config.barge_in {
                     BargeIn::Resume { commit_after, .. } if media.paused => {
@@ -635,6 +648,7 @@ impl Conversation {
                             reply: self.playing,
                             since: now,
                             commit_at: now + commit_after,
+                            sound_from: at.elapsed,
                             checking: None,
                             check_until: None,
                             ended: None,
@@ -853,37 +867,45 @@ impl Conversation {
             return;
         };
         match event {
-            CallEvent::SpeechPaused(pause) => match p.checking {
-                None => {
-                    // The sound's first pause: what was it?
-                    self.sounds += 1;
-                    let id = self.sounds;
-                    p.checking = Some((id, pause.first));
-                    p.check_until = Some(now + AWAIT_SOUND);
-                    self.latest_pause = pause.id;
-                    self.latest_silence = pause.first;
-                    let turn = self.turn;
-                    // Held open until the verdict: a "ja" must not become a turn.
-                    self.outputs
-                        .push_back(Output::ExtendTurn(pause.id, self.config.extension()));
-                    self.submit(
-                        turn,
-                        Work::Sound {
-                            id,
-                            audio: pause.samples,
-                        },
-                        now,
-                        now + Duration::from_millis(300),
-                        false,
-                    );
+            CallEvent::SpeechPaused(pause) => {
+                if p.checking.is_some_and(|(_, first, _)| first == pause.first) {
+                    return; // the same silence, growing
                 }
-                // The caller spoke again after the sound's pause: a turn.
-                Some((_, first)) if pause.first != first => {
-                    self.commit("speech", String::new(), now);
+                let commit_after = match self.config.barge_in {
+                    BargeIn::Resume { commit_after, .. } => commit_after,
+                    BargeIn::Stop => Duration::ZERO,
+                };
+                if p.checking.is_some() && now.saturating_duration_since(p.since) > commit_after * 2
+                {
+                    // Sound after sound: the caller is talking.
+                    self.commit("long", String::new(), now);
                     self.handle_event(CallEvent::SpeechPaused(pause), media, now);
+                    return;
                 }
-                Some(_) => {}
-            },
+                // What was it? The audio of the sound so far (a "ja" then
+                // "genau" is checked again whole).
+                self.sounds += 1;
+                let id = self.sounds;
+                let voiced = pause.end.elapsed.saturating_sub(p.sound_from);
+                p.checking = Some((id, pause.first, voiced));
+                p.check_until = Some(now + AWAIT_SOUND);
+                p.dismissed = None;
+                self.latest_pause = pause.id;
+                self.latest_silence = pause.first;
+                let turn = self.turn;
+                // Held open until the verdict: a "ja" must not become a turn.
+                self.outputs
+                    .push_back(Output::ExtendTurn(pause.id, self.config.extension()));
+                let mut audio = pause.samples;
+                self.quiet_pre_roll(&mut audio);
+                self.submit(
+                    turn,
+                    Work::Sound { id, audio },
+                    now,
+                    now + Duration::from_millis(300),
+                    false,
+                );
+            }
             CallEvent::SpeechEnded(u) => {
                 if let Some((why, heard)) = p.dismissed.take() {
                     self.resume(why, heard, now);
@@ -893,10 +915,12 @@ impl Conversation {
                     // Ended before any pause (pauses off): check it whole.
                     self.sounds += 1;
                     let id = self.sounds;
-                    p.checking = Some((id, 0));
+                    let voiced = u.end.elapsed.saturating_sub(u.start.elapsed);
+                    p.checking = Some((id, 0, voiced));
                     p.check_until = Some(now + AWAIT_SOUND);
-                    let audio = u.samples.clone();
+                    let mut audio = u.samples.clone();
                     p.ended = Some(u);
+                    self.quiet_pre_roll(&mut audio);
                     let turn = self.turn;
                     self.submit(
                         turn,
@@ -917,20 +941,27 @@ impl Conversation {
         }
     }
 
+    /// Silences the audio before the sound's first voiced frame: over a
+    /// reply it holds only our echo, which the recognizer makes words of.
+    fn quiet_pre_roll(&self, audio: &mut [f32]) {
+        let n = (self.config.pre_roll.as_millis() as usize * 16).min(audio.len());
+        audio[..n].fill(0.0);
+    }
+
     fn sound_heard(&mut self, id: u64, heard: String, media: Media, now: Instant) {
         let Some(p) = &self.overlap else { return };
-        let Some((_, first)) = p.checking.filter(|(c, _)| *c == id) else {
+        let Some((_, first, voiced)) = p.checking.filter(|(c, _, _)| *c == id) else {
             return;
         };
         let ended = p.ended.is_some();
-        let verdict = overlap::classify(&heard, &self.reply_text);
+        let verdict = overlap::classify(&heard, &self.reply_text, voiced);
         let min_rest = match self.config.barge_in {
             BargeIn::Resume { min_rest, .. } => min_rest,
             BargeIn::Stop => Duration::MAX,
         };
         // Little of a complete reply left: the sound answers it.
         let at_end = self.reply_complete && media.held < min_rest;
-        tracing::info!(call = %self.summary.call, heard = %heard, verdict = verdict.as_str(), at_end, "sound over the reply");
+        tracing::info!(call = %self.summary.call, heard = %heard, voiced_ms = voiced.as_millis() as u64, verdict = verdict.as_str(), at_end, "sound over the reply");
         if !verdict.resumes() || at_end {
             let why = if verdict.resumes() {
                 "end"
@@ -949,11 +980,15 @@ impl Conversation {
             return;
         }
         if let Some(p) = self.overlap.as_mut() {
-            // End the sound's utterance now; its end resumes the reply.
+            // The sound's utterance ends after the plain hangover, and its
+            // end resumes the reply; if the caller speaks on first, the
+            // next silence checks the whole of it again ("Nein, …" heard
+            // as "Rein" is not lost).
             p.check_until = None;
             p.dismissed = Some((verdict.as_str(), heard));
         }
-        self.outputs.push_back(Output::EndTurn(first));
+        self.outputs
+            .push_back(Output::ExtendTurn(first, Duration::ZERO));
     }
 
     /// The sound was no turn: the reply plays on.
@@ -975,6 +1010,12 @@ impl Conversation {
         let Some(p) = self.overlap.take() else { return };
         tracing::info!(call = %self.summary.call, why, "barge-in: reply dropped");
         self.outputs.push_back(Output::Stop);
+        if let (Some((_, first, _)), None) = (p.checking, &p.ended) {
+            // The sound's silence was held for the verdict: the plain
+            // hangover ends the caller's turn now.
+            self.outputs
+                .push_back(Output::ExtendTurn(first, Duration::ZERO));
+        }
         self.record_overlap(&p, "dropped", why, heard, now);
         self.drop_reply();
     }
@@ -994,6 +1035,8 @@ impl Conversation {
             heard,
             paused: now.saturating_duration_since(p.since),
             repeated: Duration::ZERO,
+            voiced: p.checking.map_or(Duration::ZERO, |(_, _, v)| v),
+            at: p.since,
         });
     }
 
@@ -1068,7 +1111,14 @@ impl Conversation {
         since + self.config.filler_after.unwrap_or(Duration::from_secs(1))
     }
 
-    fn submit(&mut self, turn: u64, work: Work, now: Instant, deadline: Instant, speculative: bool) {
+    fn submit(
+        &mut self,
+        turn: u64,
+        work: Work,
+        now: Instant,
+        deadline: Instant,
+        speculative: bool,
+    ) {
         self.outputs.push_back(Output::Submit(Submission {
             turn,
             work,

@@ -8,11 +8,11 @@
 //! actions through ARI) — a thin driver of two sans-IO state machines.
 
 use super::conversation::{BargeIn, Conversation, ConversationConfig, Media, Output};
+pub use super::conversation::{CallSummary, Party};
 use super::speech::{CallShared, Job, SpeechOut, Submitter};
 use aiagc_ari::client::AriClient;
 use aiagc_ari::controller::MediaHost;
 use aiagc_ari::ports::PortRange;
-pub use super::conversation::{CallSummary, Party};
 use aiagc_engine::{BargeInPolicy, Call, CallConfig, Codec, EndpointConfig};
 use aiagc_models::dialogue::{Action, Dialogue};
 use std::collections::HashMap;
@@ -73,6 +73,7 @@ impl MediaConfig {
         ConversationConfig {
             hangover: self.endpoint.hangover,
             tail: self.endpoint.tail,
+            pre_roll: self.endpoint.pre_roll,
             turn_model: self.turn_model,
             turn_threshold: self.turn_threshold,
             turn_ceiling: self.turn_ceiling,
@@ -530,7 +531,9 @@ impl CallTask {
     ) {
         loop {
             // The workers see the turn before its jobs.
-            shared.latest_pause.store(conv.latest_pause(), Ordering::SeqCst);
+            shared
+                .latest_pause
+                .store(conv.latest_pause(), Ordering::SeqCst);
             shared
                 .latest_silence
                 .store(conv.latest_silence(), Ordering::SeqCst);

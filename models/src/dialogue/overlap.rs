@@ -17,6 +17,10 @@ pub enum Overlap {
     Noise,
     /// The words are the reply's own: our echo.
     Echo,
+    /// Too short and too few words to be a request, and none that takes
+    /// the turn: a mumble the recognizer made words of ("Gau" for a
+    /// "genau", "button" for a "mhm").
+    Short,
     /// The caller takes the turn.
     Speech,
 }
@@ -33,6 +37,7 @@ impl Overlap {
             Self::Backchannel => "backchannel",
             Self::Noise => "noise",
             Self::Echo => "echo",
+            Self::Short => "short",
             Self::Speech => "speech",
         }
     }
@@ -41,14 +46,45 @@ impl Overlap {
 /// Folded words a listener says without taking the turn. Whole phrases of
 /// them count too ("ja genau", "ah okay").
 const FEEDBACK: &[&str] = &[
-    "ja", "jaja", "jap", "jo", "mhm", "mhmm", "mmh", "mm", "hm", "hmm", "hmhm", "aha", "ah", "ahja",
-    "achso", "ach", "so", "genau", "okay", "ok", "okey", "gut", "klar", "richtig", "stimmt",
-    "super", "prima", "alles", "schoen", "verstehe", "aja", "eben", "eh", "aeh", "oh", "uh",
+    "ja", "jaja", "jap", "jo", "mhm", "mhmm", "mmh", "mm", "hm", "hmm", "hmhm", "aha", "ah",
+    "ahja", "achso", "ach", "so", "genau", "okay", "ok", "okey", "gut", "klar", "richtig",
+    "stimmt", "super", "prima", "alles", "schoen", "verstehe", "aja", "eben", "eh", "aeh", "oh",
+    "uh",
 ];
 
 /// What whisper writes for sound without words: bracketed tags
 /// ("[Husten]", "(Musik)", "*hustet*") and the subtitle credits it learned
 /// from silence.
+/// Folded words that take the turn however short the sound (and what the
+/// recognizer makes of a clipped "nein").
+const TURN_WORDS: &[&str] = &[
+    "nein",
+    "nee",
+    "ne",
+    "noe",
+    "rein",
+    "kein",
+    "stop",
+    "stopp",
+    "halt",
+    "moment",
+    "warte",
+    "warten",
+    "hallo",
+    "entschuldigung",
+    "aber",
+    "doch",
+    "falsch",
+    "nicht",
+    "bitte",
+];
+
+/// Sounds shorter than this with at most two words are no request.
+const SHORT: std::time::Duration = std::time::Duration::from_millis(450);
+/// Sounds shorter than this are no request if every word is feedback or
+/// as short as a misheard one (≤ 4 letters).
+const BRIEF: std::time::Duration = std::time::Duration::from_millis(1000);
+
 const NOISE_PHRASES: &[&str] = &[
     "untertitel",
     "copyright",
@@ -58,9 +94,9 @@ const NOISE_PHRASES: &[&str] = &[
     "zdf",
 ];
 
-/// Classifies the transcript `heard` of a sound over a reply whose text (so
-/// far) is `reply`.
-pub fn classify(heard: &str, reply: &str) -> Overlap {
+/// Classifies the transcript `heard` of a sound of `voiced` length over a
+/// reply whose text (so far) is `reply`.
+pub fn classify(heard: &str, reply: &str, voiced: std::time::Duration) -> Overlap {
     let text = heard.trim();
     let unbracketed = strip_tags(text);
     let words = tokens(&unbracketed);
@@ -84,6 +120,20 @@ pub fn classify(heard: &str, reply: &str) -> Overlap {
         .count();
     if words.len() >= 2 && shared * 10 >= words.len() * 8 {
         return Overlap::Echo;
+    }
+    let takes_turn = words.iter().any(|w| TURN_WORDS.contains(&w.as_str()));
+    // More words than anyone says in that time: made up from noise, or
+    // from our echo under the sound (German runs at about 3 words/s).
+    let possible = 1 + (voiced.as_millis() as usize * 4) / 1000;
+    if !takes_turn && words.len() > possible {
+        return Overlap::Short;
+    }
+    let slight = |w: &String| FEEDBACK.contains(&w.as_str()) || w.chars().count() <= 4;
+    if !takes_turn
+        && ((voiced < SHORT && words.len() <= 2)
+            || (voiced < BRIEF && words.len() <= 3 && words.iter().all(slight)))
+    {
+        return Overlap::Short;
     }
     Overlap::Speech
 }
@@ -112,6 +162,8 @@ mod tests {
     use super::*;
 
     const REPLY: &str = "Gern. Für welchen Tag möchten Sie den Termin?";
+    const LONG: Duration = Duration::from_millis(1200);
+    use std::time::Duration;
 
     #[test]
     fn listener_feedback_is_no_turn() {
@@ -127,7 +179,11 @@ mod tests {
             "Hm?",
             "Alles klar.",
         ] {
-            assert_eq!(classify(heard, REPLY), Overlap::Backchannel, "{heard}");
+            assert_eq!(
+                classify(heard, REPLY, LONG),
+                Overlap::Backchannel,
+                "{heard}"
+            );
         }
     }
 
@@ -143,16 +199,16 @@ mod tests {
             "Untertitel im Auftrag des ZDF, 2017",
             "Untertitel der Amara.org-Community",
         ] {
-            assert_eq!(classify(heard, REPLY), Overlap::Noise, "{heard:?}");
+            assert_eq!(classify(heard, REPLY, LONG), Overlap::Noise, "{heard:?}");
         }
     }
 
     #[test]
     fn the_replys_own_words_are_echo() {
-        assert_eq!(classify("für welchen Tag", REPLY), Overlap::Echo);
-        assert_eq!(classify("den Termin?", REPLY), Overlap::Echo);
+        assert_eq!(classify("für welchen Tag", REPLY, LONG), Overlap::Echo);
+        assert_eq!(classify("den Termin?", REPLY, LONG), Overlap::Echo);
         // One word of the reply could be an answer: it is speech.
-        assert_eq!(classify("Termin", REPLY), Overlap::Speech);
+        assert_eq!(classify("Termin", REPLY, LONG), Overlap::Speech);
     }
 
     #[test]
@@ -166,9 +222,48 @@ mod tests {
             "Ich möchte einen Termin absagen.",
             "ja ja ja ja ja",
         ] {
-            assert_eq!(classify(heard, REPLY), Overlap::Speech, "{heard}");
+            assert_eq!(classify(heard, REPLY, LONG), Overlap::Speech, "{heard}");
         }
         assert!(!Overlap::Speech.resumes());
+    }
+
+    #[test]
+    fn a_mumble_the_recognizer_made_words_of_is_no_turn_unless_it_says_no() {
+        let ms = Duration::from_millis;
+        // Heard for espeak-ng's "mhm", "genau", "ja, genau" (whisper base).
+        for (heard, voiced) in [
+            ("Maden", 320),
+            ("button", 300),
+            ("Gau", 330),
+            ("Ciao!", 300),
+            ("Ja, gutt.", 780),
+            ("Ja, du, oh.", 760),
+            // Our echo under a "hm hm", made into a sentence.
+            ("Wir sind ein Tag.", 330),
+            ("und dann kommt der Kaffer.", 400),
+        ] {
+            assert_eq!(
+                classify(heard, REPLY, ms(voiced)),
+                Overlap::Short,
+                "{heard}"
+            );
+        }
+        for (heard, voiced) in [
+            ("Rein", 300),
+            ("Nein", 300),
+            ("Moment", 400),
+            ("Hallo?", 350),
+            ("Termin absagen", 700),
+            ("Ja, Donnerstag.", 800),
+            ("Maden", 1200),
+            ("Nein, nicht am Dienstag.", 300),
+        ] {
+            assert_eq!(
+                classify(heard, REPLY, ms(voiced)),
+                Overlap::Speech,
+                "{heard}"
+            );
+        }
         assert!(Overlap::Echo.resumes() && Overlap::Noise.resumes());
     }
 }

@@ -76,7 +76,11 @@ impl Sim {
         self.media.paused = true;
         self.media.held = self.media.queued;
         self.media.queued = Duration::ZERO;
-        self.event(CallEvent::BargeIn { at: position(0) })
+        // The sound began 120 ms ago (the barge-in's minimum speech).
+        let at = self.media.time.saturating_sub(Duration::from_millis(120));
+        self.event(CallEvent::BargeIn {
+            at: position(at.as_millis() as u64),
+        })
     }
 }
 
@@ -164,9 +168,7 @@ fn jobs(out: &[Output]) -> Vec<&Submission> {
 /// The transcript an utterance job carries (`None`: it is transcribed).
 fn utterance_transcript(s: &Submission) -> Option<Option<String>> {
     match &s.work {
-        Work::Utterance { transcript, .. } => {
-            Some(transcript.as_ref().map(|t| t.0.text.clone()))
-        }
+        Work::Utterance { transcript, .. } => Some(transcript.as_ref().map(|t| t.0.text.clone())),
         _ => None,
     }
 }
@@ -341,7 +343,10 @@ fn a_backchannel_over_a_reply_resumes_it_and_takes_no_turn() {
         id,
         heard: "Mhm.".into(),
     });
-    assert!(matches!(&out[..], [Output::EndTurn(5)]), "{out:?}");
+    assert!(
+        matches!(&out[..], [Output::ExtendTurn(5, d)] if d.is_zero()),
+        "{out:?}"
+    );
     let out = s.event(ended(Some(5), 1180));
     assert!(
         matches!(&out[..], [Output::Resume(ResumeFrom::SentenceStart)]),
@@ -483,7 +488,10 @@ fn our_own_echo_and_noise_resume_the_reply() {
 #[test]
 fn a_pending_hangup_survives_a_resumed_reply() {
     let mut s = Sim::new(ConversationConfig::default());
-    s.greeted("Vielen Dank für Ihren Anruf. Auf Wiederhören.", Some(Action::Hangup));
+    s.greeted(
+        "Vielen Dank für Ihren Anruf. Auf Wiederhören.",
+        Some(Action::Hangup),
+    );
     s.at(1000);
     s.barge_in();
     s.at(1300);
@@ -499,10 +507,7 @@ fn a_pending_hangup_survives_a_resumed_reply() {
     s.event(ended(Some(5), 1180));
     s.media.paused = false;
     let out = s.event(CallEvent::PlayoutFinished);
-    assert!(
-        matches!(&out[..], [Output::Act(Action::Hangup)]),
-        "{out:?}"
-    );
+    assert!(matches!(&out[..], [Output::Act(Action::Hangup)]), "{out:?}");
     assert_eq!(s.conv.summary().ended_by, "hangup");
 }
 
@@ -534,7 +539,10 @@ fn an_unanswered_sound_check_gives_the_caller_the_turn() {
     assert_eq!(s.conv.poll_timeout(), Some(s.now + AWAIT_SOUND));
     s.now += AWAIT_SOUND;
     let out = s.timeout();
-    assert!(matches!(&out[..], [Output::Stop]), "{out:?}");
+    assert!(
+        matches!(&out[..], [Output::Stop, Output::ExtendTurn(5, d)] if d.is_zero()),
+        "dropped, and the plain hangover ends the caller's turn: {out:?}"
+    );
     assert_eq!(s.conv.summary().overlaps[0].why, "timeout");
 }
 
@@ -573,4 +581,55 @@ fn a_reply_behind_the_filler_is_dated_when_the_filler_ends() {
     assert!(matches!(&out[..], [Output::Speak(_)]));
     let r = &s.conv.summary().turns[0];
     assert_eq!(r.from_speech_end, Some(Duration::from_millis(1900)));
+}
+
+#[test]
+fn feedback_that_goes_on_after_its_pause_is_checked_again_whole() {
+    let mut s = Sim::new(ConversationConfig::default());
+    s.greeted(REPLY, None);
+    let turn = s.conv.turn();
+    s.at(1000);
+    s.barge_in();
+    s.at(1200);
+    let out = s.event(pause(5, 5, 1080));
+    let first = match jobs(&out)[0].work {
+        Work::Sound { id, .. } => id,
+        _ => unreachable!(),
+    };
+    s.at(1400);
+    // "Ja" was no turn; but the caller went on before it could be ended.
+    let out = s.speech(SpeechOut::Sound {
+        id: first,
+        heard: "Ja.".into(),
+    });
+    assert!(matches!(&out[..], [Output::ExtendTurn(5, d)] if d.is_zero()));
+    s.at(1700);
+    let out = s.event(pause(7, 7, 1580));
+    let second = match jobs(&out)[0].work {
+        Work::Sound { id, .. } => id,
+        _ => unreachable!(),
+    };
+    assert_ne!(first, second);
+    s.at(1900);
+    let out = s.speech(SpeechOut::Sound {
+        id: second,
+        heard: "Ja, genau.".into(),
+    });
+    assert!(matches!(&out[..], [Output::ExtendTurn(7, d)] if d.is_zero()));
+    let out = s.event(ended(Some(7), 1580));
+    assert!(matches!(&out[..], [Output::Resume(_)]), "{out:?}");
+    assert_eq!(s.conv.turn(), turn);
+
+    // Sound after sound for longer than twice the commit bound: a turn.
+    let mut s = Sim::new(ConversationConfig::default());
+    s.greeted(REPLY, None);
+    s.at(1000);
+    s.barge_in();
+    s.at(1200);
+    s.event(pause(5, 5, 1080));
+    s.at(2500);
+    let out = s.event(pause(9, 9, 2380));
+    assert!(matches!(out[0], Output::Stop), "{out:?}");
+    assert!(matches!(jobs(&out)[0].work, Work::Pause { id: 9, .. }));
+    assert_eq!(s.conv.summary().overlaps[0].why, "long");
 }
