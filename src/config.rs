@@ -433,7 +433,7 @@ pub struct Llm {
 
 impl Default for Llm {
     fn default() -> Self {
-        let d = aiagc_models::dialogue::llm::LlmConfig::default();
+        let d = aiagc_dialogue::llm::LlmConfig::default();
         Self {
             base_url: d.base_url,
             model: d.model,
@@ -675,7 +675,7 @@ impl Config {
         self.drain_to()?;
         self.delivery()?;
         self.outbound()?;
-        aiagc_models::dialogue::tools::check(&self.tool_specs(&|_| Some(String::new()))?)?;
+        aiagc_dialogue::tools::check(&self.tool_specs(&|_| Some(String::new()))?)?;
         if !self.metrics.bind.is_empty() {
             self.metrics
                 .bind
@@ -842,7 +842,7 @@ impl Config {
     pub fn tool_specs(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Vec<aiagc_models::dialogue::tools::ToolSpec>> {
+    ) -> Result<Vec<aiagc_dialogue::tools::ToolSpec>> {
         self.tools
             .iter()
             .map(|t| {
@@ -869,7 +869,7 @@ impl Config {
                         t.timeout_ms
                     );
                 }
-                Ok(aiagc_models::dialogue::tools::ToolSpec {
+                Ok(aiagc_dialogue::tools::ToolSpec {
                     name: t.name.clone(),
                     description: t.description.clone(),
                     parameters: t.parameters.clone(),
@@ -922,9 +922,9 @@ impl Config {
     }
 
     /// The LLM client settings.
-    pub fn llm(&self) -> aiagc_models::dialogue::llm::LlmConfig {
+    pub fn llm(&self) -> aiagc_dialogue::llm::LlmConfig {
         let l = &self.dialogue.llm;
-        let mut c = aiagc_models::dialogue::llm::LlmConfig {
+        let mut c = aiagc_dialogue::llm::LlmConfig {
             base_url: l.base_url.clone(),
             model: l.model.clone(),
             api_key: (!l.api_key.is_empty()).then(|| l.api_key.clone()),

@@ -194,7 +194,7 @@ impl Rig {
 /// its letters in edits: whisper base on espeak-ng over G.711 mishears
 /// endings).
 fn heard_fraction(reply: &str, heard: &str) -> f64 {
-    let fold = aiagc_models::dialogue::text::fold;
+    let fold = aiagc_dialogue::text::fold;
     let split = |t: &str| -> Vec<Vec<char>> {
         fold(t)
             .split(|c: char| !c.is_alphanumeric())

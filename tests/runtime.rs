@@ -13,7 +13,7 @@ use aiagc::runtime::speech::{CallShared, Job, SpeechOut, SpeechPool, Work};
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{Alive, CallerScript, SimConfig, Simulator};
-use aiagc_models::dialogue::scenario::Scenario;
+use aiagc_dialogue::scenario::Scenario;
 use aiagc_models::stt::{SttConfig, WhisperModel};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,11 +2,11 @@
 //! whole scenario turn: no panic, and what they return is in range.
 #![no_main]
 
-use aiagc_models::dialogue::number::{cardinal, digits, first_number, ordinal};
-use aiagc_models::dialogue::scenario::Scenario;
-use aiagc_models::dialogue::text::tokens;
-use aiagc_models::dialogue::when::{parse_date, parse_time};
-use aiagc_models::dialogue::{Dialogue, Input};
+use aiagc_dialogue::number::{cardinal, digits, first_number, ordinal};
+use aiagc_dialogue::scenario::Scenario;
+use aiagc_dialogue::text::tokens;
+use aiagc_dialogue::when::{parse_date, parse_time};
+use aiagc_dialogue::{Dialogue, Input};
 use chrono::{Datelike, NaiveDate};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;

@@ -383,12 +383,12 @@ impl Grammar {
     }
 }
 
-#[cfg(test)]
 impl Grammar {
     /// A random sentence of the grammar that avoids the bytes `skip`
     /// rejects (`None` when the walk runs into a dead end); `seed` is an
-    /// xorshift state.
-    pub(crate) fn sample(&self, seed: &mut u64, skip: impl Fn(u8) -> bool) -> Option<String> {
+    /// xorshift state. For tests of what a grammar accepts (here and in
+    /// the dialogue's answer grammars).
+    pub fn sample(&self, seed: &mut u64, skip: impl Fn(u8) -> bool) -> Option<String> {
         let mut rand = || {
             *seed ^= *seed << 13;
             *seed ^= *seed >> 7;

@@ -7,7 +7,7 @@
 
 pub mod audio;
 pub mod convert;
-pub mod dialogue;
+pub mod fold;
 pub mod grammar;
 pub mod http;
 pub mod level;

@@ -8,7 +8,7 @@
 //! model's log-probability and the dialogue can weigh them against what
 //! makes sense or ask the caller.
 
-use crate::dialogue::text::fold;
+use crate::fold::fold;
 
 /// One reading of an utterance.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,8 +5,8 @@
 //! has two treatment rooms: a time already booked twice is declined and
 //! the caller asked for another.
 
-use aiagc_models::dialogue::scenario::{Scenario, PRAXIS};
-use aiagc_models::dialogue::tools::{ToolSpec, Toolbox};
+use aiagc_dialogue::scenario::{Scenario, PRAXIS};
+use aiagc_dialogue::tools::{ToolSpec, Toolbox};
 use anyhow::{bail, Context, Result};
 use axum::extract::{Path, State};
 use axum::Json;

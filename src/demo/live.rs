@@ -15,10 +15,10 @@ use aiagc::runtime::speech::SpeechPool;
 use aiagc_ari::controller::ControllerConfig;
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{CallerScript, RtpRecord, SimConfig, Simulator};
+use aiagc_dialogue::scenario::Scenario;
 use aiagc_engine::codec::Decoder;
 use aiagc_engine::impair::Impairment;
 use aiagc_engine::Codec;
-use aiagc_models::dialogue::scenario::Scenario;
 use aiagc_models::stt::{word_error_rate, SttConfig, WhisperModel};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -105,8 +105,14 @@ pub(crate) struct BargeIns {
     /// Detected later than 300 ms after the caller started (or not at all).
     pub(crate) late_or_missed: usize,
     /// Barge-ins where the caller did not speak into a reply: the agent
-    /// stopped for its own echo or for noise.
+    /// paused or stopped for its own echo or for noise.
     pub(crate) false_barge_ins: usize,
+    /// Of those, the reply dropped for good (a false stop; the others
+    /// played on).
+    pub(crate) false_stops: usize,
+    /// Intended barge-ins the agent played on over (it took the words for
+    /// feedback, noise or echo).
+    pub(crate) intended_resumed: usize,
     /// From the caller's first sample to the barge-in, per detected one.
     pub(crate) latency_ms: Vec<f64>,
 }
@@ -665,6 +671,15 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 .iter()
                 .filter(|b| **b + Duration::from_millis(50) > d.start && **b < d.end + window)
                 .min();
+            let resumed = |b: &Instant| {
+                summary
+                    .overlaps
+                    .iter()
+                    .any(|o| o.at == *b && o.outcome == "resumed")
+            };
+            if hit.is_some_and(resumed) {
+                barge.intended_resumed += 1;
+            }
             match hit {
                 Some(b) => {
                     barge.detected += 1;
@@ -680,7 +695,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         // False: the agent stopped while the caller said nothing (a
         // caller who spoke into a reply that went on after a pause did
         // barge in, if unplanned).
-        barge.false_barge_ins += summary
+        let unprompted: Vec<&Instant> = summary
             .barge_ins
             .iter()
             .filter(|b| {
@@ -689,6 +704,16 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                         && **b + Duration::from_millis(50) > d.start
                         && **b < d.end + window
                 })
+            })
+            .collect();
+        barge.false_barge_ins += unprompted.len();
+        barge.false_stops += unprompted
+            .iter()
+            .filter(|b| {
+                !summary
+                    .overlaps
+                    .iter()
+                    .any(|o| o.at == ***b && o.outcome == "resumed")
             })
             .count();
         // The caller's own task, not just any end: a move that ends with
@@ -842,12 +867,14 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         let mut lat = b.latency_ms.clone();
         lat.sort_by(f64::total_cmp);
         println!(
-            "barge-ins: {} intended, {} detected (max {:.0} ms after the caller's first word), {} late or missed; {} false (the agent stopped for its own echo or noise)",
+            "barge-ins: {} intended, {} detected (max {:.0} ms after the caller's first word), {} late or missed, {} played on by mistake; {} false (the agent paused for its own echo or noise), {} of them stopped the reply",
             b.intended,
             b.detected,
             lat.last().copied().unwrap_or(0.0),
             b.late_or_missed,
-            b.false_barge_ins
+            b.intended_resumed,
+            b.false_barge_ins,
+            b.false_stops
         );
         if let Some(c) = &s.booking_system {
             let declined = c.requests.iter().filter(|(_, ok)| !ok).count();

@@ -13,11 +13,11 @@
 //! commits the caller's goal exactly.
 
 use super::EvalArgs;
+use aiagc_dialogue::scenario::{Scenario, ScenarioDialogue};
+use aiagc_dialogue::when::{speak_date, Time};
+use aiagc_dialogue::{Dialogue, Input};
 use aiagc_engine::codec::g711::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 use aiagc_models::audio::resample;
-use aiagc_models::dialogue::scenario::{Scenario, ScenarioDialogue};
-use aiagc_models::dialogue::when::{speak_date, Time};
-use aiagc_models::dialogue::{Dialogue, Input};
 use aiagc_models::stt::{SttConfig, SttWorker};
 use anyhow::{bail, Context, Result};
 use chrono::{Duration, NaiveDate};

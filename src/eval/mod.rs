@@ -14,14 +14,14 @@
 
 pub mod calls;
 
+use aiagc_dialogue::answers::{self, Answer};
+use aiagc_dialogue::number::first_number;
+use aiagc_dialogue::scenario::{Scenario, ScenarioDialogue, Understood};
+use aiagc_dialogue::text::tokens;
+use aiagc_dialogue::when::{parse_date, parse_time};
+use aiagc_dialogue::{Dialogue, Expectation};
 use aiagc_engine::codec::g711::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 use aiagc_models::audio::{read_wav_16k, resample};
-use aiagc_models::dialogue::answers::{self, Answer};
-use aiagc_models::dialogue::number::first_number;
-use aiagc_models::dialogue::scenario::{Scenario, ScenarioDialogue, Understood};
-use aiagc_models::dialogue::text::tokens;
-use aiagc_models::dialogue::when::{parse_date, parse_time};
-use aiagc_models::dialogue::{Dialogue, Expectation};
 use aiagc_models::stt::{word_error_rate, Constrained, SttConfig, WhisperModel};
 use anyhow::{bail, Context, Result};
 use chrono::{Datelike, NaiveDate};
@@ -117,7 +117,7 @@ fn number_value(words: &[String]) -> Option<String> {
     let single = |w: &String| {
         let w = w.trim_end_matches('.');
         (w.len() == 1 && w.bytes().all(|b| b.is_ascii_digit()))
-            || aiagc_models::dialogue::number::cardinal(w).is_some_and(|n| n < 10)
+            || aiagc_dialogue::number::cardinal(w).is_some_and(|n| n < 10)
     };
     let mut best: &[String] = &[];
     let mut i = 0;
@@ -129,7 +129,7 @@ fn number_value(words: &[String]) -> Option<String> {
         i += run.max(1);
     }
     if best.len() >= 2 {
-        return Some(aiagc_models::dialogue::number::digits(best));
+        return Some(aiagc_dialogue::number::digits(best));
     }
     first_number(words).map(|(_, n)| n.to_string())
 }
@@ -176,7 +176,7 @@ fn labelled_slots(id: &str, text: &str, labels: &str) -> Result<BTreeMap<&'stati
         let ok = match key {
             "weekday" => values.get("date").is_some_and(|d| {
                 NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|d| {
-                    aiagc_models::dialogue::when::weekday_name(d.weekday()).to_lowercase() == value
+                    aiagc_dialogue::when::weekday_name(d.weekday()).to_lowercase() == value
                 })
             }),
             "date" => values

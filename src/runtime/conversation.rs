@@ -25,9 +25,9 @@
 
 use super::deadair::ReplyWatch;
 use super::speech::{Heard, ReplyAudio, SpeechOut, TurnRecord, Work};
+use aiagc_dialogue::overlap;
+use aiagc_dialogue::{Action, TurnHint};
 use aiagc_engine::{CallEvent, ResumeFrom, Utterance};
-use aiagc_models::dialogue::overlap;
-use aiagc_models::dialogue::{Action, TurnHint};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -562,6 +562,9 @@ impl Conversation {
         match work {
             Work::Pause { id, .. } => {
                 self.in_flight.retain(|p| p != id);
+                // No words are coming: the plain hangover ends the turn.
+                self.outputs
+                    .push_back(Output::ExtendTurn(*id, Duration::ZERO));
                 if self.awaiting.as_ref().is_some_and(|a| a.pause == *id) {
                     if let Some(a) = self.awaiting.take() {
                         self.submit_utterance(a.turn, a.audio, None, (false, a.by_model), a.since);
@@ -931,11 +934,11 @@ impl Conversation {
                     );
                 }
             }
-            CallEvent::SpeechStarted { .. } | CallEvent::BargeIn { .. } => {
-                // A new utterance while the sound is undecided: a turn.
-                if p.ended.is_some() || p.dismissed.is_some() {
-                    self.commit("speech", String::new(), now);
-                }
+            // A new utterance while the sound is undecided: a turn.
+            CallEvent::SpeechStarted { .. } | CallEvent::BargeIn { .. }
+                if p.ended.is_some() || p.dismissed.is_some() =>
+            {
+                self.commit("speech", String::new(), now);
             }
             _ => {}
         }

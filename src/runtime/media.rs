@@ -13,8 +13,8 @@ use super::speech::{CallShared, Job, SpeechOut, Submitter};
 use aiagc_ari::client::AriClient;
 use aiagc_ari::controller::MediaHost;
 use aiagc_ari::ports::PortRange;
+use aiagc_dialogue::{Action, Dialogue};
 use aiagc_engine::{BargeInPolicy, Call, CallConfig, Codec, EndpointConfig};
-use aiagc_models::dialogue::{Action, Dialogue};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -382,7 +382,7 @@ impl CallTask {
         });
         // Weak: the dialogue lives in `shared`.
         let weak = Arc::downgrade(&shared);
-        let context = aiagc_models::dialogue::CallContext {
+        let context = aiagc_dialogue::CallContext {
             call: id.clone(),
             caller: self.party.number.clone(),
             cancelled: Arc::new(move || {

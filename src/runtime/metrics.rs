@@ -31,6 +31,12 @@ struct Kind {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Overlap {
+    outcome: String,
+    why: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 5 ms … ~10 s
     Histogram::new(exponential_buckets(0.005, 2.0, 12))
@@ -43,6 +49,7 @@ pub struct Metrics {
     calls: Family<Outcome, Counter>,
     turns: Counter,
     barge_ins: Counter,
+    overlaps: Family<Overlap, Counter>,
     stage_seconds: Family<Stage, Histogram, fn() -> Histogram>,
     rtp: Family<Kind, Counter>,
     speech: Family<Kind, Gauge>,
@@ -77,6 +84,7 @@ impl Default for Metrics {
         let calls = Family::<Outcome, Counter>::default();
         let turns = Counter::default();
         let barge_ins = Counter::default();
+        let overlaps = Family::<Overlap, Counter>::default();
         let stage_seconds = Family::<Stage, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -118,6 +126,11 @@ impl Default for Metrics {
         registry.register("turns", "Turns answered", turns.clone());
         registry.register("barge_ins", "Caller speech over a reply", barge_ins.clone());
         registry.register(
+            "overlaps",
+            "Sounds over a reply: resumed or dropped, and why (backchannel, noise, echo, short, speech, long, end, keys, timeout)",
+            overlaps.clone(),
+        );
+        registry.register(
             "turn_stage_seconds",
             "Time per turn stage (speech_end_to_first_packet: the turn latency; stt, dialogue, tts_first_audio, handover_to_first_packet)",
             stage_seconds.clone(),
@@ -148,6 +161,7 @@ impl Default for Metrics {
             calls,
             turns,
             barge_ins,
+            overlaps,
             stage_seconds,
             rtp,
             speech,
@@ -222,6 +236,14 @@ impl Metrics {
         let outcome = summary.outcome.clone().unwrap_or_else(|| "none".into());
         self.calls.get_or_create(&Outcome { outcome }).inc();
         self.barge_ins.inc_by(summary.barge_ins.len() as u64);
+        for o in &summary.overlaps {
+            self.overlaps
+                .get_or_create(&Overlap {
+                    outcome: o.outcome.into(),
+                    why: o.why.into(),
+                })
+                .inc();
+        }
         for t in summary.turns.iter().filter(|t| t.input != "start") {
             self.turns.inc();
             let observe = |stage: &str, d: std::time::Duration| {

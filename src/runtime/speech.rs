@@ -6,8 +6,8 @@
 //! turn is no longer current. The queue is bounded; a full queue rejects
 //! the job (counted, logged), never blocks a media task.
 
+use aiagc_dialogue::{Action, Dialogue, Input, TurnHint};
 use aiagc_engine::handoff::{bounded, HandoffSender, Offer};
-use aiagc_models::dialogue::{Action, Dialogue, Input, TurnHint};
 use aiagc_models::nbest::Hypothesis;
 use aiagc_models::smart_turn::{EndOfTurn, SmartTurn};
 use aiagc_models::stt::{Constrained, SttBackend, SttConfig, Transcriber};

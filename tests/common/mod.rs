@@ -7,7 +7,7 @@ pub mod webhook;
 
 use aiagc::runtime::media::{CallSummary, DialogueFactory};
 use aiagc_ari::sim::Simulator;
-use aiagc_models::dialogue::scenario::Scenario;
+use aiagc_dialogue::scenario::Scenario;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

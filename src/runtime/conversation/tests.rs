@@ -277,6 +277,7 @@ fn a_missing_pause_transcript_does_not_leave_the_turn_waiting() {
         s.now,
     );
     let j = s.drain();
+    assert!(matches!(j[0], Output::ExtendTurn(1, d) if d.is_zero()));
     assert_eq!(utterance_transcript(jobs(&j)[0]), Some(None));
 }
 

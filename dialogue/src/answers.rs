@@ -8,8 +8,10 @@
 use super::scenario::{NO, YES};
 use super::text::unfold;
 use super::when::MONTHS;
-use crate::grammar::{alt, any_of, glue, opt, repeat, seq, words, Grammar, GrammarError, Pattern};
-use crate::nbest::Confusions;
+use aiagc_models::grammar::{
+    alt, any_of, glue, opt, repeat, seq, words, Grammar, GrammarError, Pattern,
+};
+use aiagc_models::nbest::Confusions;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -590,10 +592,10 @@ pub fn grammar(answers: &[Answer]) -> Result<Option<Arc<Grammar>>, GrammarError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::number::first_number;
-    use crate::dialogue::scenario::yes_no as parse_yes_no;
-    use crate::dialogue::text::tokens;
-    use crate::dialogue::when::{parse_date, parse_time};
+    use crate::number::first_number;
+    use crate::scenario::yes_no as parse_yes_no;
+    use crate::text::tokens;
+    use crate::when::{parse_date, parse_time};
     use chrono::NaiveDate;
 
     fn today() -> NaiveDate {

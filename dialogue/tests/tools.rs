@@ -2,10 +2,10 @@
 //! endpoints (declined, answered, failing, slow, cancelled), and the LLM
 //! calling declared and built-in tools in the streamed OpenAI format.
 
-use aiagc_models::dialogue::llm::{LlmClient, LlmConfig, LlmDialogue};
-use aiagc_models::dialogue::scenario::Scenario;
-use aiagc_models::dialogue::tools::{ToolSpec, Toolbox};
-use aiagc_models::dialogue::{Action, CallContext, Dialogue, Input, Reply};
+use aiagc_dialogue::llm::{LlmClient, LlmConfig, LlmDialogue};
+use aiagc_dialogue::scenario::Scenario;
+use aiagc_dialogue::tools::{ToolSpec, Toolbox};
+use aiagc_dialogue::{Action, CallContext, Dialogue, Input, Reply};
 use chrono::NaiveDate;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};

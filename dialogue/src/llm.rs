@@ -13,7 +13,7 @@ use super::scenario::{Scenario, ScenarioDialogue};
 use super::text::tokens;
 use super::tools::{built_in_tools, ToolContext, ToolError, Toolbox};
 use super::{Action, CallContext, Dialogue, Input, Reply, TurnHint};
-use crate::nbest::Hypothesis;
+use aiagc_models::nbest::Hypothesis;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read};
@@ -228,7 +228,7 @@ impl LlmClient {
             // The blocking client applies this to the headers and to each
             // read of the body: the wait for the first and every next chunk.
             .timeout(config.first_token_timeout);
-        let http = crate::http::build_blocking(http).map_err(LlmError::Transport)?;
+        let http = aiagc_models::http::build_blocking(http).map_err(LlmError::Transport)?;
         Ok(Self {
             http,
             config: Arc::new(config),

@@ -2,11 +2,11 @@
 //! and the LLM client against a loopback server that speaks the real
 //! OpenAI streaming wire format.
 
-use aiagc_models::dialogue::llm::{
+use aiagc_dialogue::llm::{
     read_events, LlmClient, LlmConfig, LlmDialogue, LlmError, Message, SentenceCutter,
 };
-use aiagc_models::dialogue::scenario::{Scenario, ScenarioError};
-use aiagc_models::dialogue::{Action, Dialogue, Input, Reply, TurnHint};
+use aiagc_dialogue::scenario::{Scenario, ScenarioError};
+use aiagc_dialogue::{Action, Dialogue, Input, Reply, TurnHint};
 use chrono::NaiveDate;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -340,7 +340,7 @@ fn turn_hints_follow_the_state() {
 
 #[test]
 fn malformed_scenarios_are_refused_with_the_place_named() {
-    let base = aiagc_models::dialogue::scenario::PRAXIS;
+    let base = aiagc_dialogue::scenario::PRAXIS;
     let cases = [
         (
             base.replace("start = \"menu\"", "start = \"nirgends\""),
@@ -643,15 +643,15 @@ fn an_endless_stream_is_cut_at_its_bound() {
         matches!(err, LlmError::Stream(_) | LlmError::Transport(_)),
         "{err}"
     );
-    const { assert!(aiagc_models::dialogue::llm::MAX_STREAM_BYTES < 2 << 20) };
+    const { assert!(aiagc_dialogue::llm::MAX_STREAM_BYTES < 2 << 20) };
 }
 
 /// Found by the `slot_parsers` fuzz target (kept in
 /// fuzz/regressions/slot_parsers/): a date in the year 7777 was booked.
 #[test]
 fn implausible_years_and_distances_are_no_date() {
-    use aiagc_models::dialogue::text::tokens;
-    use aiagc_models::dialogue::when::parse_date;
+    use aiagc_dialogue::text::tokens;
+    use aiagc_dialogue::when::parse_date;
     let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
     let crash = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -16,14 +16,14 @@ use super::text::{clauses, contains, tokens};
 use super::tools::{ToolAnswer, ToolContext, ToolError, Toolbox};
 use super::when::{parse_date, parse_time, speak_date, Time};
 use super::{Action, CallContext, Dialogue, Expectation, Input, Reply, TurnHint};
-use crate::nbest::Hypothesis;
+use aiagc_models::nbest::Hypothesis;
 use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The scenario shipped with aiagc: appointment booking for a practice.
-pub const PRAXIS: &str = include_str!("../../scenarios/praxis.toml");
+pub const PRAXIS: &str = include_str!("../scenarios/praxis.toml");
 
 /// Why a scenario file was refused.
 #[derive(Debug, thiserror::Error)]

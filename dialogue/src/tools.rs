@@ -218,12 +218,10 @@ impl Toolbox {
     /// Checks the declarations (names, methods, schemas).
     pub fn new(specs: Vec<ToolSpec>) -> Result<Self, ToolError> {
         let tools = compile(specs)?;
-        let http =
-            crate::http::build_blocking(reqwest::blocking::Client::builder()).map_err(|why| {
-                ToolError::Invalid {
-                    name: "*".into(),
-                    why,
-                }
+        let http = aiagc_models::http::build_blocking(reqwest::blocking::Client::builder())
+            .map_err(|why| ToolError::Invalid {
+                name: "*".into(),
+                why,
             })?;
         Ok(Self {
             tools: Arc::new(tools),

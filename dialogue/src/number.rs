@@ -185,7 +185,7 @@ pub fn digits(words: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::text::tokens;
+    use crate::text::tokens;
 
     #[test]
     fn cardinals() {

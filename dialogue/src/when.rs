@@ -347,7 +347,7 @@ fn raw_time(words: &[String]) -> Option<(u32, u32, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialogue::text::tokens;
+    use crate::text::tokens;
 
     /// Tuesday, 24 November 2026.
     fn today() -> NaiveDate {

@@ -17,8 +17,8 @@ pub mod text;
 pub mod tools;
 pub mod when;
 
-use crate::grammar::Grammar;
-use crate::nbest::{Confusions, Hypothesis};
+use aiagc_models::grammar::Grammar;
+use aiagc_models::nbest::{Confusions, Hypothesis};
 use chrono::NaiveDate;
 use std::sync::Arc;
 
@@ -32,7 +32,7 @@ pub struct Expectation {
     /// drei"); the recognizer holds decoding to them while the audio fits.
     pub grammar: Option<Arc<Grammar>>,
     /// Words of those answers that sound alike: the recognizer scores the
-    /// transcript's variants with them swapped (see [`crate::nbest`]).
+    /// transcript's variants with them swapped (see [`aiagc_models::nbest`]).
     pub confusions: Option<Arc<Confusions>>,
 }
 
@@ -66,7 +66,7 @@ pub enum Input<'a> {
     /// The caller said this (the transcript).
     Speech(&'a str),
     /// The caller said one of these: the decoded transcript and its
-    /// variants, likeliest first (see [`crate::nbest`]); never empty.
+    /// variants, likeliest first (see [`aiagc_models::nbest`]); never empty.
     Readings(&'a [Hypothesis]),
     /// The caller pressed these keys.
     Dtmf(&'a str),
