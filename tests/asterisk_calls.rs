@@ -563,6 +563,54 @@ fn logged_at(ast: &Asterisk, needle: &str) -> Option<std::time::SystemTime> {
     Some(std::time::SystemTime::from(t))
 }
 
+/// An app of the test's own for snoop channels: records what a caller
+/// hears.
+struct Spy {
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Spy {
+    async fn start(ast: &Asterisk) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(aiagc_ari::stream::run(ast.ari("spy"), tx, stop_rx));
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let client = AriClient::new(ast.ari("spy")).unwrap();
+        let t = Instant::now();
+        while client.application().await.is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "spy app registered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { stop }
+    }
+
+    /// Records the `;2` half of the newest call (where the caller's ear
+    /// is) as `spool/recording/<name>.wav16`; returns the snoop channel and
+    /// when recording began.
+    async fn record_ear(&self, rig: &Rig, name: &str) -> (String, std::time::SystemTime) {
+        let t = Instant::now();
+        let ear = loop {
+            let chans = rig.client.channels().await.unwrap();
+            if let Some(c) = chans.iter().find(|c| c.name.ends_with(";2")) {
+                break c.id.clone();
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "the ;2 half");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let snoop = rig.client.snoop(&ear, "in", "spy").await.unwrap();
+        let started = std::time::SystemTime::now();
+        rig.client
+            .record(&snoop.id, name, "wav16", 30)
+            .await
+            .unwrap();
+        (snoop.id, started)
+    }
+
+    fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 /// 20 ms frame levels of a recording, dBFS.
 fn frame_levels(pcm: &[i16], rate: u32) -> Vec<f64> {
     pcm.chunks(rate as usize / 50)
@@ -587,37 +635,13 @@ async fn barge_in_into_the_greeting_without_prior_rtp() {
          same => n,Record({{dir}}/rec/after.wav16,0,8,qkx)\n\
          same => n,Hangup()\n"
     ));
-    // An app of the test's own for the snoop channel.
-    let (spy_tx, mut spy_rx) = tokio::sync::mpsc::channel(256);
-    let (spy_stop, spy_stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(aiagc_ari::stream::run(ast.ari("spy"), spy_tx, spy_stop_rx));
-    tokio::spawn(async move { while spy_rx.recv().await.is_some() {} });
+    let spy = Spy::start(&ast).await;
     let mut rig = Rig::start(&ast, Codec::G722, 35070..=35079).await;
-    let spy = AriClient::new(ast.ari("spy")).unwrap();
-    let t = Instant::now();
-    while spy.application().await.is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "spy app registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let caller = rig.call("caller").await;
-    // The caller's other half, where the caller's ear is.
-    let ear = loop {
-        let chans = rig.client.channels().await.unwrap();
-        if let Some(c) = chans.iter().find(|c| c.name.ends_with(";2")) {
-            break c.id.clone();
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "the ;2 half");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let snoop = rig.client.snoop(&ear, "in", "spy").await.unwrap();
-    let recording_started = std::time::SystemTime::now();
-    rig.client
-        .record(&snoop.id, "heard", "wav16", 30)
-        .await
-        .unwrap();
+    let (snoop, recording_started) = spy.record_ear(&rig, "heard").await;
     let summary = rig.summary(&caller, Duration::from_secs(60)).await;
-    let _ = rig.client.hangup(&snoop.id, "normal").await;
-    let _ = spy_stop.send(true);
+    let _ = rig.client.hangup(&snoop, "normal").await;
+    spy.stop();
 
     let began = logged_at(&ast, "book.slin16").expect("Playback in the log");
     let barge = summary
@@ -674,6 +698,96 @@ async fn barge_in_into_the_greeting_without_prior_rtp() {
         turn.transcript,
         turn.reply
     );
+    rig.assert_nothing_left().await;
+    rig.stop().await;
+}
+
+/// Listener feedback and a knock spoken into the greeting over the real
+/// Asterisk: the greeting pauses and plays on — the caller hears all of it
+/// (at least as much as a caller who said nothing; from the paused
+/// sentence's start again), nothing is taken as a turn, nothing is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_into_the_greeting_lets_it_play_on() {
+    let ast = Asterisk::start(Setup::default());
+    let sounds = ["genau_v0", "okay_v1", "knock"];
+    let mut dialplan = String::from(
+        "[quiet]\n\
+         exten => s,1,Answer()\n\
+         same => n,Wait(13)\n\
+         same => n,Hangup()\n",
+    );
+    for name in sounds {
+        let sound = ast.add_sound(name, &wav16(&format!("../overlap/{name}.wav")));
+        dialplan += &format!(
+            "[{name}]\n\
+             exten => s,1,Answer()\n\
+             same => n,Wait(2.5)\n\
+             same => n,Playback({sound})\n\
+             same => n,Wait(10)\n\
+             same => n,Hangup()\n"
+        );
+    }
+    ast.set_dialplan(&dialplan);
+    let spy = Spy::start(&ast).await;
+    let mut rig = Rig::start(&ast, Codec::G722, 35080..=35089).await;
+    let mut heard = Vec::new();
+    for context in std::iter::once("quiet").chain(sounds) {
+        let caller = rig.call(context).await;
+        let (snoop, _) = spy.record_ear(&rig, context).await;
+        let summary = rig.summary(&caller, Duration::from_secs(60)).await;
+        let _ = rig.client.hangup(&snoop, "normal").await;
+        let path = ast.dir.join(format!("spool/recording/{context}.wav16"));
+        let t = Instant::now();
+        while !path.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{context}: no recording"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (pcm, rate) = read_wav(&path);
+        let loud_ms = frame_levels(&pcm, rate)
+            .iter()
+            .filter(|&&l| l > -40.0)
+            .count()
+            * 20;
+        eprintln!(
+            "{context}: the caller heard {loud_ms} ms of the agent; overlaps {:?}; turns {:?}",
+            summary
+                .overlaps
+                .iter()
+                .map(|o| (o.outcome, o.why, o.heard.clone(), o.paused.as_millis()))
+                .collect::<Vec<_>>(),
+            summary.turns.iter().map(|t| t.input).collect::<Vec<_>>()
+        );
+        heard.push((context, loud_ms, summary));
+    }
+    spy.stop();
+    let whole = heard[0].1;
+    assert!(
+        whole > 3000,
+        "the quiet caller heard the greeting: {whole} ms"
+    );
+    for (context, loud_ms, summary) in &heard[1..] {
+        assert!(
+            summary.overlaps.iter().all(|o| o.outcome == "resumed"),
+            "{context}: {:?}",
+            summary.overlaps
+        );
+        assert!(
+            summary
+                .turns
+                .iter()
+                .all(|t| t.input == "start" && !t.interrupted),
+            "{context}: taken as a turn: {:?}",
+            summary.turns
+        );
+        assert!(
+            *loud_ms + 200 >= whole,
+            "{context}: heard {loud_ms} ms of a {whole} ms greeting"
+        );
+    }
     rig.assert_nothing_left().await;
     rig.stop().await;
 }
