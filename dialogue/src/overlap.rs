@@ -111,14 +111,14 @@ pub fn classify(heard: &str, reply: &str, voiced: std::time::Duration) -> Overla
         return Overlap::Backchannel;
     }
     // Echo: nearly every word heard is a word of the reply, and there are
-    // enough of them not to be a chance match ("Dienstag" alone may be an
-    // answer).
+    // enough of them not to be a caller repeating a part ("Dienstag?",
+    // "um zehn?" are answers).
     let reply_words = tokens(reply);
     let shared = words
         .iter()
         .filter(|w| reply_words.iter().any(|r| r == *w))
         .count();
-    if words.len() >= 2 && shared * 10 >= words.len() * 8 {
+    if words.len() >= 3 && shared * 10 >= words.len() * 8 {
         return Overlap::Echo;
     }
     let takes_turn = words.iter().any(|w| TURN_WORDS.contains(&w.as_str()));
@@ -206,9 +206,10 @@ mod tests {
     #[test]
     fn the_replys_own_words_are_echo() {
         assert_eq!(classify("für welchen Tag", REPLY, LONG), Overlap::Echo);
-        assert_eq!(classify("den Termin?", REPLY, LONG), Overlap::Echo);
-        // One word of the reply could be an answer: it is speech.
+        assert_eq!(classify("welchen Tag möchten", REPLY, LONG), Overlap::Echo);
+        // A word or two of the reply could be an answer: it is speech.
         assert_eq!(classify("Termin", REPLY, LONG), Overlap::Speech);
+        assert_eq!(classify("den Termin?", REPLY, LONG), Overlap::Speech);
     }
 
     #[test]

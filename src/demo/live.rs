@@ -10,6 +10,7 @@
 
 use super::{latency_percentiles, DemoArgs, Latency, Report, RtpSummary, Summary, Turn};
 use aiagc::runtime::app::App;
+use aiagc::runtime::conversation::BargeIn;
 use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
 use aiagc_ari::controller::ControllerConfig;
@@ -521,6 +522,11 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
             echo: aiagc_engine::EchoConfig {
                 enabled: !args.no_echo_cancel,
                 ..Default::default()
+            },
+            barge_in: match args.barge_in.as_str() {
+                "stop" => BargeIn::Stop,
+                "resume" => BargeIn::default(),
+                other => bail!("--barge-in {other:?}: use \"resume\" or \"stop\""),
             },
             ..MediaConfig::default()
         },

@@ -75,6 +75,10 @@ pub struct DemoArgs {
     /// Turn our echo canceller off (to see what it prevents).
     #[arg(long)]
     no_echo_cancel: bool,
+    /// Caller sound over a reply: `resume` (pause it, play on after
+    /// feedback, noise or echo) or `stop` (drop it at the first sound).
+    #[arg(long, default_value = "resume")]
+    barge_in: String,
 }
 
 #[derive(Serialize)]

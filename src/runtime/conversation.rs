@@ -551,14 +551,14 @@ impl Conversation {
                 _ => None,
             };
             if let Some(why) = why {
-                self.commit(why, String::new(), now);
+                self.commit(why, String::new(), media, now);
             }
         }
     }
 
     /// The job `work` of `turn` was refused (queue full): what waited for
     /// it goes on without it.
-    pub fn rejected(&mut self, turn: u64, work: &Work, now: Instant) {
+    pub fn rejected(&mut self, turn: u64, work: &Work, media: Media, now: Instant) {
         match work {
             Work::Pause { id, .. } => {
                 self.in_flight.retain(|p| p != id);
@@ -571,7 +571,7 @@ impl Conversation {
                     }
                 }
             }
-            Work::Sound { .. } => self.commit("timeout", String::new(), now),
+            Work::Sound { .. } => self.commit("timeout", String::new(), media, now),
             _ => tracing::warn!(call = %self.summary.call, turn, "speech job refused"),
         }
     }
@@ -881,7 +881,7 @@ impl Conversation {
                 if p.checking.is_some() && now.saturating_duration_since(p.since) > commit_after * 2
                 {
                     // Sound after sound: the caller is talking.
-                    self.commit("long", String::new(), now);
+                    self.commit("long", String::new(), media, now);
                     self.handle_event(CallEvent::SpeechPaused(pause), media, now);
                     return;
                 }
@@ -938,7 +938,7 @@ impl Conversation {
             CallEvent::SpeechStarted { .. } | CallEvent::BargeIn { .. }
                 if p.ended.is_some() || p.dismissed.is_some() =>
             {
-                self.commit("speech", String::new(), now);
+                self.commit("speech", String::new(), media, now);
             }
             _ => {}
         }
@@ -971,11 +971,7 @@ impl Conversation {
             } else {
                 verdict.as_str()
             };
-            let utterance = self.overlap.as_mut().and_then(|p| p.ended.take());
-            self.commit(why, heard, now);
-            if let Some(u) = utterance {
-                self.utterance(u, media, now);
-            }
+            self.commit(why, heard, media, now);
             return;
         }
         if ended {
@@ -1008,9 +1004,13 @@ impl Conversation {
         self.in_flight.clear();
     }
 
-    /// The sound took the turn: the reply is dropped.
-    fn commit(&mut self, why: &'static str, heard: String, now: Instant) {
-        let Some(p) = self.overlap.take() else { return };
+    /// The sound took the turn: the reply is dropped, and the sound's
+    /// utterance, if it has ended, is answered (never lost, whatever made
+    /// the decision: its words, a timeout, the caller speaking again).
+    fn commit(&mut self, why: &'static str, heard: String, media: Media, now: Instant) {
+        let Some(mut p) = self.overlap.take() else {
+            return;
+        };
         tracing::info!(call = %self.summary.call, why, "barge-in: reply dropped");
         self.outputs.push_back(Output::Stop);
         if let (Some((_, first, _)), None) = (p.checking, &p.ended) {
@@ -1019,8 +1019,12 @@ impl Conversation {
             self.outputs
                 .push_back(Output::ExtendTurn(first, Duration::ZERO));
         }
+        let ended = p.ended.take();
         self.record_overlap(&p, "dropped", why, heard, now);
         self.drop_reply();
+        if let Some(u) = ended {
+            self.utterance(u, media, now);
+        }
     }
 
     fn record_overlap(

@@ -552,7 +552,7 @@ impl CallTask {
                         speculative: s.speculative,
                     };
                     if let Err(job) = self.speech.submit(job) {
-                        conv.rejected(job.turn, &job.work, now);
+                        conv.rejected(job.turn, &job.work, media(call), now);
                     }
                 }
                 Output::EndTurn(pause) => call.end_turn(pause),

@@ -274,6 +274,7 @@ fn a_missing_pause_transcript_does_not_leave_the_turn_waiting() {
             audio: vec![],
             silence: 0,
         },
+        s.media,
         s.now,
     );
     let j = s.drain();
@@ -633,4 +634,35 @@ fn feedback_that_goes_on_after_its_pause_is_checked_again_whole() {
     assert!(matches!(out[0], Output::Stop), "{out:?}");
     assert!(matches!(jobs(&out)[0].work, Work::Pause { id: 9, .. }));
     assert_eq!(s.conv.summary().overlaps[0].why, "long");
+}
+
+/// A sound whose utterance ended while its transcript was awaited, then the
+/// wait ran out (or the caller spoke again): the utterance is answered,
+/// not lost with the dropped reply.
+#[test]
+fn an_ended_sound_is_answered_when_the_reply_is_dropped_without_a_verdict() {
+    for again in [false, true] {
+        let mut s = Sim::new(ConversationConfig::default());
+        s.greeted(REPLY, None);
+        s.at(1000);
+        s.barge_in();
+        s.at(1300);
+        s.event(pause(5, 5, 1180));
+        s.at(1700);
+        assert!(s.event(ended(Some(5), 1180)).is_empty());
+        let out = if again {
+            s.at(1900);
+            s.event(CallEvent::SpeechStarted {
+                at: position(1900),
+                barge_in: false,
+            })
+        } else {
+            s.now += AWAIT_SOUND;
+            s.timeout()
+        };
+        assert!(matches!(out[0], Output::Stop), "{out:?}");
+        let j = jobs(&out);
+        assert_eq!(j.len(), 1, "the sound's utterance is answered: {out:?}");
+        assert_eq!(utterance_transcript(j[0]), Some(None));
+    }
 }
