@@ -64,6 +64,8 @@ const TURN_WORDS: &[&str] = &[
     "noe",
     "rein",
     "kein",
+    "dein",
+    "mein",
     "stop",
     "stopp",
     "halt",
@@ -251,6 +253,7 @@ mod tests {
         }
         for (heard, voiced) in [
             ("Rein", 300),
+            ("Dein", 400),
             ("Nein", 300),
             ("Moment", 400),
             ("Hallo?", 350),

@@ -319,6 +319,9 @@ struct Pending {
     ended: Option<Utterance>,
     /// The sound was no turn: resume when its utterance ends.
     dismissed: Option<(&'static str, String)>,
+    /// The checked pause's audio as the endpointer gave it (for its early
+    /// transcript if the sound takes the turn).
+    pause_audio: Vec<f32>,
 }
 
 /// The turn-taking of one call.
@@ -656,6 +659,7 @@ impl Conversation {
                             check_until: None,
                             ended: None,
                             dismissed: None,
+                            pause_audio: Vec::new(),
                         });
                     }
                     _ => {
@@ -880,7 +884,9 @@ impl Conversation {
                 };
                 if p.checking.is_some() && now.saturating_duration_since(p.since) > commit_after * 2
                 {
-                    // Sound after sound: the caller is talking.
+                    // Sound after sound: the caller is talking (the new
+                    // silence gets the usual early transcript below).
+                    p.checking = None;
                     self.commit("long", String::new(), media, now);
                     self.handle_event(CallEvent::SpeechPaused(pause), media, now);
                     return;
@@ -899,6 +905,7 @@ impl Conversation {
                 // Held open until the verdict: a "ja" must not become a turn.
                 self.outputs
                     .push_back(Output::ExtendTurn(pause.id, self.config.extension()));
+                p.pause_audio = pause.samples.clone();
                 let mut audio = pause.samples;
                 self.quiet_pre_roll(&mut audio);
                 self.submit(
@@ -1013,15 +1020,28 @@ impl Conversation {
         };
         tracing::info!(call = %self.summary.call, why, "barge-in: reply dropped");
         self.outputs.push_back(Output::Stop);
-        if let (Some((_, first, _)), None) = (p.checking, &p.ended) {
-            // The sound's silence was held for the verdict: the plain
-            // hangover ends the caller's turn now.
-            self.outputs
-                .push_back(Output::ExtendTurn(first, Duration::ZERO));
-        }
         let ended = p.ended.take();
+        let early = match (p.checking, &ended) {
+            (Some((_, first, _)), None) if first > 0 => Some(first),
+            _ => None,
+        };
+        let audio = std::mem::take(&mut p.pause_audio);
         self.record_overlap(&p, "dropped", why, heard, now);
         self.drop_reply();
+        if let Some(first) = early {
+            // The caller is in (or past) the sound's pause: it gets the
+            // early transcript and turn hint any pause gets, so a complete
+            // answer ends the turn there as it would without the reply.
+            let hold = self.config.hold();
+            let work = Work::Pause {
+                id: first,
+                audio,
+                silence: 0,
+            };
+            self.submit(self.turn, work, now, now + hold, true);
+            self.in_flight.push(first);
+            self.outputs.push_back(Output::ExtendTurn(first, hold));
+        }
         if let Some(u) = ended {
             self.utterance(u, media, now);
         }
