@@ -609,6 +609,15 @@ impl Conversation {
         match event {
             CallEvent::SpeechStarted { .. } => self.silence_deadline = None,
             CallEvent::SpeechPaused(p) => {
+                if self.awaiting.as_ref().is_some_and(|a| a.pause != p.first) {
+                    // The caller speaks again: the awaited transcript is
+                    // superseded (its job is dropped), the utterance is
+                    // transcribed itself now.
+                    if let Some(a) = self.awaiting.take() {
+                        self.in_flight.retain(|x| *x != a.pause);
+                        self.submit_utterance(a.turn, a.audio, None, (false, a.by_model), a.since);
+                    }
+                }
                 self.latest_pause = p.id;
                 self.latest_silence = p.first;
                 let turn = self.turn;
@@ -747,7 +756,7 @@ impl Conversation {
                         .push_back(Output::ExtendTurn(pause, self.config.extension()));
                 }
             }
-            SpeechOut::Sound { id, heard } => self.sound_heard(id, heard, media, now),
+            SpeechOut::Sound { id, heard, hint } => self.sound_heard(id, heard, hint, media, now),
             SpeechOut::Audio(reply) => {
                 self.watch.replied(reply.turn);
                 if reply.turn != self.turn {
@@ -958,7 +967,7 @@ impl Conversation {
         audio[..n].fill(0.0);
     }
 
-    fn sound_heard(&mut self, id: u64, heard: String, media: Media, now: Instant) {
+    fn sound_heard(&mut self, id: u64, heard: String, hint: TurnHint, media: Media, now: Instant) {
         let Some(p) = &self.overlap else { return };
         let Some((_, first, voiced)) = p.checking.filter(|(c, _, _)| *c == id) else {
             return;
@@ -978,7 +987,10 @@ impl Conversation {
             } else {
                 verdict.as_str()
             };
-            self.commit(why, heard, media, now);
+            // Its words are the pause's early transcript: a complete
+            // answer ("Nein.") ends the turn there, as without the reply.
+            let words = (!heard.is_empty()).then(|| (heard.clone(), hint));
+            self.commit_with(why, heard, words, media, now);
             return;
         }
         if ended {
@@ -1015,6 +1027,19 @@ impl Conversation {
     /// utterance, if it has ended, is answered (never lost, whatever made
     /// the decision: its words, a timeout, the caller speaking again).
     fn commit(&mut self, why: &'static str, heard: String, media: Media, now: Instant) {
+        self.commit_with(why, heard, None, media, now);
+    }
+
+    /// [`Conversation::commit`], with the sound's words and their hint
+    /// when it was its verdict.
+    fn commit_with(
+        &mut self,
+        why: &'static str,
+        heard: String,
+        words: Option<(String, TurnHint)>,
+        media: Media,
+        now: Instant,
+    ) {
         let Some(mut p) = self.overlap.take() else {
             return;
         };
@@ -1028,7 +1053,19 @@ impl Conversation {
         let audio = std::mem::take(&mut p.pause_audio);
         self.record_overlap(&p, "dropped", why, heard, now);
         self.drop_reply();
-        if let Some(first) = early {
+        if let (Some(first), Some((text, hint))) = (early, &words) {
+            // The verdict's transcript serves as the pause's.
+            self.handle_speech(
+                SpeechOut::Partial {
+                    pause: first,
+                    transcript: Heard::from(text.as_str()),
+                    stt: Duration::ZERO,
+                    hint: *hint,
+                },
+                media,
+                now,
+            );
+        } else if let Some(first) = early {
             // The caller is in (or past) the sound's pause: it gets the
             // early transcript and turn hint any pause gets, so a complete
             // answer ends the turn there as it would without the reply.

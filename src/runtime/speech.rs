@@ -148,6 +148,9 @@ pub enum SpeechOut {
         id: u64,
         /// Its plain transcript.
         heard: String,
+        /// The dialogue's view of those words as a turn (used if the sound
+        /// takes the turn: as any pause's words, they may end it there).
+        hint: TurnHint,
     },
     /// One sentence of a reply.
     Audio(ReplyAudio),
@@ -570,8 +573,12 @@ fn run(
                     String::new()
                 }
             };
-            tracing::debug!(call = %call.id, id, heard = %heard, "sound transcribed");
-            let _ = call.out.send(SpeechOut::Sound { id, heard });
+            let hint = match call.dialogue.lock() {
+                Ok(d) => d.hint(&heard),
+                Err(_) => TurnHint::Unknown,
+            };
+            tracing::debug!(call = %call.id, id, heard = %heard, ?hint, "sound transcribed");
+            let _ = call.out.send(SpeechOut::Sound { id, heard, hint });
             return;
         }
         Work::Pause { id, audio, silence } => {

@@ -342,6 +342,7 @@ fn a_backchannel_over_a_reply_resumes_it_and_takes_no_turn() {
     assert!(out.iter().any(|o| matches!(o, Output::ExtendTurn(5, _))));
     s.at(1550);
     let out = s.speech(SpeechOut::Sound {
+        hint: TurnHint::Unknown,
         id,
         heard: "Mhm.".into(),
     });
@@ -381,6 +382,7 @@ fn words_over_a_reply_drop_it_and_are_answered() {
     assert!(s.event(ended(Some(5), 1180)).is_empty());
     s.at(1750);
     let out = s.speech(SpeechOut::Sound {
+        hint: TurnHint::Unknown,
         id,
         heard: "Nein, am Donnerstag.".into(),
     });
@@ -441,6 +443,7 @@ fn a_yes_over_the_end_of_a_question_answers_it() {
     s.at(1700);
     s.event(ended(Some(5), 1180));
     let out = s.speech(SpeechOut::Sound {
+        hint: TurnHint::Unknown,
         id,
         heard: "Ja.".into(),
     });
@@ -476,6 +479,7 @@ fn our_own_echo_and_noise_resume_the_reply() {
         s.at(1500);
         s.event(ended(Some(5), 1080));
         let out = s.speech(SpeechOut::Sound {
+            hint: TurnHint::Unknown,
             id,
             heard: heard.into(),
         });
@@ -503,6 +507,7 @@ fn a_pending_hangup_survives_a_resumed_reply() {
         _ => unreachable!(),
     };
     s.speech(SpeechOut::Sound {
+        hint: TurnHint::Unknown,
         id,
         heard: "Okay.".into(),
     });
@@ -605,6 +610,7 @@ fn feedback_that_goes_on_after_its_pause_is_checked_again_whole() {
     s.at(1400);
     // "Ja" was no turn; but the caller went on before it could be ended.
     let out = s.speech(SpeechOut::Sound {
+        hint: TurnHint::Unknown,
         id: first,
         heard: "Ja.".into(),
     });
@@ -618,6 +624,7 @@ fn feedback_that_goes_on_after_its_pause_is_checked_again_whole() {
     assert_ne!(first, second);
     s.at(1900);
     let out = s.speech(SpeechOut::Sound {
+        hint: TurnHint::Unknown,
         id: second,
         heard: "Ja, genau.".into(),
     });
@@ -669,4 +676,32 @@ fn an_ended_sound_is_answered_when_the_reply_is_dropped_without_a_verdict() {
         assert_eq!(j.len(), 1, "the sound's utterance is answered: {out:?}");
         assert_eq!(utterance_transcript(j[0]), Some(None));
     }
+}
+
+/// "Nein." over a confirmation: the words take the turn and, complete as
+/// an answer, end it at the sound's pause (the old path's speed: no second
+/// decode), and the transcript is reused for the answer.
+#[test]
+fn a_complete_answer_over_a_reply_ends_the_turn_at_its_pause() {
+    let mut s = Sim::new(ConversationConfig::default());
+    s.greeted("Ich trage Sie ein für Dienstag. Ist das richtig?", None);
+    s.at(1000);
+    s.barge_in();
+    s.at(1300);
+    let out = s.event(pause(5, 5, 1180));
+    let id = match jobs(&out)[0].work {
+        Work::Sound { id, .. } => id,
+        _ => unreachable!(),
+    };
+    let out = s.speech(SpeechOut::Sound {
+        id,
+        heard: "Nein.".into(),
+        hint: TurnHint::Complete,
+    });
+    assert!(matches!(out[0], Output::Stop), "{out:?}");
+    assert!(jobs(&out).is_empty(), "no second decode: {out:?}");
+    assert!(matches!(out.last(), Some(Output::EndTurn(5))), "{out:?}");
+    let out = s.event(ended(Some(5), 1180));
+    let j = jobs(&out);
+    assert_eq!(utterance_transcript(j[0]), Some(Some("Nein.".into())));
 }
