@@ -309,6 +309,27 @@ fn report(label: &str, heard: &[Heard]) -> (usize, usize, usize, usize, usize, u
     (fb.0, fb.1, noise_dropped, int.0, int.1, control_overlaps)
 }
 
+/// What both lines must show: no stop and no turn where nobody spoke, at
+/// least 80 % of the feedback played on, no noise stopping the reply, and
+/// every interruption that paused it stopped and answered.
+fn check(label: &str, heard: &[Heard]) {
+    let (fb_ok, fb, noise_dropped, int_ok, int, control) = report(label, heard);
+    assert_eq!(control, 0, "{label}: a stop or a turn where nobody spoke");
+    assert!(
+        fb_ok * 10 >= fb * 8,
+        "{label}: feedback resumed {fb_ok}/{fb}"
+    );
+    assert_eq!(noise_dropped, 0, "{label}: a noise stopped the reply");
+    assert_eq!(
+        int_ok, int,
+        "{label}: every interruption stops the reply and is answered"
+    );
+    assert!(
+        int >= 2,
+        "{label}: interruptions that paused the reply: {int} of 3"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_and_noise_over_a_reply_resume_it_and_interruptions_stop_it() {
     let all = sounds();
@@ -320,15 +341,7 @@ async fn feedback_and_noise_over_a_reply_resume_it_and_interruptions_stop_it() {
     };
     let (sim, _app, summaries) = start(34000..=34099, None, from).await;
     let heard = run_all(&sim, &summaries, &all).await;
-    let (fb_ok, fb, noise_dropped, int_ok, int, control) = report("clean line", &heard);
-    assert_eq!(control, 0, "nothing over a reply nobody spoke into");
-    assert!(fb_ok * 10 >= fb * 8, "feedback resumed {fb_ok}/{fb}");
-    assert_eq!(noise_dropped, 0, "a noise stopped the reply");
-    assert_eq!(
-        int_ok, int,
-        "every interruption stops the reply and is answered"
-    );
-    assert!(int >= 2, "interruptions that paused the reply: {int} of 3");
+    check("clean line", &heard);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,13 +358,5 @@ async fn over_an_echoing_line_the_reply_plays_on_too() {
         .collect();
     let (sim, _app, summaries) = start(34100..=34199, Some(echo), ResumeFrom::Position).await;
     let heard = run_all(&sim, &summaries, &some).await;
-    let (fb_ok, fb, noise_dropped, int_ok, int, control) = report("echoing line", &heard);
-    assert_eq!(control, 0, "our echo stopped nothing");
-    assert!(fb_ok * 10 >= fb * 8, "feedback resumed {fb_ok}/{fb}");
-    assert_eq!(noise_dropped, 0, "a noise stopped the reply");
-    assert_eq!(
-        int_ok, int,
-        "every interruption stops the reply and is answered"
-    );
-    assert!(int >= 2, "interruptions that paused the reply: {int} of 3");
+    check("echoing line", &heard);
 }

@@ -165,6 +165,17 @@ fn jobs(out: &[Output]) -> Vec<&Submission> {
         .collect()
 }
 
+/// The id of the sound check among `out` (there must be one).
+fn sound_job(out: &[Output]) -> u64 {
+    jobs(out)
+        .iter()
+        .find_map(|s| match s.work {
+            Work::Sound { id, .. } => Some(id),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no sound check in {out:?}"))
+}
+
 /// The transcript an utterance job carries (`None`: it is transcribed).
 fn utterance_transcript(s: &Submission) -> Option<Option<String>> {
     match &s.work {
@@ -373,10 +384,7 @@ fn words_over_a_reply_drop_it_and_are_answered() {
     s.barge_in();
     s.at(1300);
     let out = s.event(pause(5, 5, 1180));
-    let id = match jobs(&out)[0].work {
-        Work::Sound { id, .. } => id,
-        _ => unreachable!(),
-    };
+    let id = sound_job(&out);
     // The sound ends before its transcript is back.
     s.at(1700);
     assert!(s.event(ended(Some(5), 1180)).is_empty());
@@ -436,10 +444,7 @@ fn a_yes_over_the_end_of_a_question_answers_it() {
     s.barge_in();
     s.at(1300);
     let out = s.event(pause(5, 5, 1180));
-    let id = match jobs(&out)[0].work {
-        Work::Sound { id, .. } => id,
-        _ => unreachable!(),
-    };
+    let id = sound_job(&out);
     s.at(1700);
     s.event(ended(Some(5), 1180));
     let out = s.speech(SpeechOut::Sound {
@@ -472,10 +477,7 @@ fn our_own_echo_and_noise_resume_the_reply() {
         s.barge_in();
         s.at(1200);
         let out = s.event(pause(5, 5, 1080));
-        let id = match jobs(&out)[0].work {
-            Work::Sound { id, .. } => id,
-            _ => unreachable!(),
-        };
+        let id = sound_job(&out);
         s.at(1500);
         s.event(ended(Some(5), 1080));
         let out = s.speech(SpeechOut::Sound {
@@ -502,10 +504,7 @@ fn a_pending_hangup_survives_a_resumed_reply() {
     s.barge_in();
     s.at(1300);
     let out = s.event(pause(5, 5, 1180));
-    let id = match jobs(&out)[0].work {
-        Work::Sound { id, .. } => id,
-        _ => unreachable!(),
-    };
+    let id = sound_job(&out);
     s.speech(SpeechOut::Sound {
         hint: TurnHint::Unknown,
         id,
@@ -603,10 +602,7 @@ fn feedback_that_goes_on_after_its_pause_is_checked_again_whole() {
     s.barge_in();
     s.at(1200);
     let out = s.event(pause(5, 5, 1080));
-    let first = match jobs(&out)[0].work {
-        Work::Sound { id, .. } => id,
-        _ => unreachable!(),
-    };
+    let first = sound_job(&out);
     s.at(1400);
     // "Ja" was no turn; but the caller went on before it could be ended.
     let out = s.speech(SpeechOut::Sound {
@@ -617,10 +613,7 @@ fn feedback_that_goes_on_after_its_pause_is_checked_again_whole() {
     assert!(matches!(&out[..], [Output::ExtendTurn(5, d)] if d.is_zero()));
     s.at(1700);
     let out = s.event(pause(7, 7, 1580));
-    let second = match jobs(&out)[0].work {
-        Work::Sound { id, .. } => id,
-        _ => unreachable!(),
-    };
+    let second = sound_job(&out);
     assert_ne!(first, second);
     s.at(1900);
     let out = s.speech(SpeechOut::Sound {
@@ -689,10 +682,7 @@ fn a_complete_answer_over_a_reply_ends_the_turn_at_its_pause() {
     s.barge_in();
     s.at(1300);
     let out = s.event(pause(5, 5, 1180));
-    let id = match jobs(&out)[0].work {
-        Work::Sound { id, .. } => id,
-        _ => unreachable!(),
-    };
+    let id = sound_job(&out);
     let out = s.speech(SpeechOut::Sound {
         id,
         heard: "Nein.".into(),
