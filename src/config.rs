@@ -330,6 +330,10 @@ pub struct Speech {
     /// (the transcript with words that sound alike swapped) so the
     /// dialogue can weigh them and ask when two are close.
     pub nbest: bool,
+    /// Order of the workers' jobs: `deadline` (what a caller waits on
+    /// first, speculative work after it and shed when late) or `arrival`
+    /// (first come, first served: to compare).
+    pub schedule: String,
     /// `[speech.remote]`
     pub remote: RemoteStt,
 }
@@ -345,6 +349,7 @@ impl Default for Speech {
             backend: "whisper".into(),
             grammar: true,
             nbest: true,
+            schedule: "deadline".into(),
             remote: RemoteStt::default(),
         }
     }
@@ -465,15 +470,29 @@ pub struct Serve {
     /// How long SIGINT/SIGTERM waits for calls to finish, s.
     pub drain_grace_s: u64,
     /// While draining, new callers continue here (`context,exten,priority`;
-    /// empty: they are hung up with "congestion").
+    /// empty: they are hung up with "congestion"). Callers over the
+    /// host's limit go here too.
     pub drain_to: String,
+    /// Calls taken at once (0: no configured limit); callers beyond it go
+    /// to `drain_to` or, without one, hear `busy_message`.
+    pub max_calls: usize,
+    /// Also turn new callers away while the speech workers are this far
+    /// behind the callers they have, ms (0: never).
+    pub admit_behind_ms: u64,
+    /// What a caller turned away hears before the hangup (empty: hung up
+    /// at once).
+    pub busy_message: String,
 }
 
 impl Default for Serve {
     fn default() -> Self {
+        let media = aiagc::runtime::media::MediaConfig::default();
         Self {
             drain_grace_s: 30,
             drain_to: String::new(),
+            max_calls: 0,
+            admit_behind_ms: media.admit_behind.map_or(0, |d| d.as_millis() as u64),
+            busy_message: media.busy_message,
         }
     }
 }
@@ -673,6 +692,7 @@ impl Config {
             );
         }
         self.drain_to()?;
+        self.schedule()?;
         self.delivery()?;
         self.outbound()?;
         aiagc_dialogue::tools::check(&self.tool_specs(&|_| Some(String::new()))?)?;
@@ -702,6 +722,16 @@ impl Config {
     }
 
     /// Where new callers go while draining.
+    /// `[speech] schedule`.
+    pub fn schedule(&self) -> Result<aiagc::runtime::schedule::Order> {
+        use aiagc::runtime::schedule::Order;
+        match self.speech.schedule.trim() {
+            "deadline" | "" => Ok(Order::Deadline),
+            "arrival" => Ok(Order::Arrival),
+            other => bail!("speech.schedule = {other:?}: use \"deadline\" or \"arrival\""),
+        }
+    }
+
     pub fn drain_to(&self) -> Result<Option<(String, String, i64)>> {
         if self.serve.drain_to.trim().is_empty() {
             return Ok(None);
@@ -1066,6 +1096,7 @@ mod tests {
             ("[ari]\napp = \"a b\"", "ari.app"),
             ("[media]\nhangover_ms = 10", "hangover_ms"),
             ("[serve]\ndrain_to = \"ctx\"", "serve.drain_to"),
+            ("[speech]\nschedule = \"lifo\"", "speech.schedule"),
             ("[speech]\nbackend = \"vosk\"", "speech.backend"),
             ("[media]\nrtp_source = \"any\"", "media.rtp_source"),
             ("[media]\nbarge_in = \"pause\"", "media.barge_in"),

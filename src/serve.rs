@@ -86,6 +86,9 @@ pub fn media_config(config: &Config) -> MediaConfig {
     // Validated with the configuration.
     m.outbound = config.outbound().unwrap_or_default();
     m.barge_in = config.barge_in().unwrap_or_default();
+    m.admit_behind =
+        (config.serve.admit_behind_ms > 0).then(|| Duration::from_millis(config.serve.admit_behind_ms));
+    m.busy_message = config.serve.busy_message.clone();
     m
 }
 
@@ -117,12 +120,13 @@ pub fn speech_pool(config: &Config) -> Result<SpeechPool> {
         nbest: config.speech.nbest,
         ..SttConfig::default()
     };
-    let pool = SpeechPool::start_with_turn_model(
+    let pool = SpeechPool::start_scheduled(
         stt_backend(config)?,
         config.workers(),
         config.speech.queue,
         stt,
         config.media.turn_model.then(|| config.models_dir()),
+        config.schedule()?,
     )?;
     pool.set_tts_level(config.speech.tts_level_lufs);
     Ok(pool)
@@ -165,6 +169,7 @@ pub async fn run(config: Config) -> Result<()> {
             format: config.codec()?,
             hangup_on_setup_failure: true,
             drain_to: config.drain_to()?,
+            max_calls: config.serve.max_calls,
         },
         pool,
         dialogues(&config)?,
@@ -176,7 +181,7 @@ pub async fn run(config: Config) -> Result<()> {
         let addr = aiagc::runtime::metrics::serve(
             config.metrics.bind.parse()?,
             metrics,
-            Arc::new(move || controller.is_connected()),
+            Arc::new(move || controller.admits()),
         )
         .await
         .with_context(|| format!("metrics server on {}", config.metrics.bind))?;

@@ -144,7 +144,7 @@ async fn a_caller_is_greeted_understood_answered_recorded_and_delivered() {
     let web = aiagc::runtime::metrics::serve(
         "127.0.0.1:0".parse().unwrap(),
         metrics,
-        Arc::new(move || controller.is_connected()),
+        Arc::new(move || controller.admits()),
     )
     .await
     .unwrap();
@@ -429,16 +429,14 @@ async fn a_key_transfers_to_a_person_and_a_draining_app_turns_callers_away() {
 fn stale_jobs_are_cancelled() {
     let pool = pool();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let call = Arc::new(CallShared {
-        id: "c1".into(),
-        current: AtomicU64::new(5),
-        closed: AtomicBool::new(false),
-        latest_pause: AtomicU64::new(9),
-        latest_silence: AtomicU64::new(9),
-        answering: AtomicU64::new(0),
-        dialogue: Mutex::new(Box::new(Scenario::praxis().session())),
-        out: tx,
-    });
+    let call = Arc::new(CallShared::new(
+        "c1".into(),
+        Box::new(Scenario::praxis().session()),
+        tx,
+    ));
+    call.current.store(5, Ordering::SeqCst);
+    call.latest_pause.store(9, Ordering::SeqCst);
+    call.latest_silence.store(9, Ordering::SeqCst);
     let submit = |turn, work| {
         assert!(pool
             .submitter()

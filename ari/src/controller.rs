@@ -41,9 +41,21 @@ pub trait MediaHost: Send + Sync + 'static {
     fn dtmf(&self, _call: &str, _digit: &str) {}
     /// Who called and what they dialled (the caller channel as Asterisk
     /// described it) and the Stasis arguments (`outbound`, an `AMD()`
-    /// status), before [`MediaHost::open`].
+    /// status), before [`MediaHost::open`]. A caller turned away because
+    /// the host is full comes with [`BUSY_ARG`] first: play the busy
+    /// message and hang up.
     fn describe(&self, _channel: &Channel, _args: &[String]) {}
+    /// Why this host should take no new caller now, measured (its speech
+    /// workers are behind the callers it has), or `None`.
+    fn behind(&self) -> Option<String> {
+        None
+    }
 }
+
+/// The first Stasis argument the media host is handed for a caller
+/// turned away by admission control (never one Asterisk sends: Stasis
+/// arguments come from the dialplan, which has no reason to use it).
+pub const BUSY_ARG: &str = "aiagc:busy";
 
 /// Controller settings.
 #[derive(Debug, Clone)]
@@ -54,7 +66,11 @@ pub struct ControllerConfig {
     pub hangup_on_setup_failure: bool,
     /// While draining, new callers go here (ARI `continue`: context,
     /// extension, priority), e.g. the old AGI route; `None` hangs them up.
+    /// Callers over the limit of the host go there too.
     pub drain_to: Option<(String, String, i64)>,
+    /// Calls this host takes at once (0: no limit); callers beyond it go
+    /// to `drain_to` or, without one, hear the busy message.
+    pub max_calls: usize,
 }
 
 impl Default for ControllerConfig {
@@ -63,6 +79,7 @@ impl Default for ControllerConfig {
             format: Codec::G722,
             hangup_on_setup_failure: true,
             drain_to: None,
+            max_calls: 0,
         }
     }
 }
@@ -77,6 +94,8 @@ struct Resources {
 
 struct Slot {
     caller: String,
+    /// Turned away by admission control: hears the busy message only.
+    busy: bool,
     /// Stasis arguments (from StasisStart, or the dialplan's app data).
     args: Vec<String>,
     ended: AtomicBool,
@@ -104,6 +123,9 @@ pub struct ControllerStats {
     pub disconnects: AtomicU64,
     /// Frames that were not a valid event (skipped).
     pub malformed_events: AtomicU64,
+    /// Callers turned away because the host was full (the configured
+    /// limit, or its speech workers behind).
+    pub turned_away: AtomicU64,
 }
 
 struct Shared<M> {
@@ -295,6 +317,16 @@ impl<M: MediaHost> Controller<M> {
                     self.turn_away(channel.id);
                     return;
                 }
+                if let Some(why) = self.full() {
+                    self.shared.stats.turned_away.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(call = %channel.id, why = %why, "host full: caller turned away");
+                    if self.shared.config.drain_to.is_some() {
+                        self.turn_away(channel.id);
+                    } else {
+                        self.adopt_as(channel, args, true);
+                    }
+                    return;
+                }
                 self.adopt(channel, args);
             }
             Event::StasisEnd { channel }
@@ -316,8 +348,51 @@ impl<M: MediaHost> Controller<M> {
         }
     }
 
+    /// Why no new caller should be taken now: the configured limit of
+    /// calls is reached, or the media host says it is behind.
+    pub fn full(&self) -> Option<String> {
+        let max = self.shared.config.max_calls;
+        if max > 0 {
+            let taken = self
+                .shared
+                .calls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .filter(|s| !s.busy)
+                .count();
+            if taken >= max {
+                return Some(format!("{taken} of {max} calls"));
+            }
+        }
+        self.shared.media.behind()
+    }
+
+    /// Whether a new caller would be taken now, and if not, why: for
+    /// `/readyz`, so a load balancer or the dialplan steers around a host
+    /// that is full, draining or not connected.
+    pub fn admits(&self) -> Result<(), String> {
+        if !self.is_connected() {
+            return Err("ARI events not connected".into());
+        }
+        if self.shared.draining.load(Ordering::SeqCst) {
+            return Err("draining".into());
+        }
+        match self.full() {
+            Some(why) => Err(format!("full: {why}")),
+            None => Ok(()),
+        }
+    }
+
     /// Starts the lifecycle of a caller channel (idempotent).
     fn adopt(&self, channel: Channel, args: Vec<String>) {
+        self.adopt_as(channel, args, false)
+    }
+
+    fn adopt_as(&self, channel: Channel, mut args: Vec<String>, busy: bool) {
+        if busy {
+            args.insert(0, BUSY_ARG.to_owned());
+        }
         let slot = {
             let mut calls = self.shared.calls.lock().unwrap_or_else(|p| p.into_inner());
             if calls.contains_key(&channel.id) {
@@ -325,6 +400,7 @@ impl<M: MediaHost> Controller<M> {
             }
             let slot = Arc::new(Slot {
                 caller: channel.id.clone(),
+                busy,
                 args,
                 ended: AtomicBool::new(false),
                 resources: tokio::sync::Mutex::new(Resources::default()),

@@ -79,6 +79,19 @@ pub struct LoadArgs {
     /// CPU threads per whisper decode (0: as configured, 2 by default).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Place calls as they arrive in life: a Poisson process of this many
+    /// calls per second (with `--duration` or `--calls`; `--concurrency`
+    /// is then no limit, the arrivals decide). The report gives the
+    /// offered load in Erlang (rate × mean holding time).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Order of the speech workers' jobs: `deadline` or `arrival` (as
+    /// `[speech] schedule`; empty: as configured).
+    #[arg(long, default_value = "")]
+    schedule: String,
+    /// Seed of the arrivals (`--rate`): the same seed, the same schedule.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -110,6 +123,10 @@ struct Leaks {
 
 #[derive(Serialize)]
 struct LoadReport {
+    /// Speech workers, whisper threads per decode, job order.
+    workers: usize,
+    threads: usize,
+    schedule: String,
     calls: usize,
     completed: usize,
     failed: usize,
@@ -131,6 +148,95 @@ struct LoadReport {
     /// (drift over a long run).
     rss_mb_first_tenth: f64,
     rss_mb_end: f64,
+    /// Arrivals, holding time, offered Erlang and the concurrency carried.
+    load: super::arrivals::Offered,
+    /// The CPU this process used (app, simulator and callers).
+    cpu: Cpu,
+    /// What the speech workers spent per answered caller turn.
+    cost_per_turn: CostPerTurn,
+    /// What the pool did on purpose to keep up.
+    degradations: Degradations,
+}
+
+#[derive(Serialize)]
+struct Cpu {
+    /// CPU seconds (user + system) over the run.
+    seconds: f64,
+    /// Of the machine's cores over the run (1.0: all busy all the time).
+    utilisation: f64,
+    cores: usize,
+    /// Process CPU-ms over the spoken turns answered.
+    ms_per_turn: f64,
+}
+
+#[derive(Serialize, Default)]
+struct CostPerTurn {
+    /// Spoken turns answered (the means below are over these).
+    turns: usize,
+    decodes: f64,
+    pause_decodes: f64,
+    final_decodes: f64,
+    fell_back: f64,
+    audio_ms: f64,
+    stt_ms: f64,
+    /// Decode time × whisper threads.
+    stt_cpu_ms: f64,
+    turn_model_runs: f64,
+    turn_model_ms: f64,
+    tts_ms: f64,
+    /// stt_cpu + turn model + TTS.
+    cpu_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Degradations {
+    /// Turn checks dropped: too late to help.
+    late_turn_checks: u64,
+    /// Speculative jobs that gave way to urgent ones (queue full).
+    displaced: u64,
+    /// Decodes whose readings were not scored: the caller already waited.
+    readings_skipped: u64,
+    /// Urgent jobs started after their deadline.
+    started_late: u64,
+    /// Jobs refused (queue full).
+    rejected: u64,
+    /// Jobs dropped: their turn or call was over.
+    stale: u64,
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn cost_per_turn(ended: &[CallSummary]) -> CostPerTurn {
+    let turns: Vec<&TurnRecord> = ended
+        .iter()
+        .flat_map(|s| &s.turns)
+        .filter(|t| t.input == "speech")
+        .collect();
+    let n = turns.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&TurnRecord) -> f64| turns.iter().map(|t| f(t)).sum::<f64>() / n;
+    CostPerTurn {
+        turns: turns.len(),
+        decodes: mean(&|t| f64::from(t.cost.decodes())),
+        pause_decodes: mean(&|t| f64::from(t.cost.pause_decodes)),
+        final_decodes: mean(&|t| f64::from(t.cost.final_decodes)),
+        fell_back: mean(&|t| f64::from(t.cost.fell_back)),
+        audio_ms: mean(&|t| t.cost.audio_ms),
+        stt_ms: mean(&|t| t.cost.stt_ms),
+        stt_cpu_ms: mean(&|t| t.cost.stt_cpu_ms),
+        turn_model_runs: mean(&|t| f64::from(t.cost.turn_model_runs)),
+        turn_model_ms: mean(&|t| t.cost.turn_model_ms),
+        tts_ms: mean(&|t| t.cost.tts_ms),
+        cpu_ms: mean(&|t| t.cost.cpu_ms()),
+    }
 }
 
 #[derive(Serialize)]
@@ -176,6 +282,7 @@ fn percentiles(values: &[f64]) -> Percentiles {
 /// simulator only), and when it started.
 struct CallResult {
     started: Instant,
+    ended: Instant,
     latencies: Vec<f64>,
     gaps: Vec<f64>,
 }
@@ -206,6 +313,7 @@ async fn caller(sim: Arc<Simulator>, codec: Codec, voice: usize) -> Result<CallR
     let (latencies, gaps) = r?;
     Ok(CallResult {
         started,
+        ended: Instant::now(),
         latencies,
         gaps,
     })
@@ -304,6 +412,7 @@ async fn ari_caller(
             }
             return Ok(CallResult {
                 started,
+                ended: Instant::now(),
                 latencies,
                 gaps: Vec::new(),
             });
@@ -355,6 +464,9 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     if args.calls == 0 || args.concurrency == 0 {
         bail!("--calls and --concurrency must be at least 1");
     }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r <= 1000.0)) {
+        bail!("--rate: use calls per second above 0 (and at most 1000)");
+    }
     let ari_target = args.target == "ari";
     // The configuration (file, environment) sizes the speech side for both
     // targets (e.g. `speech.backend = "openai"` to measure a media host
@@ -373,9 +485,13 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     if args.threads > 0 {
         sizing.speech.threads = args.threads;
     }
+    if !args.schedule.is_empty() {
+        sizing.speech.schedule = args.schedule.clone();
+    }
     sizing.speech.queue = sizing.speech.queue.max(64);
     let workers = sizing.workers();
     let pool = crate::serve::speech_pool(&sizing)?;
+    let pool_stats = pool.stats.clone();
     let (sim, ari, ports, app_name) = if ari_target {
         let app = args
             .app
@@ -468,7 +584,11 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
     let args_shared = Arc::new(args.clone());
     let run_id = std::process::id();
+    let cpu_start = cpu_seconds();
     let started = Instant::now();
+    let mut arrivals = args
+        .rate
+        .map(|r| super::arrivals::Poisson::new(r, args.seed));
     let mut tasks = Vec::new();
     for i in 0.. {
         let more = match args.duration {
@@ -478,7 +598,17 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         if !more {
             break;
         }
-        let permit = permits.clone().acquire_owned().await?;
+        // As they arrive (`--rate`), or as many at a time as allowed.
+        let permit = match arrivals.as_mut().and_then(Iterator::next) {
+            Some(at) => {
+                if args.duration.is_some_and(|d| at >= d) {
+                    break;
+                }
+                tokio::time::sleep_until(tokio::time::Instant::from_std(started + at)).await;
+                None
+            }
+            None => Some(permits.clone().acquire_owned().await?),
+        };
         if args.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
@@ -531,6 +661,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         eprintln!();
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_used = cpu_seconds() - cpu_start;
     sampler.abort();
     let (rss_first_tenth, rss_end) = {
         let s = rss_samples
@@ -591,6 +722,9 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         .collect();
     jitter.sort_by(f64::total_cmp);
     let report = LoadReport {
+        workers,
+        threads: sizing.speech.threads,
+        schedule: sizing.speech.schedule.clone(),
         calls: total,
         completed: total - failed,
         failed,
@@ -611,6 +745,36 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         rss_mb_per_call: peak.saturating_sub(base_rss) as f64 / 1024.0 / args.concurrency as f64,
         rss_mb_first_tenth: rss_first_tenth,
         rss_mb_end: rss_end,
+        load: super::arrivals::offered(
+            &results
+                .iter()
+                .map(|r| (r.started - started, r.ended - started))
+                .collect::<Vec<_>>(),
+            Duration::from_secs_f64(seconds),
+        ),
+        cpu: {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let turns = latencies.len().max(1) as f64;
+            Cpu {
+                seconds: cpu_used,
+                utilisation: cpu_used / (seconds * cores as f64),
+                cores,
+                ms_per_turn: cpu_used * 1000.0 / turns,
+            }
+        },
+        cost_per_turn: cost_per_turn(&ended),
+        degradations: {
+            let s = &pool_stats;
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            Degradations {
+                late_turn_checks: n(&s.late),
+                displaced: n(&s.displaced),
+                readings_skipped: n(&s.readings_skipped),
+                started_late: n(&s.started_late),
+                rejected: n(&s.rejected),
+                stale: n(&s.stale),
+            }
+        },
     };
     if let Some(path) = &args.plot {
         let shown: Vec<super::plot::StageTimes> = report
@@ -645,8 +809,8 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
 
 fn print_table(r: &LoadReport, workers: usize) {
     println!(
-        "calls {} against {} in {:.0} s (concurrency {}, {} speech workers): {} completed, {} failed",
-        r.calls, r.target, r.seconds, r.concurrency, workers, r.completed, r.failed
+        "calls {} against {} in {:.0} s (concurrency {}, {} speech workers × {} threads, {} order): {} completed, {} failed",
+        r.calls, r.target, r.seconds, r.concurrency, workers, r.threads, r.schedule, r.completed, r.failed
     );
     let p = |p: &Percentiles| {
         format!(
@@ -681,6 +845,40 @@ fn print_table(r: &LoadReport, workers: usize) {
     println!(
         "memory: {:.1} MB per concurrent call (peak RSS over the baseline); RSS {:.0} MB after a tenth of the run, {:.0} MB at the end",
         r.rss_mb_per_call, r.rss_mb_first_tenth, r.rss_mb_end
+    );
+    let l = &r.load;
+    println!(
+        "load: {:.3} calls/s, held {:.1} s on average: {:.1} Erlang offered; {:.1} calls up on average, {} at most",
+        l.rate, l.holding_s, l.erlang, l.mean_concurrency, l.peak_concurrency
+    );
+    println!(
+        "CPU: {:.1} s of {} cores in {:.0} s ({:.0} % used), {:.0} CPU-ms per answered caller turn",
+        r.cpu.seconds,
+        r.cpu.cores,
+        r.seconds,
+        r.cpu.utilisation * 100.0,
+        r.cpu.ms_per_turn
+    );
+    let c = &r.cost_per_turn;
+    println!(
+        "per turn ({}): {:.2} decodes ({:.2} at pauses, {:.2} finals, {:.2} fall-backs) of {:.0} ms audio in {:.0} ms ({:.0} CPU-ms); turn model {:.2} runs {:.0} ms; TTS {:.0} ms; workers' CPU-ms {:.0}",
+        c.turns,
+        c.decodes,
+        c.pause_decodes,
+        c.final_decodes,
+        c.fell_back,
+        c.audio_ms,
+        c.stt_ms,
+        c.stt_cpu_ms,
+        c.turn_model_runs,
+        c.turn_model_ms,
+        c.tts_ms,
+        c.cpu_ms
+    );
+    let d = &r.degradations;
+    println!(
+        "degradations: {} late turn checks dropped, {} speculative jobs gave way, {} decodes without readings scored, {} urgent jobs started late, {} rejected, {} stale dropped",
+        d.late_turn_checks, d.displaced, d.readings_skipped, d.started_late, d.rejected, d.stale
     );
 }
 

@@ -9,6 +9,7 @@
 //! total is measured at the far end, from the caller's last voiced sample
 //! to the arrival of the first reply packet.
 
+mod arrivals;
 mod booking;
 mod live;
 pub mod load;

@@ -79,6 +79,7 @@ impl App {
                     get(&s.disconnects),
                     get(&s.malformed_events),
                     get(&s.setups_failed),
+                    get(&s.turned_away),
                 ]
             }));
         }

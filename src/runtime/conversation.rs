@@ -176,6 +176,8 @@ pub enum Output {
     Filler,
     /// Queue the message for an answering machine.
     Message,
+    /// Queue the busy message (the host is full), then hang up.
+    Busy,
     /// Drop the reply (playing or paused).
     Stop,
     /// Play the paused reply on.
@@ -427,6 +429,15 @@ impl Conversation {
         self.latest_silence
     }
 
+    /// The pause whose transcript an ended turn waits for
+    /// ([`crate::runtime::speech::NO_PAUSE`]: none): the caller waits on
+    /// that job now.
+    pub fn awaited_pause(&self) -> u64 {
+        self.awaiting
+            .as_ref()
+            .map_or(crate::runtime::speech::NO_PAUSE, |a| a.pause)
+    }
+
     /// The call's record so far.
     pub fn summary(&self) -> &CallSummary {
         &self.summary
@@ -499,6 +510,16 @@ impl Conversation {
             self.summary.outcome = Some("machine".into());
             self.act(Action::Hangup);
         }
+    }
+
+    /// The host is full: this caller hears the busy message, nothing is
+    /// transcribed, and the call ends when it has played.
+    pub fn turn_away(&mut self) {
+        tracing::info!(call = %self.summary.call, "host full: busy message");
+        self.listening = false;
+        self.summary.outcome = Some("busy".into());
+        self.outputs.push_back(Output::Busy);
+        self.pending_action = Some(Action::Hangup);
     }
 
     /// A key was pressed: it interrupts the prompt, like speech does.
@@ -784,6 +805,7 @@ impl Conversation {
                 }
                 self.outputs.push_back(Output::Speak(reply));
             }
+            SpeechOut::Shed { turn, work } => self.rejected(turn, &work, media, now),
             SpeechOut::Answered(record, action) => {
                 let current = record.turn == self.turn;
                 if let Some(o) = &record.outcome {

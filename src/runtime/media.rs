@@ -18,7 +18,7 @@ use aiagc_engine::{BargeInPolicy, Call, CallConfig, Codec, EndpointConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,6 +65,11 @@ pub struct MediaConfig {
     pub outbound: super::outbound::OutboundConfig,
     /// What caller sound over a reply does.
     pub barge_in: BargeIn,
+    /// Turn new callers away while the speech workers are this far behind
+    /// the callers they have (an urgent job this late; `None`: never).
+    pub admit_behind: Option<Duration>,
+    /// What a caller turned away hears (empty: hung up with no message).
+    pub busy_message: String,
 }
 
 impl MediaConfig {
@@ -102,6 +107,8 @@ impl Default for MediaConfig {
             delivery: None,
             outbound: super::outbound::OutboundConfig::default(),
             barge_in: BargeIn::default(),
+            admit_behind: Some(Duration::from_secs(2)),
+            busy_message: "Alle unsere Leitungen sind gerade belegt. Bitte rufen Sie in ein paar Minuten wieder an. Auf Wiederhören.".into(),
         }
     }
 }
@@ -133,6 +140,8 @@ pub struct EngineMedia {
     filler: Option<Arc<(Vec<f32>, u32)>>,
     /// The message for answering machines, likewise.
     machine_message: Option<Arc<(Vec<f32>, u32)>>,
+    /// The busy message, likewise.
+    busy_message: Option<Arc<(Vec<f32>, u32)>>,
 }
 
 /// `text` in the German voice at the replies' level (`None`: not synthesized).
@@ -185,7 +194,11 @@ impl EngineMedia {
             )
         })
         .flatten();
+        let busy_message = (!config.busy_message.trim().is_empty())
+            .then(|| synthesize_once(&config.busy_message, speech.tts_level(), "busy message"))
+            .flatten();
         Self {
+            busy_message,
             ports,
             config,
             speech,
@@ -265,6 +278,7 @@ impl MediaHost for EngineMedia {
             metrics: self.metrics.clone(),
             filler: self.filler.clone(),
             machine_message: self.machine_message.clone(),
+            busy_message: self.busy_message.clone(),
         };
         if let Some(m) = &self.metrics {
             m.call_started();
@@ -327,6 +341,12 @@ impl MediaHost for EngineMedia {
             let _ = r.commands.send(Command::Dtmf(digit.to_owned()));
         }
     }
+
+    fn behind(&self) -> Option<String> {
+        let limit = self.config.admit_behind?;
+        let behind = self.speech.behind();
+        (behind > limit).then(|| format!("speech workers {} ms behind", behind.as_millis()))
+    }
 }
 
 struct CallTask {
@@ -340,6 +360,7 @@ struct CallTask {
     metrics: Option<Arc<super::metrics::Metrics>>,
     filler: Option<Arc<(Vec<f32>, u32)>>,
     machine_message: Option<Arc<(Vec<f32>, u32)>>,
+    busy_message: Option<Arc<(Vec<f32>, u32)>>,
 }
 
 /// What the engine's playout is doing, for the conversation.
@@ -370,16 +391,7 @@ impl CallTask {
             }
         };
         let (out_tx, mut out) = mpsc::unbounded_channel::<SpeechOut>();
-        let shared = Arc::new(CallShared {
-            id: id.clone(),
-            current: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
-            latest_pause: AtomicU64::new(0),
-            latest_silence: AtomicU64::new(0),
-            answering: AtomicU64::new(0),
-            dialogue: Mutex::new(dialogue),
-            out: out_tx,
-        });
+        let shared = Arc::new(CallShared::new(id.clone(), dialogue, out_tx));
         // Weak: the dialogue lives in `shared`.
         let weak = Arc::downgrade(&shared);
         let context = aiagc_dialogue::CallContext {
@@ -424,7 +436,10 @@ impl CallTask {
                     self.party.args.get(1).map(String::as_str),
                 )
             });
-        if outbound.is_some() {
+        if self.party.args.first().map(String::as_str) == Some(aiagc_ari::controller::BUSY_ARG) {
+            outbound = None;
+            conv.turn_away();
+        } else if outbound.is_some() {
             conv.wait_for_answer();
         } else {
             conv.start(Instant::now());
@@ -537,6 +552,7 @@ impl CallTask {
             shared
                 .latest_silence
                 .store(conv.latest_silence(), Ordering::SeqCst);
+            shared.awaited.store(conv.awaited_pause(), Ordering::SeqCst);
             shared.current.store(conv.turn(), Ordering::SeqCst);
             let Some(output) = conv.poll_output() else {
                 return;
@@ -574,6 +590,10 @@ impl CallTask {
                     Some(m) if call.speak(&m.0, m.1).is_ok() => {
                         tracing::info!(call = %self.id, "message left after the beep")
                     }
+                    _ => conv.not_spoken(media(call), now),
+                },
+                Output::Busy => match &self.busy_message {
+                    Some(m) if call.speak(&m.0, m.1).is_ok() => {}
                     _ => conv.not_spoken(media(call), now),
                 },
                 Output::Stop => call.stop_speaking(),

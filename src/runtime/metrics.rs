@@ -66,8 +66,9 @@ pub struct Metrics {
 }
 
 /// Reads the ARI controller's counters at scrape time:
-/// (connects, disconnects, malformed events, setups failed).
-pub type AriCounters = Arc<dyn Fn() -> [u64; 4] + Send + Sync>;
+/// (connects, disconnects, malformed events, setups failed, callers
+/// turned away because the host was full).
+pub type AriCounters = Arc<dyn Fn() -> [u64; 5] + Send + Sync>;
 
 /// Raises `counter` to `value` (counts kept elsewhere, read at scrape).
 fn catch_up(counter: &Counter, value: u64) {
@@ -132,7 +133,7 @@ impl Default for Metrics {
         );
         registry.register(
             "turn_stage_seconds",
-            "Time per turn stage (speech_end_to_first_packet: the turn latency; stt, dialogue, tts_first_audio, handover_to_first_packet)",
+            "Time per turn stage (speech_end_to_first_packet: the turn latency; stt, dialogue, tts_first_audio, handover_to_first_packet; cost_cpu: the workers' CPU time for the turn, cost_stt_audio: audio decoded for it)",
             stage_seconds.clone(),
         );
         registry.register(
@@ -142,7 +143,7 @@ impl Default for Metrics {
         );
         registry.register(
             "speech_jobs",
-            "Speech pool counters (rejected: queue full; stale: turn over; answered)",
+            "Speech pool counters (rejected: queue full; stale: turn over; answered; late_dropped, displaced, readings_skipped, started_late: degradations under load; decodes_pause/final/sound, turn_model_runs: the work done)",
             speech.clone(),
         );
         registry.register(
@@ -152,7 +153,7 @@ impl Default for Metrics {
         );
         registry.register(
             "ari_connection",
-            "ARI events WebSocket: connects (first + reconnects), disconnects",
+            "ARI events WebSocket: connects (first + reconnects), disconnects; callers turned away because the host was full (turned_away_full)",
             ari_events.clone(),
         );
         Self {
@@ -262,6 +263,10 @@ impl Metrics {
             if let Some(d) = t.from_speech_end {
                 observe("speech_end_to_first_packet", d);
             }
+            // What the turn cost the workers (CPU time, not a wait).
+            let ms = |v: f64| std::time::Duration::from_secs_f64(v.max(0.0) / 1000.0);
+            observe("cost_cpu", ms(t.cost.cpu_ms()));
+            observe("cost_stt_audio", ms(t.cost.audio_ms));
         }
         let r = &summary.rtp;
         self.rtp_jitter.observe(r.jitter.as_secs_f64());
@@ -295,6 +300,14 @@ impl Metrics {
                     "grammar_fell_back",
                     s.grammar_fell_back.load(Ordering::Relaxed),
                 ),
+                ("late_dropped", s.late.load(Ordering::Relaxed)),
+                ("displaced", s.displaced.load(Ordering::Relaxed)),
+                ("readings_skipped", s.readings_skipped.load(Ordering::Relaxed)),
+                ("started_late", s.started_late.load(Ordering::Relaxed)),
+                ("decodes_pause", s.decodes[0].load(Ordering::Relaxed)),
+                ("decodes_final", s.decodes[1].load(Ordering::Relaxed)),
+                ("decodes_sound", s.decodes[2].load(Ordering::Relaxed)),
+                ("turn_model_runs", s.turn_model_runs.load(Ordering::Relaxed)),
             ] {
                 self.speech
                     .get_or_create(&Kind { kind: kind.into() })
@@ -311,12 +324,13 @@ impl Metrics {
             self.queue_depth.set(depth() as i64);
         }
         if let Some(ari) = self.ari_source.lock().ok().and_then(|s| s.clone()) {
-            let [connects, disconnects, malformed, setups_failed] = ari();
+            let [connects, disconnects, malformed, setups_failed, turned_away] = ari();
             for (family, kind, v) in [
                 (&self.ari_events, "connects", connects),
                 (&self.ari_events, "disconnects", disconnects),
                 (&self.errors, "ari_malformed_event", malformed),
                 (&self.errors, "call_setup", setups_failed),
+                (&self.ari_events, "turned_away_full", turned_away),
             ] {
                 catch_up(&family.get_or_create(&Kind { kind: kind.into() }), v);
             }
@@ -347,11 +361,12 @@ impl Metrics {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr`; returns the bound
-/// address. `ready` says whether the app can take calls.
+/// address. `ready` says whether the app takes a new call now, and if not
+/// why (not connected, draining, full).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    ready: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
 ) -> std::io::Result<SocketAddr> {
     use axum::http::StatusCode;
     use axum::routing::get;
@@ -379,13 +394,12 @@ pub async fn serve(
             get(move || {
                 let ready = ready.clone();
                 async move {
-                    if ready() {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (
+                    match ready() {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                        Err(why) => (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: ARI events not connected\n",
-                        )
+                            format!("not ready: {why}\n"),
+                        ),
                     }
                 }
             }),

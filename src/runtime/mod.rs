@@ -7,4 +7,5 @@ pub mod deadair;
 pub mod media;
 pub mod metrics;
 pub mod outbound;
+pub mod schedule;
 pub mod speech;

@@ -3,11 +3,14 @@
 //! Jobs carry their call and turn. A call's current turn lives in an
 //! atomic shared with its media task: barge-in, DTMF or a new utterance
 //! bumps it, and workers drop jobs (or stop producing sentences) whose
-//! turn is no longer current. The queue is bounded; a full queue rejects
-//! the job (counted, logged), never blocks a media task.
+//! turn is no longer current. The queue ([`super::schedule`]) serves the
+//! work a caller waits on first, by deadline, and speculative work after
+//! it; it is bounded, and a full queue rejects the job (counted, logged)
+//! or gives up a speculative one for an urgent one, never blocks a media
+//! task. What each turn cost the workers is counted into its record.
 
+use super::schedule::{Dropped, Order, Popped, Pushed, Queue, Scheduled, Verdict};
 use aiagc_dialogue::{Action, Dialogue, Input, TurnHint};
-use aiagc_engine::handoff::{bounded, HandoffSender, Offer};
 use aiagc_models::nbest::Hypothesis;
 use aiagc_models::smart_turn::{EndOfTurn, SmartTurn};
 use aiagc_models::stt::{Constrained, SttBackend, SttConfig, Transcriber};
@@ -49,6 +52,75 @@ impl From<&str> for Heard {
             readings: Vec::new(),
         }
     }
+}
+
+/// What the workers spent on one answered turn: everything done for the
+/// call since its previous answer (pause transcripts, turn checks and
+/// sounds heard over the reply count towards the turn they led to).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TurnCost {
+    /// STT decodes: transcripts at a pause.
+    pub pause_decodes: u32,
+    /// STT decodes of the whole utterance (none when a pause's was used).
+    pub final_decodes: u32,
+    /// STT decodes of sounds over a reply.
+    pub sound_decodes: u32,
+    /// Decodes the grammar gave up, decoded again freely (inside the
+    /// counts above, each costing a second decode).
+    pub fell_back: u32,
+    /// Decodes whose readings were not scored because the job was late.
+    pub readings_skipped: u32,
+    /// Audio decoded, ms (all decodes).
+    pub audio_ms: f64,
+    /// Time decoding, ms (wall time on the worker, all decodes).
+    pub stt_ms: f64,
+    /// CPU-ms of the decodes: their time times the threads each used
+    /// (whisper.cpp's threads run the whole decode).
+    pub stt_cpu_ms: f64,
+    /// Smart Turn runs and their time, ms.
+    pub turn_model_runs: u32,
+    /// Smart Turn time, ms.
+    pub turn_model_ms: f64,
+    /// Speech synthesis time, ms (all sentences).
+    pub tts_ms: f64,
+    /// Dialogue time, ms (the reply's words, tool calls included).
+    pub dialogue_ms: f64,
+    /// Speculative jobs of the call that gave way to urgent work of other
+    /// calls in a full queue.
+    pub shed: u32,
+}
+
+impl TurnCost {
+    fn decoded(&mut self, kind: Decode, audio: usize, took: Duration, threads: usize) {
+        match kind {
+            Decode::Pause => self.pause_decodes += 1,
+            Decode::Final => self.final_decodes += 1,
+            Decode::Sound => self.sound_decodes += 1,
+        }
+        self.audio_ms += audio as f64 / 16.0;
+        let ms = took.as_secs_f64() * 1000.0;
+        self.stt_ms += ms;
+        self.stt_cpu_ms += ms * threads.max(1) as f64;
+    }
+
+    /// All STT decodes (a fall-back counts twice: it decoded twice).
+    pub fn decodes(&self) -> u32 {
+        self.pause_decodes + self.final_decodes + self.sound_decodes + self.fell_back
+    }
+
+    /// CPU-ms of the turn's work: decodes, turn model, synthesis (the
+    /// dialogue's time is left out: a scenario takes microseconds, a tool
+    /// or an LLM waits on the network).
+    pub fn cpu_ms(&self) -> f64 {
+        self.stt_cpu_ms + self.turn_model_ms + self.tts_ms
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Decode {
+    Pause,
+    Final,
+    Sound,
 }
 
 /// What a turn reports (for logs, per-call records and the demo).
@@ -106,6 +178,8 @@ pub struct TurnRecord {
     /// server, less the network and Asterisk's own buffering.
     #[serde(serialize_with = "as_ms_opt")]
     pub from_speech_end: Option<Duration>,
+    /// What the workers spent on it.
+    pub cost: TurnCost,
 }
 
 fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -156,6 +230,14 @@ pub enum SpeechOut {
     Audio(ReplyAudio),
     /// The turn is answered (all its sentences were sent).
     Answered(Box<TurnRecord>, Option<Action>),
+    /// A speculative job of `turn` gave way to urgent work of another call
+    /// (the queue was full): what waits for it goes on without it.
+    Shed {
+        /// Its turn.
+        turn: u64,
+        /// The work, undone.
+        work: Work,
+    },
 }
 
 /// What a job asks for.
@@ -225,10 +307,46 @@ pub struct CallShared {
     /// The turn whose input the dialogue is answering (a tool's wait ends
     /// when it is no longer the current one).
     pub answering: AtomicU64,
+    /// The pause whose transcript an ended turn waits for ([`NO_PAUSE`]:
+    /// none): its job is urgent from then on.
+    pub awaited: AtomicU64,
+    /// What the workers spent since the last answered turn.
+    pub cost: Mutex<TurnCost>,
     /// The call's dialogue (locked by one worker at a time; never by media).
     pub dialogue: Mutex<Box<dyn Dialogue>>,
     /// Back to the media task.
     pub out: mpsc::UnboundedSender<SpeechOut>,
+}
+
+/// [`CallShared::awaited`] when no turn waits for a pause transcript.
+pub const NO_PAUSE: u64 = u64::MAX;
+
+impl CallShared {
+    /// A call's shared state with nothing done yet.
+    pub fn new(
+        id: String,
+        dialogue: Box<dyn Dialogue>,
+        out: mpsc::UnboundedSender<SpeechOut>,
+    ) -> Self {
+        Self {
+            id,
+            current: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            latest_pause: AtomicU64::new(0),
+            latest_silence: AtomicU64::new(0),
+            answering: AtomicU64::new(0),
+            awaited: AtomicU64::new(NO_PAUSE),
+            cost: Mutex::new(TurnCost::default()),
+            dialogue: Mutex::new(dialogue),
+            out,
+        }
+    }
+
+    fn spend(&self, f: impl FnOnce(&mut TurnCost)) {
+        if let Ok(mut c) = self.cost.lock() {
+            f(&mut c)
+        }
+    }
 }
 
 /// One unit of work for the pool.
@@ -247,6 +365,32 @@ pub struct Job {
     pub speculative: bool,
 }
 
+impl Scheduled for Job {
+    fn urgent(&self) -> bool {
+        match self.work {
+            Work::Pause { id, .. } => {
+                !self.speculative || self.call.awaited.load(Ordering::SeqCst) == id
+            }
+            _ => !self.speculative,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn verdict(&self, now: Instant) -> Verdict {
+        if self.stale() {
+            return Verdict::Stale;
+        }
+        match self.work {
+            // A turn check past its wait finds the turn decided without it.
+            Work::TurnCheck { .. } if now > self.deadline => Verdict::Late,
+            _ => Verdict::Keep,
+        }
+    }
+}
+
 impl Job {
     fn stale(&self) -> bool {
         if self.call.closed.load(Ordering::SeqCst) {
@@ -254,8 +398,13 @@ impl Job {
         }
         match self.work {
             // Pause transcripts outlive the turn bump at the utterance's
-            // end (they are reused), but a newer pause supersedes them.
-            Work::Pause { id, .. } => id < self.call.latest_silence.load(Ordering::SeqCst),
+            // end (an ended turn waits for them), but a newer pause
+            // supersedes them, and so does a turn that stopped waiting.
+            Work::Pause { id, .. } => {
+                id < self.call.latest_silence.load(Ordering::SeqCst)
+                    || (self.call.current.load(Ordering::SeqCst) != self.turn
+                        && self.call.awaited.load(Ordering::SeqCst) != id)
+            }
             Work::TurnCheck { id, .. } => id < self.call.latest_pause.load(Ordering::SeqCst),
             _ => self.call.current.load(Ordering::SeqCst) != self.turn,
         }
@@ -285,6 +434,19 @@ pub struct SpeechStats {
     pub grammar_held: AtomicU64,
     /// Decodes where the caller said something else: decoded again freely.
     pub grammar_fell_back: AtomicU64,
+    /// Speculative jobs dropped because they came too late to help.
+    pub late: AtomicU64,
+    /// Speculative jobs that gave way to urgent ones in a full queue.
+    pub displaced: AtomicU64,
+    /// Decodes whose readings were not scored because the caller already
+    /// waited past the job's deadline.
+    pub readings_skipped: AtomicU64,
+    /// STT decodes by kind: pause, final, sound.
+    pub decodes: [AtomicU64; 3],
+    /// Turn model runs.
+    pub turn_model_runs: AtomicU64,
+    /// Urgent jobs a worker took after their deadline.
+    pub started_late: AtomicU64,
 }
 
 impl Default for SpeechStats {
@@ -303,13 +465,19 @@ impl Default for SpeechStats {
             rescoring: Histogram::new(exponential_buckets(0.001, 2.0, 11)),
             grammar_held: AtomicU64::new(0),
             grammar_fell_back: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            displaced: AtomicU64::new(0),
+            readings_skipped: AtomicU64::new(0),
+            decodes: Default::default(),
+            turn_model_runs: AtomicU64::new(0),
+            started_late: AtomicU64::new(0),
         }
     }
 }
 
 /// Handle to the running pool.
 pub struct SpeechPool {
-    jobs: HandoffSender<Job>,
+    jobs: Arc<Queue<Job>>,
     stop: Arc<AtomicBool>,
     /// Loudness target of the replies, LUFS (`f64` bits).
     level: Arc<AtomicU64>,
@@ -340,7 +508,19 @@ impl SpeechPool {
         stt: SttConfig,
         turn_model: Option<std::path::PathBuf>,
     ) -> Result<Self, aiagc_models::stt::SttError> {
-        let (tx, rx) = bounded::<Job>(queue);
+        Self::start_scheduled(model, workers, queue, stt, turn_model, Order::Deadline)
+    }
+
+    /// As [`SpeechPool::start_with_turn_model`], its jobs taken in `order`.
+    pub fn start_scheduled(
+        model: impl Into<SttBackend>,
+        workers: usize,
+        queue: usize,
+        stt: SttConfig,
+        turn_model: Option<std::path::PathBuf>,
+        order: Order,
+    ) -> Result<Self, aiagc_models::stt::SttError> {
+        let jobs = Arc::new(Queue::<Job>::with_order(queue, order));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SpeechStats::default());
         let mut threads = Vec::new();
@@ -348,7 +528,7 @@ impl SpeechPool {
         let model: SttBackend = model.into();
         for i in 0..workers.max(1) {
             let mut worker = model.transcriber()?;
-            let (rx, stt, stop, stats) = (rx.clone(), stt.clone(), stop.clone(), stats.clone());
+            let (jobs, stt, stop, stats) = (jobs.clone(), stt.clone(), stop.clone(), stats.clone());
             let level = level.clone();
             let mut turn = match &turn_model {
                 Some(dir) => match SmartTurn::from_dir(dir) {
@@ -365,13 +545,15 @@ impl SpeechPool {
                     .name(format!("speech-{i}"))
                     .spawn(move || {
                         let mut voice = EspeakVoice::german();
-                        // Poll the stop flag: media hosts keep job senders alive.
+                        // Poll the stop flag: media hosts keep submitters alive.
                         while !stop.load(Ordering::Relaxed) {
-                            match rx.recv_timeout(Duration::from_millis(100)) {
-                                Ok(job) if job.stale() => {
-                                    stats.stale.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Ok(job) => {
+                            let mut dropped = Dropped::default();
+                            let next =
+                                jobs.pop(Duration::from_millis(100), Instant::now, &mut dropped);
+                            stats.stale.fetch_add(dropped.stale, Ordering::Relaxed);
+                            stats.late.fetch_add(dropped.late, Ordering::Relaxed);
+                            match next {
+                                Popped::Job(job) => {
                                     let lufs = f64::from_bits(level.load(Ordering::Relaxed));
                                     let tts = Speaker {
                                         voice: &mut voice,
@@ -379,8 +561,8 @@ impl SpeechPool {
                                     };
                                     run(job, &mut worker, turn.as_mut(), &stt, tts, &stats)
                                 }
-                                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                                Popped::Empty => {}
+                                Popped::Closed => break,
                             }
                         }
                     })
@@ -388,7 +570,7 @@ impl SpeechPool {
             );
         }
         Ok(Self {
-            jobs: tx,
+            jobs,
             stop,
             level,
             stats,
@@ -414,7 +596,7 @@ impl SpeechPool {
     /// Stops the workers (after the job each is on) and waits for them.
     pub fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
-        drop(self.jobs);
+        self.jobs.close();
         for t in self.threads {
             let _ = t.join();
         }
@@ -424,7 +606,7 @@ impl SpeechPool {
 /// The media tasks' end of the job queue.
 #[derive(Clone)]
 pub struct Submitter {
-    jobs: HandoffSender<Job>,
+    jobs: Arc<Queue<Job>>,
     stats: Arc<SpeechStats>,
     level: Arc<AtomicU64>,
 }
@@ -433,15 +615,36 @@ impl Submitter {
     /// Offers a job; a full queue drops it (counted and logged) and gives
     /// it back, so the caller can decide what else to do.
     pub fn submit(&self, job: Job) -> Result<(), Job> {
-        match self.jobs.offer(job) {
-            Offer::Queued => Ok(()),
-            Offer::Full(job) => {
+        match self.jobs.push(job) {
+            Pushed::Queued => Ok(()),
+            Pushed::Displaced(gone) => {
+                self.stats.displaced.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(call = %gone.call.id, turn = gone.turn, "speech queue full: speculative job gave way");
+                gone.call.spend(|c| c.shed += 1);
+                let _ = gone.call.out.send(SpeechOut::Shed {
+                    turn: gone.turn,
+                    work: gone.work,
+                });
+                Ok(())
+            }
+            Pushed::Full(job) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(call = %job.call.id, turn = job.turn, "speech queue full: job rejected");
                 Err(job)
             }
-            Offer::Closed(job) => Err(job),
+            Pushed::Closed(job) => Err(job),
         }
+    }
+
+    /// Urgent jobs waiting past their deadline now.
+    pub fn overdue(&self) -> usize {
+        self.jobs.overdue(Instant::now())
+    }
+
+    /// How late the latest urgent job waiting is: the pool is behind the
+    /// callers it has (admission control reads it).
+    pub fn behind(&self) -> Duration {
+        self.jobs.behind(Instant::now())
     }
 
     /// The pool's counters.
@@ -467,19 +670,29 @@ fn today() -> chrono::NaiveDate {
 
 /// Transcribes with what the dialogue expects now: its vocabulary as the
 /// decoder's prompt (unless one is configured) and its answer grammar.
+///
+/// `late`: the caller already waits past the job's deadline, so the
+/// readings are not scored (the grammar stays: it keeps dates and times
+/// right, and costs nothing where it holds); counted.
 fn transcribe(
     worker: &mut Transcriber,
     stt: &SttConfig,
     audio: &[f32],
     call: &CallShared,
     stats: &SpeechStats,
+    (kind, late): (Decode, bool),
 ) -> Heard {
-    let expect = call
+    let mut expect = call
         .dialogue
         .lock()
         .ok()
         .map(|d| d.expectation())
         .unwrap_or_default();
+    let skipped = late && stt.use_grammar && stt.nbest && expect.confusions.is_some();
+    if skipped {
+        expect.confusions = None;
+        stats.readings_skipped.fetch_add(1, Ordering::Relaxed);
+    }
     let biased;
     let stt = if expect.prompt.is_some() || expect.grammar.is_some() {
         biased = SttConfig {
@@ -498,8 +711,17 @@ fn transcribe(
     } else {
         stt
     };
+    let t0 = Instant::now();
+    let result = worker.transcribe(audio, stt);
+    stats.decodes[kind as usize].fetch_add(1, Ordering::Relaxed);
+    let fell_back = matches!(&result, Ok(t) if matches!(t.constrained, Constrained::FellBack { .. }));
+    call.spend(|c| {
+        c.decoded(kind, audio.len(), t0.elapsed(), stt.threads);
+        c.fell_back += u32::from(fell_back);
+        c.readings_skipped += u32::from(skipped);
+    });
     let call = &call.id;
-    match worker.transcribe(audio, stt) {
+    match result {
         Ok(t) => {
             stats.stt_rtf.observe(t.rtf());
             match t.constrained {
@@ -525,9 +747,22 @@ fn transcribe(
     }
 }
 
-fn score(turn: Option<&mut SmartTurn>, call: &CallShared, first: u64, pause: u64, audio: &[f32]) {
+fn score(
+    turn: Option<&mut SmartTurn>,
+    call: &CallShared,
+    stats: &SpeechStats,
+    (first, pause): (u64, u64),
+    audio: &[f32],
+) {
     let Some(model) = turn else { return };
-    match model.complete_probability(audio) {
+    let t0 = Instant::now();
+    let result = model.complete_probability(audio);
+    stats.turn_model_runs.fetch_add(1, Ordering::Relaxed);
+    call.spend(|c| {
+        c.turn_model_runs += 1;
+        c.turn_model_ms += t0.elapsed().as_secs_f64() * 1000.0;
+    });
+    match result {
         Ok(probability) => {
             let _ = call.out.send(SpeechOut::TurnScore {
                 first,
@@ -559,13 +794,22 @@ fn run(
     stats
         .queue_wait
         .observe(t0.saturating_duration_since(job.handed_over).as_secs_f64());
+    // An urgent job taken after its deadline: the pool is behind.
+    let late = !job.speculative && t0 > job.deadline;
+    if late {
+        stats.started_late.fetch_add(1, Ordering::Relaxed);
+    }
     let (input_kind, transcript, stt_time, early, by_hint, by_model) = match job.work {
         Work::TurnCheck { first, id, audio } => {
-            score(turn, &call, first, id, &audio);
+            score(turn, &call, stats, (first, id), &audio);
             return;
         }
         Work::Sound { id, audio } => {
-            let heard = match worker.transcribe(&audio, stt) {
+            let t0 = Instant::now();
+            let result = worker.transcribe(&audio, stt);
+            stats.decodes[Decode::Sound as usize].fetch_add(1, Ordering::Relaxed);
+            call.spend(|c| c.decoded(Decode::Sound, audio.len(), t0.elapsed(), stt.threads));
+            let heard = match result {
                 Ok(t) => t.text.trim().to_owned(),
                 Err(e) => {
                     stats.stt_errors.fetch_add(1, Ordering::Relaxed);
@@ -587,7 +831,9 @@ fn run(
             // what the dialogue expects. The turn model speaks only where
             // the words have no opinion.
             let t0 = Instant::now();
-            let transcript = transcribe(worker, stt, &audio, &call, stats);
+            // Awaited by an ended turn and late: the caller waits on it.
+            let late = t0 > job.deadline && call.awaited.load(Ordering::SeqCst) == id;
+            let transcript = transcribe(worker, stt, &audio, &call, stats, (Decode::Pause, late));
             let stt_time = t0.elapsed();
             let hint = match call.dialogue.lock() {
                 Ok(d) => d.hint(&transcript.text),
@@ -604,7 +850,7 @@ fn run(
                 let mut padded = Vec::with_capacity(audio.len() + silence);
                 padded.extend_from_slice(&audio);
                 padded.resize(audio.len() + silence, 0.0);
-                score(turn, &call, id, id, &padded);
+                score(turn, &call, stats, (id, id), &padded);
             }
             return;
         }
@@ -627,7 +873,7 @@ fn run(
                 ("speech", t, stt, true, ended_by_hint, ended_by_model)
             }
             None => {
-                let t = transcribe(worker, stt, &audio, &call, stats);
+                let t = transcribe(worker, stt, &audio, &call, stats, (Decode::Final, late));
                 (
                     "speech",
                     t,
@@ -665,6 +911,7 @@ fn run(
     let t1 = Instant::now();
     let mut first_text: Option<Duration> = None;
     let mut first_audio: Option<Duration> = None;
+    let mut tts_time = Duration::ZERO;
     let stale =
         || call.current.load(Ordering::SeqCst) != job.turn || call.closed.load(Ordering::SeqCst);
     let (reply, slots) = {
@@ -679,7 +926,9 @@ fn run(
                     return false;
                 }
                 let t2 = Instant::now();
-                match voice.synthesize(sentence) {
+                let result = voice.synthesize(sentence);
+                tts_time += t2.elapsed();
+                match result {
                     Ok(mut audio) => {
                         aiagc_models::level::normalize(&mut audio.samples, audio.sample_rate, lufs);
                         first_audio.get_or_insert(t2.elapsed());
@@ -699,6 +948,15 @@ fn run(
             true
         });
         (reply, dialogue.slots().into_iter().collect())
+    };
+    let responding = t1.elapsed();
+    let cost = match call.cost.lock() {
+        Ok(mut c) => {
+            c.tts_ms += tts_time.as_secs_f64() * 1000.0;
+            c.dialogue_ms += responding.saturating_sub(tts_time).as_secs_f64() * 1000.0;
+            std::mem::take(&mut *c)
+        }
+        Err(_) => TurnCost::default(),
     };
     stats.answered.fetch_add(1, Ordering::Relaxed);
     tracing::info!(call = %call.id, turn = job.turn, input = input_kind, transcript = %transcript.text, readings = transcript.readings.len(), reply = %reply.text, stt_ms = stt_time.as_millis() as u64, "turn answered");
@@ -727,6 +985,7 @@ fn run(
         resumed: 0,
         to_first_packet: None,
         from_speech_end: None,
+        cost,
     };
     let _ = call
         .out

@@ -152,6 +152,7 @@ fn record(turn: u64, reply: &str) -> TurnRecord {
         resumed: 0,
         to_first_packet: None,
         from_speech_end: None,
+        cost: Default::default(),
     }
 }
 
@@ -291,6 +292,35 @@ fn a_missing_pause_transcript_does_not_leave_the_turn_waiting() {
     let j = s.drain();
     assert!(matches!(j[0], Output::ExtendTurn(1, d) if d.is_zero()));
     assert_eq!(utterance_transcript(jobs(&j)[0]), Some(None));
+}
+
+/// A turn that ends waiting for its pause transcript says so (the pool
+/// makes that job urgent); a pause job shed for another call's urgent work
+/// sends the utterance to be transcribed at once.
+#[test]
+fn an_awaited_pause_is_named_and_a_shed_one_is_replaced_at_once() {
+    let mut s = Sim::new(ConversationConfig::default());
+    s.at(1000);
+    let out = s.event(pause(1, 1, 1000));
+    let turn = jobs(&out)[0].turn;
+    assert!(jobs(&out)[0].speculative);
+    assert_eq!(s.conv.awaited_pause(), crate::runtime::speech::NO_PAUSE);
+    s.at(1600);
+    s.event(ended(Some(1), 1000));
+    assert_eq!(s.conv.awaited_pause(), 1);
+    let out = s.speech(SpeechOut::Shed {
+        turn,
+        work: Work::Pause {
+            id: 1,
+            audio: vec![],
+            silence: 0,
+        },
+    });
+    let j = jobs(&out);
+    assert_eq!(j.len(), 1);
+    assert_eq!(utterance_transcript(j[0]), Some(None), "transcribed afresh");
+    assert!(!j[0].speculative, "the caller waits on it");
+    assert_eq!(s.conv.awaited_pause(), crate::runtime::speech::NO_PAUSE);
 }
 
 /// Regression: the filler counted from the end of the turn (held open by a
