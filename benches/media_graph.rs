@@ -3,10 +3,15 @@
 //! `media_graph/inbound/<codec>`: one 20 ms frame from datagram to VAD
 //! decision (parse → jitter buffer → decode → resample to 16 kHz → energy
 //! VAD → endpointer). `media_graph/outbound/<codec>`: one 20 ms reply frame
-//! (resample → encode → packetize). Plus the jitter buffer under loss and
-//! reordering, each resampler and each codec alone.
+//! (resample → encode → packetize). `media_graph/duplex/<codec>`: both in
+//! one call while a reply plays, the inbound frame being the reply's own
+//! echo (120 ms later, 12 dB down, re-encoded) under −60 dBFS noise, so
+//! the echo canceller and the gate do their work on every frame. Plus the
+//! jitter buffer under loss and reordering, each resampler and each codec
+//! alone.
 
 use aiagc_engine::codec::{Decoder, Encoder};
+use aiagc_engine::BargeInPolicy;
 use aiagc_engine::impair::{Impairment, Network, RtpSender};
 use aiagc_engine::jitter::{JitterBuffer, JitterConfig};
 use aiagc_engine::resample::Resampler;
@@ -113,6 +118,110 @@ fn outbound(c: &mut Criterion) {
     group.finish();
 }
 
+/// A call speaking `reply` for `frames` frames: its outbound packets.
+fn played(codec: Codec, reply: &[f32], frames: u32, t0: Instant) -> Vec<Vec<u8>> {
+    let mut call = Call::new(duplex_config(codec), t0).unwrap();
+    call.speak(reply, 22050).unwrap();
+    (0..frames)
+        .map(|k| {
+            call.poll_transmit(t0 + FRAME * k)
+                .map(|t| t.data.to_vec())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn duplex_config(codec: Codec) -> CallConfig {
+    let mut config = CallConfig::new(codec, 1);
+    config.peer = Some(peer());
+    // The reply plays on whatever the caller's side holds: the figure is
+    // of the steady state with both directions busy.
+    config.barge_in = BargeInPolicy::Continue;
+    config
+}
+
+/// The caller's side of `sent`: each frame's audio 6 frames (120 ms)
+/// later, 12 dB down, over −60 dBFS noise, encoded by the caller's sender.
+fn echoes(codec: Codec, sent: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let n = codec.frame_samples();
+    let mut decoder = Decoder::new(codec).unwrap();
+    let mut sender = RtpSender::new(codec, 0, 0, 7).unwrap();
+    let mut seed = 0x2545_f491u32;
+    let mut pcm = vec![0i16; 2 * n];
+    let decoded: Vec<Vec<i16>> = sent
+        .iter()
+        .map(|p| match packet::parse(p) {
+            Ok(rtp) => {
+                let k = decoder.decode(rtp.payload, &mut pcm).unwrap_or(0);
+                pcm[..k.min(n)].to_vec()
+            }
+            Err(_) => vec![0; n],
+        })
+        .collect();
+    (0..sent.len())
+        .map(|k| {
+            let frame: Vec<i16> = (0..n)
+                .map(|i| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let noise = (seed % 65) as i32 - 32; // about −60 dBFS
+                    let echo = k
+                        .checked_sub(6)
+                        .and_then(|j| decoded[j].get(i))
+                        .map_or(0, |&s| i32::from(s) / 4);
+                    (echo + noise).clamp(-32768, 32767) as i16
+                })
+                .collect();
+            sender.packet(&frame)
+        })
+        .collect()
+}
+
+fn duplex(c: &mut Criterion) {
+    let mut group = c.benchmark_group("media_graph/duplex");
+    group.throughput(Throughput::Elements(1));
+    // 10 s of reply: 500 frames each way per round.
+    let reply: Vec<f32> = voiced(22050 * 10, 0)
+        .iter()
+        .map(|&s| s as f32 / 32768.0)
+        .collect();
+    for codec in [Codec::Ulaw, Codec::G722, Codec::Slin16] {
+        let t0 = Instant::now();
+        let inbound = echoes(codec, &played(codec, &reply, 500, t0));
+        group.bench_function(BenchmarkId::from_parameter(codec.asterisk_format()), |b| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                let mut done = 0u64;
+                let mut round = 0u32;
+                while done < iters {
+                    // One call per round of 500 frames, as `played` made
+                    // them: what it sends is what the echoes were made of.
+                    let base = t0 + FRAME * (500 * round);
+                    let mut call = Call::new(duplex_config(codec), base).unwrap();
+                    call.speak(&reply, 22050).unwrap();
+                    let frames = (iters - done).min(500) as u32;
+                    let start = Instant::now();
+                    for k in 0..frames {
+                        let now = base + FRAME * k;
+                        if let Some(t) = call.poll_transmit(now) {
+                            black_box(t.data);
+                        }
+                        call.receive(peer(), black_box(&inbound[k as usize]), now);
+                        call.handle_timeout(now);
+                        while call.poll_event().is_some() {}
+                    }
+                    elapsed += start.elapsed();
+                    done += u64::from(frames);
+                    round += 1;
+                }
+                elapsed
+            });
+        });
+    }
+    group.finish();
+}
+
 fn jitter_buffer(c: &mut Criterion) {
     let mut sender = RtpSender::new(Codec::Ulaw, 0, 0, 7).unwrap();
     let t0 = Instant::now();
@@ -209,6 +318,6 @@ fn codecs(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = inbound, outbound, jitter_buffer, resamplers, codecs
+    targets = inbound, outbound, duplex, jitter_buffer, resamplers, codecs
 }
 criterion_main!(benches);

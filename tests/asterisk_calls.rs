@@ -19,6 +19,7 @@ use aiagc_ari::ports::PortRange;
 use aiagc_engine::Codec;
 use aiagc_models::stt::{SttConfig, WhisperModel};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,22 @@ struct Rig {
 
 impl Rig {
     async fn start(ast: &Asterisk, format: Codec, ports: std::ops::RangeInclusive<u16>) -> Self {
+        Self::start_with(
+            ast,
+            ports,
+            ControllerConfig {
+                format,
+                ..ControllerConfig::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(
+        ast: &Asterisk,
+        ports: std::ops::RangeInclusive<u16>,
+        controller: ControllerConfig,
+    ) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         let pool = SpeechPool::start(model(), 1, 8, SttConfig::default()).unwrap();
         let app = App::start(
@@ -102,10 +119,7 @@ impl Rig {
                 filler_after: None,
                 ..MediaConfig::default()
             },
-            ControllerConfig {
-                format,
-                ..ControllerConfig::default()
-            },
+            controller,
             pool,
             praxis(),
             Some(tx),
@@ -790,4 +804,71 @@ async fn feedback_into_the_greeting_lets_it_play_on() {
     }
     rig.assert_nothing_left().await;
     rig.stop().await;
+}
+
+/// Admission control over the real Asterisk: with a limit of one call, a
+/// second caller hears the busy message (recorded at the caller's side)
+/// and is hung up by us; no speech work is done for it, the host says why
+/// it takes no call, and takes the next one once the first has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_host_plays_the_busy_message_and_hangs_up() {
+    let mut ast = Asterisk::start(Setup::default());
+    ast.set_dialplan(
+        "[holder]\n\
+         exten => s,1,Answer()\n\
+         same => n,Wait(30)\n\
+         same => n,Hangup()\n\
+         [second]\n\
+         exten => s,1,Answer()\n\
+         same => n,Record({dir}/rec/busy.wav16,0,15,qkx)\n\
+         same => n,Hangup()\n",
+    );
+    let mut rig = Rig::start_with(
+        &ast,
+        35090..=35099,
+        ControllerConfig {
+            format: Codec::G722,
+            max_calls: 1,
+            ..ControllerConfig::default()
+        },
+    )
+    .await;
+    let controller = rig.app.as_ref().unwrap().controller.clone();
+    assert_eq!(controller.admits(), Ok(()));
+    let holder = rig.call("holder").await;
+    let t = Instant::now();
+    while controller.active_calls() < 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "first call not taken");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let why = controller.admits().unwrap_err();
+    assert!(why.contains("full: 1 of 1 calls"), "{why}");
+    let second = rig.call("second").await;
+    let busy = rig.summary(&second, Duration::from_secs(30)).await;
+    assert_eq!(busy.outcome.as_deref(), Some("busy"));
+    assert!(busy.turns.is_empty(), "no turn for a caller turned away: {:?}", busy.turns);
+    assert_eq!(controller.stats().turned_away.load(Ordering::SeqCst), 1);
+    let path = ast.dir.join("rec").join("busy.wav16");
+    let (pcm, rate) = read_wav(&path);
+    let seconds = pcm.len() as f64 / f64::from(rate);
+    let heard = aiagc_dialogue::text::fold(&transcribe(&path));
+    eprintln!("busy caller heard {seconds:.1} s: {heard:?}");
+    assert!(rms(&pcm) > 0.02, "the busy caller heard silence");
+    assert!(
+        heard.contains("belegt") || heard.contains("leitungen") || heard.contains("wieder an"),
+        "the busy message reached the caller: {heard:?}"
+    );
+    assert!(seconds < 14.0, "we hung up after the message ({seconds:.1} s)");
+    // The first call went on all along; when it ends, the host takes calls.
+    assert!(rig.seen.iter().all(|s| s.call != holder));
+    rig.client.hangup(&holder, "normal").await.unwrap();
+    rig.summary(&holder, Duration::from_secs(10)).await;
+    let t = Instant::now();
+    while controller.admits().is_err() {
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", controller.admits());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.assert_nothing_left().await;
+    rig.stop().await;
+    ast.stop();
 }

@@ -130,6 +130,9 @@ struct LoadReport {
     calls: usize,
     completed: usize,
     failed: usize,
+    /// Callers turned away by admission control (they heard the busy
+    /// message): not failed, not completed.
+    turned_away: usize,
     concurrency: usize,
     target: String,
     seconds: f64,
@@ -633,7 +636,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         // Finished calls report as they go (a long run holds no handles).
     }
     let total = tasks.len();
-    let (mut results, mut failed) = (Vec::new(), 0);
+    let (mut results, mut failed) = (Vec::new(), 0usize);
     for (done, task) in tasks.into_iter().enumerate() {
         match task.await {
             Ok(Ok(r)) => results.push(r),
@@ -702,6 +705,13 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     app.drain(Duration::from_secs(2)).await;
     let _ = collector.join();
     let ended = std::mem::take(&mut *ended.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    // A caller turned away hears the busy message and is hung up: its
+    // script fails, by design.
+    let turned_away = ended
+        .iter()
+        .filter(|s| s.outcome.as_deref() == Some("busy"))
+        .count();
+    let failed = failed.saturating_sub(turned_away);
     let underruns = ended.iter().map(|s| s.rtp.underruns).sum();
     let lost = ended.iter().map(|s| s.rtp.lost).sum();
     results.sort_by_key(|r| r.started);
@@ -726,8 +736,9 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         threads: sizing.speech.threads,
         schedule: sizing.speech.schedule.clone(),
         calls: total,
-        completed: total - failed,
+        completed: total - failed - turned_away,
         failed,
+        turned_away,
         concurrency: args.concurrency,
         target: args.target.clone(),
         seconds,
@@ -812,6 +823,12 @@ fn print_table(r: &LoadReport, workers: usize) {
         "calls {} against {} in {:.0} s (concurrency {}, {} speech workers × {} threads, {} order): {} completed, {} failed",
         r.calls, r.target, r.seconds, r.concurrency, workers, r.threads, r.schedule, r.completed, r.failed
     );
+    if r.turned_away > 0 {
+        println!(
+            "turned away by admission control (busy message): {}",
+            r.turned_away
+        );
+    }
     let p = |p: &Percentiles| {
         format!(
             "p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
