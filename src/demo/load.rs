@@ -128,6 +128,8 @@ struct LoadReport {
     threads: usize,
     schedule: String,
     calls: usize,
+    /// Arrivals asked for (`--rate`), calls per second.
+    rate: Option<f64>,
     completed: usize,
     failed: usize,
     /// Callers turned away by admission control (they heard the busy
@@ -736,6 +738,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         threads: sizing.speech.threads,
         schedule: sizing.speech.schedule.clone(),
         calls: total,
+        rate: args.rate,
         completed: total - failed - turned_away,
         failed,
         turned_away,
@@ -819,9 +822,13 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
 }
 
 fn print_table(r: &LoadReport, workers: usize) {
+    let placed = match r.rate {
+        Some(rate) => format!("Poisson arrivals of {rate} calls/s"),
+        None => format!("concurrency {}", r.concurrency),
+    };
     println!(
-        "calls {} against {} in {:.0} s (concurrency {}, {} speech workers × {} threads, {} order): {} completed, {} failed",
-        r.calls, r.target, r.seconds, r.concurrency, workers, r.threads, r.schedule, r.completed, r.failed
+        "calls {} against {} in {:.0} s ({placed}, {} speech workers × {} threads, {} order): {} completed, {} failed",
+        r.calls, r.target, r.seconds, workers, r.threads, r.schedule, r.completed, r.failed
     );
     if r.turned_away > 0 {
         println!(
