@@ -11,11 +11,11 @@
 //! alone.
 
 use aiagc_engine::codec::{Decoder, Encoder};
-use aiagc_engine::BargeInPolicy;
 use aiagc_engine::impair::{Impairment, Network, RtpSender};
 use aiagc_engine::jitter::{JitterBuffer, JitterConfig};
 use aiagc_engine::resample::Resampler;
 use aiagc_engine::vad::{EnergyVad, Vad};
+use aiagc_engine::BargeInPolicy;
 use aiagc_engine::{packet, Call, CallConfig, Codec};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;

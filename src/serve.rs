@@ -86,8 +86,8 @@ pub fn media_config(config: &Config) -> MediaConfig {
     // Validated with the configuration.
     m.outbound = config.outbound().unwrap_or_default();
     m.barge_in = config.barge_in().unwrap_or_default();
-    m.admit_behind =
-        (config.serve.admit_behind_ms > 0).then(|| Duration::from_millis(config.serve.admit_behind_ms));
+    m.admit_behind = (config.serve.admit_behind_ms > 0)
+        .then(|| Duration::from_millis(config.serve.admit_behind_ms));
     m.busy_message = config.serve.busy_message.clone();
     m
 }

@@ -838,7 +838,10 @@ async fn a_full_host_plays_the_busy_message_and_hangs_up() {
     let holder = rig.call("holder").await;
     let t = Instant::now();
     while controller.active_calls() < 1 {
-        assert!(t.elapsed() < Duration::from_secs(10), "first call not taken");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "first call not taken"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let why = controller.admits().unwrap_err();
@@ -846,7 +849,11 @@ async fn a_full_host_plays_the_busy_message_and_hangs_up() {
     let second = rig.call("second").await;
     let busy = rig.summary(&second, Duration::from_secs(30)).await;
     assert_eq!(busy.outcome.as_deref(), Some("busy"));
-    assert!(busy.turns.is_empty(), "no turn for a caller turned away: {:?}", busy.turns);
+    assert!(
+        busy.turns.is_empty(),
+        "no turn for a caller turned away: {:?}",
+        busy.turns
+    );
     assert_eq!(controller.stats().turned_away.load(Ordering::SeqCst), 1);
     let path = ast.dir.join("rec").join("busy.wav16");
     let (pcm, rate) = read_wav(&path);
@@ -858,14 +865,21 @@ async fn a_full_host_plays_the_busy_message_and_hangs_up() {
         heard.contains("belegt") || heard.contains("leitungen") || heard.contains("wieder an"),
         "the busy message reached the caller: {heard:?}"
     );
-    assert!(seconds < 14.0, "we hung up after the message ({seconds:.1} s)");
+    assert!(
+        seconds < 14.0,
+        "we hung up after the message ({seconds:.1} s)"
+    );
     // The first call went on all along; when it ends, the host takes calls.
     assert!(rig.seen.iter().all(|s| s.call != holder));
     rig.client.hangup(&holder, "normal").await.unwrap();
     rig.summary(&holder, Duration::from_secs(10)).await;
     let t = Instant::now();
     while controller.admits().is_err() {
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", controller.admits());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            controller.admits()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     rig.assert_nothing_left().await;

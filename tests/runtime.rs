@@ -15,8 +15,8 @@ use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{Alive, CallerScript, SimConfig, Simulator};
 use aiagc_dialogue::scenario::Scenario;
 use aiagc_models::stt::{SttConfig, WhisperModel};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn pool() -> SpeechPool {
@@ -204,6 +204,16 @@ async fn a_caller_is_greeted_understood_answered_recorded_and_delivered() {
         "{speech_end:?} {handover:?}"
     );
     assert_eq!(summary.ended_by, "caller");
+    // What the turn cost: its utterance decoded at least once (whole, at
+    // its pause or at its end), the decode timed, its reply synthesized.
+    let cost = answer.cost;
+    assert!(cost.pause_decodes + cost.final_decodes >= 1, "{cost:?}");
+    assert!(cost.audio_ms > 1000.0, "book_01 is over a second: {cost:?}");
+    assert!(
+        cost.stt_ms > 0.0 && cost.stt_cpu_ms >= cost.stt_ms,
+        "{cost:?}"
+    );
+    assert!(cost.tts_ms > 0.0 && cost.cpu_ms() > cost.stt_ms, "{cost:?}");
     // The JSON-lines record: one line per turn, then the call.
     let file = std::fs::read_to_string(records.join(format!("{caller}.jsonl"))).unwrap();
     let lines: Vec<serde_json::Value> = file
@@ -212,6 +222,9 @@ async fn a_caller_is_greeted_understood_answered_recorded_and_delivered() {
         .collect();
     assert_eq!(lines.len(), summary.turns.len() + 1);
     assert_eq!(lines[1]["turn"]["reply"], answer.reply.as_str());
+    assert!(lines[1]["turn"]["cost"]["stt_ms"]
+        .as_f64()
+        .is_some_and(|ms| ms > 0.0));
     assert_eq!(lines.last().unwrap()["type"], "call");
     assert!(lines.last().unwrap()["rtp"]["received"].as_u64().unwrap() > 50);
     // Both directions as WAV: the caller's speech in, the agent's replies out.
@@ -488,12 +501,18 @@ fn stale_jobs_are_cancelled() {
             Ok(SpeechOut::TurnScore { pause, .. }) => panic!("superseded pause {pause} was scored"),
             Ok(SpeechOut::Audio(a)) => assert_eq!(a.turn, 5),
             Ok(SpeechOut::Sound { id, .. }) => panic!("no sound {id} was asked for"),
+            Ok(SpeechOut::Shed { turn, .. }) => panic!("nothing of turn {turn} gave way"),
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
     assert_eq!(answered.len(), 1);
     assert_eq!(answered[0].turn, 5);
     assert_eq!(answered[0].input, "dtmf");
+    // The dropped jobs cost nothing: the keys' turn decoded no audio.
+    let cost = answered[0].cost;
+    assert_eq!(cost.decodes(), 0, "{cost:?}");
+    assert_eq!(cost.audio_ms, 0.0);
+    assert!(cost.tts_ms > 0.0, "its reply was synthesized: {cost:?}");
     assert!(
         answered[0].reply.contains("absagen"),
         "{}",

@@ -318,7 +318,10 @@ impl<M: MediaHost> Controller<M> {
                     return;
                 }
                 if let Some(why) = self.full() {
-                    self.shared.stats.turned_away.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .turned_away
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::info!(call = %channel.id, why = %why, "host full: caller turned away");
                     if self.shared.config.drain_to.is_some() {
                         self.turn_away(channel.id);

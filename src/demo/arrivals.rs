@@ -108,7 +108,11 @@ mod tests {
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n;
         // Exponential: mean 1/λ, standard deviation = mean.
         assert!((mean * rate - 1.0).abs() < 0.03, "mean gap {mean}");
-        assert!((var.sqrt() / mean - 1.0).abs() < 0.05, "cv {}", var.sqrt() / mean);
+        assert!(
+            (var.sqrt() / mean - 1.0).abs() < 0.05,
+            "cv {}",
+            var.sqrt() / mean
+        );
         // Memoryless: as many gaps above the mean as e^-1 predicts.
         let above = gaps.iter().filter(|&&g| g > mean).count() as f64 / n;
         assert!((above - (-1f64).exp()).abs() < 0.02, "{above}");

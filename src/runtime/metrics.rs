@@ -302,7 +302,10 @@ impl Metrics {
                 ),
                 ("late_dropped", s.late.load(Ordering::Relaxed)),
                 ("displaced", s.displaced.load(Ordering::Relaxed)),
-                ("readings_skipped", s.readings_skipped.load(Ordering::Relaxed)),
+                (
+                    "readings_skipped",
+                    s.readings_skipped.load(Ordering::Relaxed),
+                ),
                 ("started_late", s.started_late.load(Ordering::Relaxed)),
                 ("decodes_pause", s.decodes[0].load(Ordering::Relaxed)),
                 ("decodes_final", s.decodes[1].load(Ordering::Relaxed)),

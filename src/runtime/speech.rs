@@ -714,7 +714,8 @@ fn transcribe(
     let t0 = Instant::now();
     let result = worker.transcribe(audio, stt);
     stats.decodes[kind as usize].fetch_add(1, Ordering::Relaxed);
-    let fell_back = matches!(&result, Ok(t) if matches!(t.constrained, Constrained::FellBack { .. }));
+    let fell_back =
+        matches!(&result, Ok(t) if matches!(t.constrained, Constrained::FellBack { .. }));
     call.spend(|c| {
         c.decoded(kind, audio.len(), t0.elapsed(), stt.threads);
         c.fell_back += u32::from(fell_back);
