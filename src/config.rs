@@ -491,7 +491,7 @@ impl Default for Serve {
             drain_grace_s: 30,
             drain_to: String::new(),
             max_calls: 0,
-            admit_behind_ms: media.admit_behind.map_or(0, |d| d.as_millis() as u64),
+            admit_behind_ms: 2000,
             busy_message: media.busy_message,
         }
     }

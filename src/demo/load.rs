@@ -526,9 +526,13 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         crate::serve::media_config(&config)
     } else {
         // The simulated callers hear the first reply packet as the answer:
-        // no filler, so a late reply is measured as late.
+        // no filler, so a late reply is measured as late. Admission as
+        // `aiagc serve` would apply it.
+        let served = crate::serve::media_config(&config);
         MediaConfig {
             filler_after: None,
+            admit_behind: served.admit_behind,
+            busy_message: served.busy_message,
             ..MediaConfig::default()
         }
     };
@@ -539,6 +543,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         ControllerConfig {
             format: codec,
             hangup_on_setup_failure: true,
+            max_calls: config.serve.max_calls,
             ..ControllerConfig::default()
         },
         pool,

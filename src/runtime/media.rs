@@ -66,7 +66,8 @@ pub struct MediaConfig {
     /// What caller sound over a reply does.
     pub barge_in: BargeIn,
     /// Turn new callers away while the speech workers are this far behind
-    /// the callers they have (an urgent job this late; `None`: never).
+    /// the callers they have (an urgent job this late; `None`: never, the
+    /// default here; `aiagc serve` sets `[serve] admit_behind_ms`).
     pub admit_behind: Option<Duration>,
     /// What a caller turned away hears (empty: hung up with no message).
     pub busy_message: String,
@@ -107,7 +108,7 @@ impl Default for MediaConfig {
             delivery: None,
             outbound: super::outbound::OutboundConfig::default(),
             barge_in: BargeIn::default(),
-            admit_behind: Some(Duration::from_secs(2)),
+            admit_behind: None,
             busy_message: "Alle unsere Leitungen sind gerade belegt. Bitte rufen Sie in ein paar Minuten wieder an. Auf Wiederhören.".into(),
         }
     }
