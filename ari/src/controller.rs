@@ -317,7 +317,15 @@ impl<M: MediaHost> Controller<M> {
                     self.turn_away(channel.id);
                     return;
                 }
-                if let Some(why) = self.full() {
+                let known = self
+                    .shared
+                    .calls
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&channel.id);
+                // A call already taken is never turned away (a repeated
+                // StasisStart adopts nothing new).
+                if let Some(why) = self.full().filter(|_| !known) {
                     self.shared
                         .stats
                         .turned_away

@@ -711,16 +711,8 @@ fn transcribe(
     } else {
         stt
     };
-    let t0 = Instant::now();
-    let result = worker.transcribe(audio, stt);
-    stats.decodes[kind as usize].fetch_add(1, Ordering::Relaxed);
-    let fell_back =
-        matches!(&result, Ok(t) if matches!(t.constrained, Constrained::FellBack { .. }));
-    call.spend(|c| {
-        c.decoded(kind, audio.len(), t0.elapsed(), stt.threads);
-        c.fell_back += u32::from(fell_back);
-        c.readings_skipped += u32::from(skipped);
-    });
+    let result = decode(worker, stt, audio, call, stats, kind);
+    call.spend(|c| c.readings_skipped += u32::from(skipped));
     let call = &call.id;
     match result {
         Ok(t) => {
@@ -746,6 +738,27 @@ fn transcribe(
             Heard::default()
         }
     }
+}
+
+/// One decode, counted and timed into the call's cost.
+fn decode(
+    worker: &mut Transcriber,
+    stt: &SttConfig,
+    audio: &[f32],
+    call: &CallShared,
+    stats: &SpeechStats,
+    kind: Decode,
+) -> Result<aiagc_models::stt::Transcript, aiagc_models::stt::SttError> {
+    let t0 = Instant::now();
+    let result = worker.transcribe(audio, stt);
+    stats.decodes[kind as usize].fetch_add(1, Ordering::Relaxed);
+    let fell_back =
+        matches!(&result, Ok(t) if matches!(t.constrained, Constrained::FellBack { .. }));
+    call.spend(|c| {
+        c.decoded(kind, audio.len(), t0.elapsed(), stt.threads);
+        c.fell_back += u32::from(fell_back);
+    });
+    result
 }
 
 fn score(
@@ -806,11 +819,7 @@ fn run(
             return;
         }
         Work::Sound { id, audio } => {
-            let t0 = Instant::now();
-            let result = worker.transcribe(&audio, stt);
-            stats.decodes[Decode::Sound as usize].fetch_add(1, Ordering::Relaxed);
-            call.spend(|c| c.decoded(Decode::Sound, audio.len(), t0.elapsed(), stt.threads));
-            let heard = match result {
+            let heard = match decode(worker, stt, &audio, &call, stats, Decode::Sound) {
                 Ok(t) => t.text.trim().to_owned(),
                 Err(e) => {
                     stats.stt_errors.fetch_add(1, Ordering::Relaxed);
