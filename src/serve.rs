@@ -18,6 +18,18 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Builds the scenario's answer grammars on a thread of their own: the
+/// first caller to reach a state with a big one does not wait seconds.
+pub fn warm_in_background(scenario: &Arc<Scenario>) {
+    let s = scenario.clone();
+    let spawned = std::thread::Builder::new()
+        .name("grammars".into())
+        .spawn(move || s.warm_grammars());
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "grammars not built ahead: the first caller of each state waits");
+    }
+}
+
 /// The dialogue of each call, as configured.
 pub fn dialogues(config: &Config) -> Result<DialogueFactory> {
     let scenario = if config.dialogue.scenario.is_empty() {
@@ -29,6 +41,7 @@ pub fn dialogues(config: &Config) -> Result<DialogueFactory> {
         )
         .with_context(|| format!("scenario {path}"))?
     };
+    crate::serve::warm_in_background(&scenario);
     let tools = if config.tools.is_empty() {
         None
     } else {

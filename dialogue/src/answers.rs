@@ -567,26 +567,32 @@ pub fn confusions(answers: &[Answer]) -> Option<Arc<Confusions>> {
 /// The grammar for any of `answers` (sorted, deduplicated), compiled once
 /// per process and shared.
 pub fn grammar(answers: &[Answer]) -> Result<Option<Arc<Grammar>>, GrammarError> {
-    static CACHE: OnceLock<Mutex<HashMap<Vec<Answer>, Arc<Grammar>>>> = OnceLock::new();
+    // One build per answer set in the process, however many calls ask at
+    // once: a big set takes seconds to determinize (the confirmation's
+    // yes/no + date/time + correction ~3.6 s in release), and a second
+    // build beside the first would only double it. Callers of other sets
+    // are never held up by it.
+    type Slot = Arc<OnceLock<Result<Arc<Grammar>, GrammarError>>>;
+    static CACHE: OnceLock<Mutex<HashMap<Vec<Answer>, Slot>>> = OnceLock::new();
     let mut key = answers.to_vec();
     key.sort_unstable();
     key.dedup();
     if key.is_empty() {
         return Ok(None);
     }
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(g) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(Some(g));
-    }
-    let name: Vec<&str> = key.iter().map(|a| a.name()).collect();
-    let g = Arc::new(Grammar::new(
-        &name.join("+"),
-        &alt(key.iter().map(|&a| pattern(a))),
-    )?);
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, g.clone());
-    }
-    Ok(Some(g))
+    let slot: Slot = {
+        let cache = CACHE.get_or_init(Default::default);
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.entry(key.clone()).or_default().clone()
+    };
+    let built = slot.get_or_init(|| {
+        let name: Vec<&str> = key.iter().map(|a| a.name()).collect();
+        let t0 = std::time::Instant::now();
+        let g = Grammar::new(&name.join("+"), &alt(key.iter().map(|&a| pattern(a))));
+        tracing::debug!(grammar = %name.join("+"), ms = t0.elapsed().as_millis() as u64, "answer grammar built");
+        g.map(Arc::new)
+    });
+    built.clone().map(Some)
 }
 
 #[cfg(test)]

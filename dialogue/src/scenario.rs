@@ -378,6 +378,17 @@ impl Scenario {
             .any(|(a, b)| *a <= time && time < *b)
     }
 
+    /// Builds the answer grammar of every state now (each is built once
+    /// per process, and a big one takes seconds: done at start-up, in the
+    /// background, the first caller to reach that state does not wait).
+    pub fn warm_grammars(&self) {
+        for (name, state) in &self.spec.states {
+            if let Err(e) = answers::grammar(&expected_answers(&self.spec, state)) {
+                tracing::warn!(state = %name, error = %e, "no grammar for this state");
+            }
+        }
+    }
+
     /// A new call running this scenario.
     pub fn session(self: &Arc<Self>) -> ScenarioDialogue {
         ScenarioDialogue {

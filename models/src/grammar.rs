@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 /// Why a grammar could not be built.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GrammarError {
     /// The language needs more DFA states than allowed.
     #[error("grammar needs more than {0} DFA states")]

@@ -650,6 +650,13 @@ impl SttWorker {
             t.rescoring = start.elapsed();
             t.elapsed += t.rescoring;
         }
+        tracing::debug!(
+            audio_ms = t.audio.as_millis() as u64,
+            decode_ms = t.elapsed.saturating_sub(t.rescoring).as_millis() as u64,
+            rescoring_ms = t.rescoring.as_millis() as u64,
+            constrained = ?t.constrained,
+            "decoded"
+        );
         Ok(t)
     }
 

@@ -481,6 +481,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         Some(b) => (super::booking::scenario()?, Some(b.tools()?)),
         None => (Scenario::praxis(), None),
     };
+    crate::serve::warm_in_background(&scenario);
     let dialogues: DialogueFactory = {
         let scenario = scenario.clone();
         Arc::new(move || {

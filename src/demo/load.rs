@@ -519,6 +519,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         crate::serve::dialogues(&config)?
     } else {
         let scenario = Scenario::praxis();
+        crate::serve::warm_in_background(&scenario);
         let d: DialogueFactory = Arc::new(move || Box::new(scenario.session()));
         d
     };
