@@ -24,7 +24,14 @@ pub fn warm_in_background(scenario: &Arc<Scenario>) {
     let s = scenario.clone();
     let spawned = std::thread::Builder::new()
         .name("grammars".into())
-        .spawn(move || s.warm_grammars());
+        .spawn(move || {
+            // Lowest priority: on a small host the first calls' whisper
+            // threads must not wait behind it (they spin when a core is
+            // taken). SAFETY: setpriority on the calling thread (who 0);
+            // a refusal leaves the default priority.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+            s.warm_grammars()
+        });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "grammars not built ahead: the first caller of each state waits");
     }
