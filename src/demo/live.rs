@@ -481,7 +481,12 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         Some(b) => (super::booking::scenario()?, Some(b.tools()?)),
         None => (Scenario::praxis(), None),
     };
-    crate::serve::warm_in_background(&scenario);
+    // Before the first call: a build beside the callers' decodes takes
+    // a core from them for seconds on a small host.
+    {
+        let s = scenario.clone();
+        tokio::task::spawn_blocking(move || s.warm_grammars()).await?;
+    }
     let dialogues: DialogueFactory = {
         let scenario = scenario.clone();
         Arc::new(move || {

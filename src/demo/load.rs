@@ -519,7 +519,12 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         crate::serve::dialogues(&config)?
     } else {
         let scenario = Scenario::praxis();
-        crate::serve::warm_in_background(&scenario);
+        // Before the first call: a build beside the callers' decodes takes
+        // a core from them for seconds on a small host.
+        {
+            let s = scenario.clone();
+            tokio::task::spawn_blocking(move || s.warm_grammars()).await?;
+        }
         let d: DialogueFactory = Arc::new(move || Box::new(scenario.session()));
         d
     };
