@@ -119,10 +119,17 @@ fn live_demo_json_contract() {
             assert!(!t["transcript"].as_str().unwrap().is_empty(), "{t}");
         }
     }
-    assert_eq!(
-        turns.iter().filter(|t| t["barge_in"] == true).count(),
-        1,
-        "one barge-in"
+    // The scripted barge-in is heard. The caller speaks 700 ms after the
+    // agent fell silent, so when a reply's next sentence comes later than
+    // that (tests share two cores) the caller talks into it and barges in
+    // once more, truly: that one is counted, not false.
+    let b = &s["barge_in"];
+    assert_eq!(b["intended"], 1, "{b}");
+    assert_eq!(b["detected"], 1, "the scripted barge-in heard: {b}");
+    assert_eq!(b["false_barge_ins"], 0, "{b}");
+    assert!(
+        turns.iter().any(|t| t["barge_in"] == true),
+        "the barge-in shows in its turn"
     );
     assert_eq!(
         turns.iter().filter(|t| t.get("dtmf").is_some()).count(),
