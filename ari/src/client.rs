@@ -55,6 +55,20 @@ impl AriConfig {
         };
         format!("{ws}/events?app={}&subscribeAll=false", self.app)
     }
+
+    /// Where a `server` WebSocket media connection is taken up:
+    /// `ws://…/media/<connection id>`, beside `/ari` under the same HTTP
+    /// prefix (`wss` when ARI is `https`).
+    pub fn media_url(&self, connection_id: &str) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        let base = base.strip_suffix("/ari").unwrap_or(base);
+        let ws = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else {
+            format!("ws://{}", base.trim_start_matches("http://"))
+        };
+        format!("{ws}/media/{connection_id}")
+    }
 }
 
 /// An ARI request that did not succeed.
@@ -382,6 +396,30 @@ impl AriClient {
         ];
         if let Some(id) = &m.channel_id {
             q.push(("channelId", id.clone()));
+        }
+        self.json(reqwest::Method::POST, "/channels/externalMedia", q, None)
+            .await
+    }
+
+    /// `POST /channels/externalMedia` over Asterisk's WebSocket media
+    /// channel, Asterisk listening (`connection_type=server`): the answer's
+    /// [`Channel::media_connection_id`] names the connection to open at
+    /// [`AriConfig::media_url`]. Control messages in JSON (`f(json)`).
+    pub async fn external_media_websocket(
+        &self,
+        format: &str,
+        channel_id: Option<&str>,
+    ) -> Result<Channel, AriError> {
+        let mut q: Query = vec![
+            ("app", self.config.app.clone()),
+            ("format", format.to_owned()),
+            ("encapsulation", "none".to_owned()),
+            ("transport", "websocket".to_owned()),
+            ("connection_type", "server".to_owned()),
+            ("transport_data", "f(json)".to_owned()),
+        ];
+        if let Some(id) = channel_id {
+            q.push(("channelId", id.to_owned()));
         }
         self.json(reqwest::Method::POST, "/channels/externalMedia", q, None)
             .await

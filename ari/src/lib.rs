@@ -8,6 +8,7 @@
 pub mod client;
 pub mod controller;
 pub mod event;
+pub mod media_ws;
 pub mod model;
 pub mod ports;
 pub mod schema;

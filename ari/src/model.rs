@@ -91,6 +91,19 @@ impl Channel {
         self.name.starts_with("UnicastRTP/") || self.name.starts_with("WebSocket/")
     }
 
+    /// The connection id of a WebSocket media channel Asterisk listens for
+    /// (`MEDIA_WEBSOCKET_CONNECTION_ID`): a UUID, the path under `/media/`,
+    /// so anything else in it is refused rather than put into a URL.
+    pub fn media_connection_id(&self) -> Option<&str> {
+        self.channelvars
+            .as_ref()?
+            .get(crate::media_ws::CONNECTION_ID_VAR)
+            .map(String::as_str)
+            .filter(|id| {
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    }
+
     /// The address Asterisk sends RTP from and expects ours at.
     pub fn unicast_rtp_peer(&self) -> Option<std::net::SocketAddr> {
         let vars = self.channelvars.as_ref()?;
