@@ -52,6 +52,27 @@ impl std::str::FromStr for SourcePolicy {
     }
 }
 
+/// How the call's media crosses the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// RTP datagrams ([`Call::receive`]): jitter buffer and concealment
+    /// inbound, one packet per 20 ms slot of our clock outbound.
+    #[default]
+    Rtp,
+    /// An ordered, lossless stream of the codec's bytes without headers
+    /// ([`Call::receive_stream`]; slin16 little-endian), as Asterisk's
+    /// WebSocket media channel carries it. Inbound frames are heard as they
+    /// arrive (nothing to reorder or conceal). Outbound, the far end paces
+    /// and queues, so reply frames go out up to `lead` ahead of our clock
+    /// (enough that a late wake-up never starves its queue), silence is not
+    /// sent (it fills its own), and after a stall the clock starts again
+    /// instead of dropping slots.
+    Stream {
+        /// How far ahead of the 20 ms grid reply audio is handed out.
+        lead: Duration,
+    },
+}
+
 /// What caller speech over a reply does to it the moment it is detected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BargeInPolicy {
@@ -70,6 +91,8 @@ pub enum BargeInPolicy {
 pub struct CallConfig {
     /// The format externalMedia was created with.
     pub codec: Codec,
+    /// RTP or a stream of frames.
+    pub transport: Transport,
     /// Payload type to accept and send; `None` = the codec's Asterisk default.
     pub payload_type: Option<u8>,
     /// Where Asterisk sends from and expects our RTP. `None`: latch the
@@ -99,6 +122,7 @@ impl CallConfig {
     pub fn new(codec: Codec, seed: u64) -> Self {
         Self {
             codec,
+            transport: Transport::Rtp,
             payload_type: None,
             peer: None,
             source_policy: SourcePolicy::Strict,
@@ -232,6 +256,13 @@ pub struct Call {
     /// before the first): a long gap tells the echo canceller the line
     /// returned nothing of what we said meanwhile.
     last_arrival: Instant,
+    /// [`Transport::Stream`]: bytes of an inbound frame not yet whole.
+    stream_in: Vec<u8>,
+    /// Its running sample clock (in codec ticks), standing in for RTP
+    /// timestamps.
+    stream_ts: u32,
+    /// The outbound frame in the stream's byte order.
+    stream_out: Vec<u8>,
 }
 
 impl Call {
@@ -294,6 +325,9 @@ impl Call {
             echo_anchor: None,
             last_arrival: now,
             empty_ticks: None,
+            stream_in: Vec::with_capacity(MAX_PAYLOAD),
+            stream_ts: 0,
+            stream_out: vec![0; MAX_PAYLOAD],
             config,
         })
     }
@@ -405,6 +439,63 @@ impl Call {
         }
     }
 
+    /// Handles bytes of a [`Transport::Stream`] that arrived at `now`:
+    /// every whole frame among them is heard at once (VAD, endpointing,
+    /// echo), a partial one waits for the next bytes. Never fails: on an
+    /// RTP call the bytes are counted as malformed.
+    pub fn receive_stream(&mut self, bytes: &[u8], now: Instant) {
+        self.stats.datagrams += 1;
+        let Transport::Stream { .. } = self.config.transport else {
+            return self.reject(Rejection::Malformed);
+        };
+        let Some(frame_bytes) = stream_frame_bytes(self.config.codec) else {
+            return self.reject(Rejection::PayloadType);
+        };
+        self.arrived(now);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let take = (frame_bytes - self.stream_in.len()).min(rest.len());
+            self.stream_in.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.stream_in.len() < frame_bytes {
+                break;
+            }
+            let decoded = if self.config.codec == Codec::Slin16 {
+                for (d, b) in self
+                    .decode_buf
+                    .iter_mut()
+                    .zip(self.stream_in.chunks_exact(2))
+                {
+                    *d = i16::from_le_bytes([b[0], b[1]]);
+                }
+                Ok(frame_bytes / 2)
+            } else {
+                self.decoder.decode(&self.stream_in, &mut self.decode_buf)
+            };
+            self.stream_in.clear();
+            self.stats.received += 1;
+            let n = self.config.codec.frame_samples();
+            let k = match decoded {
+                Ok(k) => k,
+                Err(_) => {
+                    self.reject(Rejection::Decode);
+                    self.decode_buf[..n].fill(0);
+                    n
+                }
+            };
+            if self.fifo_len == 0 {
+                self.fifo_ts = self.stream_ts;
+            }
+            self.stream_ts = self.stream_ts.wrapping_add(self.config.codec.ticks(k));
+            self.expected_ts = Some(self.stream_ts);
+            self.conceal_run = 0;
+            self.append_fifo(k);
+            while self.fifo_len >= n {
+                self.play_frame(now);
+            }
+        }
+    }
+
     /// A packet arrived at `now`: after a gap longer than any echo takes to
     /// come back, the far end was silent while we (perhaps) talked.
     fn arrived(&mut self, now: Instant) {
@@ -423,9 +514,18 @@ impl Call {
     /// The next instant at which [`Call::handle_timeout`] or
     /// [`Call::poll_transmit`] has work.
     pub fn poll_timeout(&self) -> Instant {
+        let send = match self.config.transport {
+            Transport::Rtp => self.next_send,
+            // Ahead by the lead only while there is a reply to send (see
+            // `poll_stream`), or the task would wake early for nothing.
+            Transport::Stream { lead } if self.playout.is_speaking() => {
+                self.next_send.checked_sub(lead).unwrap_or(self.next_send)
+            }
+            Transport::Stream { .. } => self.next_send,
+        };
         match self.next_tick {
-            Some(t) => t.min(self.next_send),
-            None => self.next_send,
+            Some(t) => t.min(send),
+            None => send,
         }
     }
 
@@ -581,6 +681,14 @@ impl Call {
                 }
             }
         }
+        self.play_frame(at);
+    }
+
+    /// Hears the next 20 ms of the FIFO (played out at `at`): echo, VAD,
+    /// endpointing.
+    fn play_frame(&mut self, at: Instant) {
+        let n = self.config.codec.frame_samples();
+        let codec = self.config.codec;
         // One 20 ms frame out of the FIFO.
         let take = n.min(self.fifo_len);
         for (dst, &src) in self.frame_f32.iter_mut().zip(&self.fifo[..take]) {
@@ -645,6 +753,9 @@ impl Call {
     /// until `None` after every wake-up. Slots more than 60 ms overdue are
     /// consumed without sending, so a stalled driver never bursts.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        if let Transport::Stream { lead } = self.config.transport {
+            return self.poll_stream(now, lead);
+        }
         while self.next_send <= now {
             let due = self.next_send;
             self.next_send += FRAME;
@@ -681,6 +792,69 @@ impl Call {
         None
     }
 
+    /// [`Call::poll_transmit`] of a [`Transport::Stream`]: the next reply
+    /// frame if its slot is no more than `lead` away, in the stream's byte
+    /// order.
+    fn poll_stream(&mut self, now: Instant, lead: Duration) -> Option<Transmit<'_>> {
+        // Held up (the far end said stop, or we stalled): start the clock
+        // again rather than skip what the caller has not heard.
+        if now.saturating_duration_since(self.next_send) > MAX_SEND_LATENESS {
+            self.next_send = now;
+        }
+        // Silence is not sent, so the far end's queue is empty when a reply
+        // begins: its first `lead` goes out at once, a cushion against our
+        // late wake-ups; between replies the clock only keeps time.
+        while self.next_send
+            <= now
+                + if self.playout.is_speaking() {
+                    lead
+                } else {
+                    Duration::ZERO
+                }
+        {
+            self.next_send += FRAME;
+            let ticked = self.playout.tick(&mut self.tx);
+            self.echo.push_reference(self.playout.last_frame());
+            let sent = match ticked {
+                Ok(Some(sent)) => sent,
+                Ok(None) | Err(_) => continue,
+            };
+            if sent.first_of_reply {
+                self.events.push_back(CallEvent::ReplyStarted { at: now });
+            }
+            if sent.finished {
+                self.events.push_back(CallEvent::PlayoutFinished);
+            }
+            if !sent.audio {
+                continue;
+            }
+            let Ok(view) = packet::parse(&self.tx[..sent.len]) else {
+                continue;
+            };
+            let payload = view.payload;
+            let len = payload.len().min(self.stream_out.len());
+            if self.config.codec == Codec::Slin16 {
+                // RTP's slin16 is big-endian, the stream's little-endian.
+                for (d, s) in self.stream_out[..len]
+                    .chunks_exact_mut(2)
+                    .zip(payload.chunks_exact(2))
+                {
+                    d[0] = s[1];
+                    d[1] = s[0];
+                }
+            } else {
+                self.stream_out[..len].copy_from_slice(&payload[..len]);
+            }
+            self.stats.sent += 1;
+            self.stats.sent_audio += 1;
+            return Some(Transmit {
+                destination: None,
+                data: &self.stream_out[..len],
+            });
+        }
+        None
+    }
+
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<CallEvent> {
         self.events.pop_front()
@@ -698,7 +872,7 @@ impl Call {
         self.playout.last_frame()
     }
 
-    /// Media time played out of the jitter buffer so far (20 ms a frame):
+    /// Media time heard so far (20 ms a frame):
     /// the clock of [`MediaPosition::elapsed`].
     pub fn media_time(&self) -> Duration {
         FRAME * self.stats.frames_played as u32
@@ -762,5 +936,15 @@ impl Call {
         Duration::from_secs_f64(
             self.playout.held_samples() as f64 / self.config.codec.pcm_rate() as f64,
         )
+    }
+}
+
+/// Bytes of one 20 ms frame of `codec` in a headerless stream (`None`:
+/// a codec whose frames are not of fixed size).
+fn stream_frame_bytes(codec: Codec) -> Option<usize> {
+    match codec {
+        Codec::Slin16 => Some(640),
+        Codec::Ulaw | Codec::Alaw | Codec::G722 => Some(160),
+        Codec::Opus => None,
     }
 }

@@ -59,7 +59,8 @@ pub mod stats;
 pub mod vad;
 
 pub use call::{
-    BargeInPolicy, Call, CallConfig, CallError, CallEvent, Rejection, SourcePolicy, Transmit, FRAME,
+    BargeInPolicy, Call, CallConfig, CallError, CallEvent, Rejection, SourcePolicy, Transmit,
+    Transport, FRAME,
 };
 pub use codec::Codec;
 pub use echo::{EchoConfig, EchoVerdict};
