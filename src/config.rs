@@ -239,7 +239,13 @@ pub struct Media {
     pub bind: String,
     /// UDP port range, `"20000-20999"`.
     pub ports: String,
-    /// externalMedia format: `g722` (wideband, the default), `ulaw` or
+    /// How media reaches Asterisk: `rtp` (externalMedia RTP to `bind` and
+    /// `ports`, the default) or `websocket` (Asterisk's WebSocket media
+    /// channel, Asterisk 20.16 / 21.11 / 22.6 and later: aiagc connects to
+    /// Asterisk's HTTP port, slin16 both ways; `format`, `bind` and `ports`
+    /// are then unused).
+    pub transport: String,
+    /// externalMedia RTP format: `g722` (wideband, the default), `ulaw` or
     /// `alaw`. `slin16`
     /// and `opus` are refused: a real Asterisk plays neither back over RTP.
     pub format: String,
@@ -290,6 +296,7 @@ impl Default for Media {
             echo_cancel: true,
             bind: "127.0.0.1".into(),
             ports: "20000-20999".into(),
+            transport: "rtp".into(),
             format: "g722".into(),
             semantic_endpointing: true,
             turn_model: true,
@@ -615,6 +622,7 @@ impl Config {
         set(&mut self.media.bind, "AIAGC_MEDIA_BIND");
         set(&mut self.media.ports, "AIAGC_MEDIA_PORTS");
         set(&mut self.media.format, "AIAGC_MEDIA_FORMAT");
+        set(&mut self.media.transport, "AIAGC_MEDIA_TRANSPORT");
         set(&mut self.media.records_dir, "AIAGC_RECORDS_DIR");
         set(&mut self.speech.models_dir, "AIAGC_MODELS");
         set(&mut self.dialogue.backend, "AIAGC_DIALOGUE");
@@ -644,9 +652,18 @@ impl Config {
             .with_context(|| format!("media.format = {:?}", self.media.format))
     }
 
+    /// The media transport (validated).
+    pub fn transport(&self) -> Result<aiagc_ari::controller::MediaTransport> {
+        self.media
+            .transport
+            .parse()
+            .map_err(|e| anyhow::anyhow!("media.transport = {e}"))
+    }
+
     /// Checks values a file can get wrong.
     pub fn validate(&self) -> Result<()> {
         self.port_range()?;
+        self.transport()?;
         rtp_format(&self.media.format)
             .with_context(|| format!("media.format = {:?}", self.media.format))?;
         self.media
@@ -980,7 +997,7 @@ fn redacted(secret: &str) -> &'static str {
 }
 
 /// Keys the environment can set, and the variable.
-const ENV_KEYS: [(&str, &str); 23] = [
+const ENV_KEYS: [(&str, &str); 24] = [
     ("delivery.url", "AIAGC_DELIVERY_URL"),
     ("delivery.secret", "AIAGC_DELIVERY_SECRET"),
     ("delivery.spool_dir", "AIAGC_SPOOL_DIR"),
@@ -998,6 +1015,7 @@ const ENV_KEYS: [(&str, &str); 23] = [
     ("media.bind", "AIAGC_MEDIA_BIND"),
     ("media.ports", "AIAGC_MEDIA_PORTS"),
     ("media.format", "AIAGC_MEDIA_FORMAT"),
+    ("media.transport", "AIAGC_MEDIA_TRANSPORT"),
     ("media.records_dir", "AIAGC_RECORDS_DIR"),
     ("speech.models_dir", "AIAGC_MODELS"),
     ("dialogue.backend", "AIAGC_DIALOGUE"),

@@ -187,6 +187,7 @@ pub async fn run(config: Config) -> Result<()> {
         media,
         ControllerConfig {
             format: config.codec()?,
+            transport: config.transport()?,
             hangup_on_setup_failure: true,
             drain_to: config.drain_to()?,
             max_calls: config.serve.max_calls,

@@ -14,7 +14,7 @@ use aiagc::runtime::app::App;
 use aiagc::runtime::media::{CallSummary, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
 use aiagc_ari::client::{AriClient, Originate};
-use aiagc_ari::controller::ControllerConfig;
+use aiagc_ari::controller::{ControllerConfig, MediaTransport};
 use aiagc_ari::ports::PortRange;
 use aiagc_engine::Codec;
 use aiagc_models::stt::{SttConfig, WhisperModel};
@@ -258,13 +258,41 @@ fn one_turn_dialplan(ast: &Asterisk) -> String {
 }
 
 async fn one_turn_call(format: Codec, ports: std::ops::RangeInclusive<u16>) {
+    one_turn_call_over(format, ports, MediaTransport::Rtp).await;
+}
+
+/// One turn over `transport` (WebSocket: slin16, whatever `format` says);
+/// returns the share of the greeting's energy above 4 kHz at the caller.
+async fn one_turn_call_over(
+    format: Codec,
+    ports: std::ops::RangeInclusive<u16>,
+    transport: MediaTransport,
+) -> f64 {
     let mut ast = Asterisk::start(Setup::default());
     let dialplan = one_turn_dialplan(&ast);
     ast.set_dialplan(&dialplan);
-    let mut rig = Rig::start(&ast, format, ports).await;
+    let format = match transport {
+        MediaTransport::Rtp => format,
+        MediaTransport::WebSocket => Codec::Slin16,
+    };
+    let mut rig = Rig::start_with(
+        &ast,
+        ports,
+        ControllerConfig {
+            format,
+            transport,
+            ..ControllerConfig::default()
+        },
+    )
+    .await;
     let caller = rig.call("caller").await;
     let summary = rig.summary(&caller, Duration::from_secs(60)).await;
+    eprintln!("{transport:?} media counters: {:?}", summary.rtp);
     let rec = ast.dir.join("rec");
+    let (greeting_pcm, greeting_rate) = read_wav(&rec.join("greeting.wav16"));
+    assert_eq!(greeting_rate, 16000);
+    let high = share_above_4k(&greeting_pcm);
+    eprintln!("{format:?} over {transport:?}: greeting energy above 4 kHz at the caller {high:.3}");
     let greeting = summary
         .turns
         .iter()
@@ -322,6 +350,19 @@ async fn one_turn_call(format: Codec, ports: std::ops::RangeInclusive<u16>) {
     rig.assert_nothing_left().await;
     rig.stop().await;
     ast.stop();
+    high
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_call_is_heard_both_ways_in_wideband() {
+    let high = one_turn_call_over(Codec::Slin16, 35030..=35039, MediaTransport::WebSocket).await;
+    // The greeting (espeak-ng at 16 kHz) has little above 4 kHz: at the
+    // caller 0.013 of its energy over the WebSocket, 0.011 over G.722 RTP,
+    // 0.000 over µ-law RTP, which cuts at 4 kHz.
+    assert!(
+        high > 0.005,
+        "the caller heard no wideband reply over the WebSocket: {high:.4} above 4 kHz"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,45 +18,6 @@ use aiagc_ari::media_ws::{Incoming, MediaCommand, MediaEvent, MediaSocket, Outfl
 use aiagc_ari::stream::StreamEvent;
 use std::time::{Duration, Instant};
 
-/// Share of the energy of `x` (16 kHz) above 4 kHz, from 256-point DFTs
-/// with a Hann window over the frames louder than −50 dBFS.
-fn share_above_4k(x: &[i16]) -> f64 {
-    const N: usize = 256;
-    let (mut high, mut all) = (0.0f64, 0.0f64);
-    for frame in x.chunks_exact(N) {
-        let e: f64 = frame.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / N as f64;
-        if e < (32768.0f64 * 0.00316).powi(2) {
-            continue;
-        }
-        let w: Vec<f64> = frame
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| {
-                s as f64 * (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N as f64).cos())
-            })
-            .collect();
-        for k in 1..N / 2 {
-            let (mut re, mut im) = (0.0, 0.0);
-            for (i, v) in w.iter().enumerate() {
-                let a = 2.0 * std::f64::consts::PI * (k * i) as f64 / N as f64;
-                re += v * a.cos();
-                im -= v * a.sin();
-            }
-            let p = re * re + im * im;
-            all += p;
-            // Bin k is k × 62.5 Hz.
-            if k * 16000 / N > 4000 {
-                high += p;
-            }
-        }
-    }
-    if all == 0.0 {
-        0.0
-    } else {
-        high / all
-    }
-}
-
 /// Power of `x` at `hz` relative to its total power (Goertzel).
 fn tone_share(x: &[i16], hz: f64) -> f64 {
     if x.is_empty() {
@@ -344,8 +305,8 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
         "message sizes: {:?}",
         &seen.sizes[..seen.sizes.len().min(40)]
     );
-    let source_high = share_above_4k(&sentence);
-    let inbound_high = share_above_4k(&seen.inbound);
+    let source_high = common::share_above_4k(&sentence);
+    let inbound_high = common::share_above_4k(&seen.inbound);
     eprintln!(
         "inbound: {} messages, {:.2} s; energy above 4 kHz: sent by the caller {:.3}, received {:.3}",
         seen.sizes.len(),
@@ -395,7 +356,7 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
     let one = share(1000.0);
     let two_half = share(2500.0);
     let flushed = share(440.0);
-    let high_share = share_above_4k(&heard);
+    let high_share = common::share_above_4k(&heard);
     eprintln!(
         "heard {:.2} s: tone shares 6 kHz {six:.2}, 1 kHz {one:.2}, 440 Hz (flushed after 0.5 s) {flushed:.2}, \
          2.5 kHz (after the flush) {two_half:.2}; energy above 4 kHz {high_share:.3}",

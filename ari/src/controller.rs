@@ -35,6 +35,18 @@ pub trait MediaHost: Send + Sync + 'static {
     fn open(&self, call: &str) -> Result<SocketAddr, String>;
     /// Starts media for `call`: RTP from/to `peer`, in `codec`.
     fn start(&self, call: &str, peer: SocketAddr, codec: Codec);
+    /// Starts media for `call` over Asterisk's WebSocket media channel,
+    /// connected and bridged: audio in `codec` on `socket`. A host without
+    /// that transport refuses, and the call's setup is undone.
+    fn start_stream(
+        &self,
+        call: &str,
+        socket: crate::media_ws::MediaSocket,
+        codec: Codec,
+    ) -> Result<(), String> {
+        let _ = (call, socket, codec);
+        Err("this media host has no WebSocket transport".into())
+    }
     /// Stops media and closes the socket of `call` (idempotent).
     fn close(&self, call: &str);
     /// A DTMF digit from the caller.
@@ -57,11 +69,40 @@ pub trait MediaHost: Send + Sync + 'static {
 /// arguments come from the dialplan, which has no reason to use it).
 pub const BUSY_ARG: &str = "aiagc:busy";
 
+/// How a call's media reaches Asterisk (`[media] transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaTransport {
+    /// externalMedia RTP over UDP to a port of ours (formats with a static
+    /// payload type only: Asterisk drops slin16 it is sent over RTP).
+    #[default]
+    Rtp,
+    /// externalMedia over Asterisk's WebSocket media channel
+    /// (`chan_websocket`), Asterisk listening: we connect to its HTTP
+    /// server, the port ARI is on, so no port of ours need be reachable from
+    /// Asterisk's host, and the connection shares ARI's TLS when that is
+    /// `https`. Slin16 both ways.
+    WebSocket,
+}
+
+impl std::str::FromStr for MediaTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rtp" => Ok(Self::Rtp),
+            "websocket" => Ok(Self::WebSocket),
+            other => Err(format!("{other:?}: use \"rtp\" or \"websocket\"")),
+        }
+    }
+}
+
 /// Controller settings.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// Format externalMedia is asked for.
+    /// Format externalMedia is asked for (RTP; the WebSocket transport
+    /// carries slin16).
     pub format: Codec,
+    /// RTP or WebSocket.
+    pub transport: MediaTransport,
     /// Hang the caller up when setup fails (else leave it in Stasis).
     pub hangup_on_setup_failure: bool,
     /// While draining, new callers go here (ARI `continue`: context,
@@ -77,6 +118,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             format: Codec::G722,
+            transport: MediaTransport::Rtp,
             hangup_on_setup_failure: true,
             drain_to: None,
             max_calls: 0,
@@ -471,6 +513,9 @@ impl<M: MediaHost> Controller<M> {
         res.bridge = Some(bridge.id.clone());
         check()?;
         s.media.describe(channel, &slot.args);
+        if s.config.transport == MediaTransport::WebSocket {
+            return self.setup_stream(&mut res, id, &bridge.id, check).await;
+        }
         let local = s
             .media
             .open(id)
@@ -498,6 +543,47 @@ impl<M: MediaHost> Controller<M> {
         })?;
         check()?;
         s.media.start(id, peer, s.config.format);
+        Ok(())
+    }
+
+    /// The rest of [`Self::try_setup`] over the WebSocket transport: the
+    /// media channel, both into the bridge, then the media host connects.
+    async fn setup_stream(
+        &self,
+        res: &mut Resources,
+        id: &str,
+        bridge: &str,
+        check: impl Fn() -> Result<(), AriError>,
+    ) -> Result<(), AriError> {
+        let s = &self.shared;
+        let em_id = format!("{id}{EXTERNAL_SUFFIX}");
+        s.external
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(em_id.clone(), id.to_owned());
+        let codec = Codec::Slin16;
+        let em = s
+            .client
+            .external_media_websocket(codec.asterisk_format(), Some(&em_id))
+            .await?;
+        res.external = Some(em.id.clone());
+        check()?;
+        let connection = em.media_connection_id().ok_or_else(|| {
+            AriError::Decode("WebSocket externalMedia without MEDIA_WEBSOCKET_CONNECTION_ID".into())
+        })?;
+        let url = s.client.config().media_url(connection);
+        // Asterisk answers the media channel (and it enters the app) only
+        // once the connection is up: connect, then bridge.
+        let socket = crate::media_ws::MediaSocket::connect(&url, true, s.client.config().timeout)
+            .await
+            .map_err(|e| AriError::Transport(e.to_string()))?;
+        s.client.add_channel(bridge, id).await?;
+        s.client.add_new_channel(bridge, &em.id).await?;
+        check()?;
+        res.media_open = true;
+        s.media
+            .start_stream(id, socket, codec)
+            .map_err(|e| AriError::Transport(format!("media WebSocket: {e}")))?;
         Ok(())
     }
 

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub const FRAME: Duration = Duration::from_millis(20);
 /// Outbound ticks later than this are not sent (no bursts after a stall).
 const MAX_SEND_LATENESS: Duration = Duration::from_millis(60);
+/// [`Transport::Stream`]: how long past a frame's due time the far end is
+/// taken to be silent (it sends nothing then), for arrival jitter.
+pub const STREAM_GAP: Duration = Duration::from_millis(60);
 /// Most inbound ticks processed by one `handle_timeout` (10 s of media).
 const MAX_CATCH_UP_TICKS: u32 = 500;
 
@@ -66,7 +69,8 @@ pub enum Transport {
     /// and queues, so reply frames go out up to `lead` ahead of our clock
     /// (enough that a late wake-up never starves its queue), silence is not
     /// sent (it fills its own), and after a stall the clock starts again
-    /// instead of dropping slots.
+    /// instead of dropping slots. A far end that sends nothing is heard as
+    /// silence from [`STREAM_GAP`] after the frame that did not come.
     Stream {
         /// How far ahead of the 20 ms grid reply audio is handed out.
         lead: Duration,
@@ -494,6 +498,8 @@ impl Call {
                 self.play_frame(now);
             }
         }
+        // Silence is heard by the clock if nothing more comes.
+        self.next_tick = Some(now + FRAME + STREAM_GAP);
     }
 
     /// A packet arrived at `now`: after a gap longer than any echo takes to
@@ -542,9 +548,31 @@ impl Call {
                 self.next_tick = Some(now + FRAME);
                 break;
             }
-            self.inbound_tick(t);
+            match self.config.transport {
+                Transport::Rtp => self.inbound_tick(t),
+                Transport::Stream { .. } => self.silent_tick(t),
+            }
             self.next_tick = Some(t + FRAME);
             ticks += 1;
+        }
+    }
+
+    /// [`Transport::Stream`]: nothing came for a frame and [`STREAM_GAP`]:
+    /// the far end is silent (Asterisk sends only what its bridge gives
+    /// the channel), so silence is heard by the clock, and turns end.
+    fn silent_tick(&mut self, at: Instant) {
+        let n = self.config.codec.frame_samples();
+        if self.fifo_len == 0 {
+            self.fifo_ts = self.stream_ts;
+        }
+        self.decode_buf[..n].fill(0);
+        self.append_fifo(n);
+        self.stream_ts = self.stream_ts.wrapping_add(self.config.codec.ticks(n));
+        self.expected_ts = Some(self.stream_ts);
+        // Not the caller's audio: the echo canceller must not learn from it.
+        self.conceal_run = self.conceal_run.max(1);
+        while self.fifo_len >= n {
+            self.play_frame(at);
         }
     }
 

@@ -158,3 +158,52 @@ fn replies_go_out_ahead_by_the_lead_little_endian_without_silence() {
     }
     assert!(call.poll_transmit(now + Duration::from_secs(1)).is_none());
 }
+
+#[test]
+fn a_far_end_that_sends_nothing_is_heard_as_silence_and_the_turn_ends() {
+    let (_, pcm) = read_wav(&fixtures().join("de/script_01_16k.wav"));
+    let truth = script_segments("script_01_16k.wav");
+    // The first utterance and nothing after it (as Asterisk sends when the
+    // caller's side stops writing).
+    let end = (truth[0].1 as usize) * 16;
+    let bytes = le(&pcm[..end]);
+    let t0 = Instant::now();
+    let mut call = stream_call(t0);
+    let mut now = t0;
+    for frame in bytes.chunks(640) {
+        call.receive_stream(frame, now);
+        while call.poll_transmit(now).is_some() {}
+        now += Duration::from_millis(20);
+    }
+    let heard = call.stats().frames_played;
+    let mut ended = None;
+    let stop = now + Duration::from_secs(3);
+    let mut wakes = 0;
+    while now < stop && ended.is_none() {
+        let wake = call.poll_timeout().min(stop);
+        assert!(wake >= now);
+        wakes += 1;
+        assert!(wakes < 400, "busy wake-ups: {wakes} by {:?}", now - t0);
+        now = wake;
+        call.handle_timeout(now);
+        while call.poll_transmit(now).is_some() {}
+        while let Some(e) = call.poll_event() {
+            if let CallEvent::SpeechEnded(u) = e {
+                ended = Some((u.end.elapsed, now));
+            }
+        }
+    }
+    let (end_at, decided) = ended.expect("the turn ended on the clock's silence");
+    assert!(call.stats().frames_played > heard);
+    assert!(
+        end_at.as_millis().abs_diff(truth[0].1 as u128) <= 300,
+        "ends at {end_at:?}, truth {} ms",
+        truth[0].1
+    );
+    eprintln!(
+        "utterance ended at {} ms of media, decided {} ms after the last frame came",
+        end_at.as_millis(),
+        (decided - (t0 + Duration::from_millis(20 * (bytes.len() / 640) as u64))).as_millis()
+    );
+    assert_eq!(call.stats().underruns, 0, "silence is not an underrun");
+}

@@ -9,12 +9,13 @@
 
 use super::conversation::{BargeIn, Conversation, ConversationConfig, Media, Output};
 pub use super::conversation::{CallSummary, Party};
+use super::edge::{Edge, STREAM_LEAD};
 use super::speech::{CallShared, Job, SpeechOut, Submitter};
 use aiagc_ari::client::AriClient;
 use aiagc_ari::controller::MediaHost;
 use aiagc_ari::ports::PortRange;
 use aiagc_dialogue::{Action, Dialogue};
-use aiagc_engine::{BargeInPolicy, Call, CallConfig, Codec, EndpointConfig};
+use aiagc_engine::{BargeInPolicy, Call, CallConfig, Codec, EndpointConfig, Transport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -221,36 +222,14 @@ impl EngineMedia {
         self.pending.lock().map(|m| m.len()).unwrap_or(0)
             + self.running.lock().map(|m| m.len()).unwrap_or(0)
     }
-}
 
-impl MediaHost for EngineMedia {
-    fn open(&self, call: &str) -> Result<SocketAddr, String> {
-        let socket = self.ports.bind().map_err(|e| e.to_string())?;
-        let addr = socket.local_addr().map_err(|e| e.to_string())?;
-        self.pending
-            .lock()
-            .map_err(|_| "poisoned".to_owned())?
-            .insert(call.to_owned(), socket);
-        Ok(addr)
-    }
-
-    fn start(&self, call: &str, peer: SocketAddr, codec: Codec) {
-        let Some(std_socket) = self.pending.lock().ok().and_then(|mut m| m.remove(call)) else {
-            return;
-        };
-        let socket = match tokio::net::UdpSocket::from_std(std_socket) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(call = %call, error = %e, "RTP socket unusable");
-                return;
-            }
-        };
+    /// The engine's settings for a new call in `codec`.
+    fn call_config(&self, codec: Codec) -> CallConfig {
         let mut config = CallConfig::new(
             codec,
             self.seed
                 .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed),
         );
-        config.peer = Some(peer);
         config.source_policy = self.config.rtp_source;
         config.echo = self.config.echo;
         config.endpoint = self.config.endpoint;
@@ -261,6 +240,11 @@ impl MediaHost for EngineMedia {
         if !self.config.semantic_endpointing {
             config.endpoint.pause = None;
         }
+        config
+    }
+
+    /// Runs `call`'s media task over `edge`.
+    fn spawn(&self, call: &str, edge: Edge, config: CallConfig) {
         let (commands, rx) = mpsc::unbounded_channel();
         let party = self
             .parties
@@ -285,7 +269,7 @@ impl MediaHost for EngineMedia {
             m.call_started();
         }
         let dialogue = (self.dialogues)();
-        let handle = tokio::spawn(task.run(socket, config, dialogue, rx));
+        let handle = tokio::spawn(task.run(edge, config, dialogue, rx));
         if let Ok(mut running) = self.running.lock() {
             running.insert(
                 call.to_owned(),
@@ -295,6 +279,46 @@ impl MediaHost for EngineMedia {
                 },
             );
         }
+    }
+}
+
+impl MediaHost for EngineMedia {
+    fn open(&self, call: &str) -> Result<SocketAddr, String> {
+        let socket = self.ports.bind().map_err(|e| e.to_string())?;
+        let addr = socket.local_addr().map_err(|e| e.to_string())?;
+        self.pending
+            .lock()
+            .map_err(|_| "poisoned".to_owned())?
+            .insert(call.to_owned(), socket);
+        Ok(addr)
+    }
+
+    fn start(&self, call: &str, peer: SocketAddr, codec: Codec) {
+        let Some(std_socket) = self.pending.lock().ok().and_then(|mut m| m.remove(call)) else {
+            return;
+        };
+        let socket = match tokio::net::UdpSocket::from_std(std_socket) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(call = %call, error = %e, "RTP socket unusable");
+                return;
+            }
+        };
+        let mut config = self.call_config(codec);
+        config.peer = Some(peer);
+        self.spawn(call, Edge::Rtp(socket), config);
+    }
+
+    fn start_stream(
+        &self,
+        call: &str,
+        socket: aiagc_ari::media_ws::MediaSocket,
+        codec: Codec,
+    ) -> Result<(), String> {
+        let mut config = self.call_config(codec);
+        config.transport = Transport::Stream { lead: STREAM_LEAD };
+        self.spawn(call, Edge::stream(socket), config);
+        Ok(())
     }
 
     fn close(&self, call: &str) {
@@ -378,7 +402,7 @@ fn media(call: &Call) -> Media {
 impl CallTask {
     async fn run(
         self,
-        socket: tokio::net::UdpSocket,
+        mut edge: Edge,
         config: CallConfig,
         dialogue: Box<dyn Dialogue>,
         mut commands: mpsc::UnboundedReceiver<Command>,
@@ -454,10 +478,7 @@ impl CallTask {
                 deadline = deadline.min(d);
             }
             tokio::select! {
-                r = socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => call.receive(from, &buf[..n], Instant::now()),
-                    Err(e) => tracing::debug!(call = %id, error = %e, "RTP receive error"),
-                },
+                input = edge.recv(&mut buf) => edge.take(input, &buf, &mut call, &id, Instant::now()),
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     let now = Instant::now();
                     call.handle_timeout(now);
@@ -497,17 +518,26 @@ impl CallTask {
                     outbound = None;
                 }
             }
-            while let Some(tx) = call.poll_transmit(now) {
-                if let Some(dest) = tx.destination {
-                    let _ = socket.try_send_to(tx.data, dest);
-                }
+            edge.transmit(&mut call, now, &id, |call| {
                 if let Some(r) = recorder.as_mut() {
                     if r.agent(call.last_sent_frame()).is_err() {
                         recorder = None;
                     }
                 }
-            }
+            })
+            .await;
             self.settle(&mut conv, &mut call, &shared, now);
+        }
+        if let Some(c) = edge.stream_counts() {
+            tracing::info!(
+                call = %id,
+                marks = c.marks,
+                flushes = c.flushes,
+                xoff = c.xoff,
+                rejected = c.rejected,
+                errors = c.errors,
+                "media WebSocket counts"
+            );
         }
         shared.closed.store(true, Ordering::SeqCst);
         if let Some(Err(e)) = recorder.map(Recorder::finish) {

@@ -1,9 +1,10 @@
-//! The runtime: tokio for ARI and the per-call UDP sockets, OS threads for
-//! inference (see DESIGN.md, "Principles").
+//! The runtime: tokio for ARI and the per-call media edges (UDP sockets or
+//! WebSockets), OS threads for inference (see DESIGN.md, "Principles").
 
 pub mod app;
 pub mod conversation;
 pub mod deadair;
+pub mod edge;
 pub mod media;
 pub mod metrics;
 pub mod outbound;

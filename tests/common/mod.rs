@@ -92,3 +92,42 @@ pub async fn agent_spoke(sim: &Simulator, caller: &str, since: Instant) -> Insta
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Share of the energy of `x` (16 kHz) above 4 kHz, from 256-point DFTs
+/// with a Hann window over the frames louder than −50 dBFS.
+pub fn share_above_4k(x: &[i16]) -> f64 {
+    const N: usize = 256;
+    let (mut high, mut all) = (0.0f64, 0.0f64);
+    for frame in x.chunks_exact(N) {
+        let e: f64 = frame.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / N as f64;
+        if e < (32768.0f64 * 0.00316).powi(2) {
+            continue;
+        }
+        let w: Vec<f64> = frame
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                s as f64 * (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / N as f64).cos())
+            })
+            .collect();
+        for k in 1..N / 2 {
+            let (mut re, mut im) = (0.0, 0.0);
+            for (i, v) in w.iter().enumerate() {
+                let a = 2.0 * std::f64::consts::PI * (k * i) as f64 / N as f64;
+                re += v * a.cos();
+                im -= v * a.sin();
+            }
+            let p = re * re + im * im;
+            all += p;
+            // Bin k is k × 62.5 Hz.
+            if k * 16000 / N > 4000 {
+                high += p;
+            }
+        }
+    }
+    if all == 0.0 {
+        0.0
+    } else {
+        high / all
+    }
+}
