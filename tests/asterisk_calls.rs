@@ -307,6 +307,27 @@ async fn one_turn_call_over(
         "{format:?}: the caller said {:?}; aiagc heard {:?} and replied {:?}",
         "Ich möchte gerne einen Termin vereinbaren.", reply.transcript, reply.reply
     );
+    // What the caller waited, from their recording: the sentence plays to
+    // its end (its last loud frame, then its own trailing silence) and
+    // Record starts; the reply's first loud frame in that recording.
+    let spoken = wav16("book_01_v0_r150_16k.wav");
+    let tail = frame_levels(&spoken, 16000)
+        .iter()
+        .rev()
+        .take_while(|&&l| l < -40.0)
+        .count()
+        * 20;
+    let (reply_pcm, reply_rate) = read_wav(&rec.join("reply.wav16"));
+    let onset = frame_levels(&reply_pcm, reply_rate)
+        .iter()
+        .position(|&l| l > -40.0)
+        .map(|i| i * 20 + tail);
+    eprintln!(
+        "{format:?} over {transport:?}: the caller heard the reply {onset:?} ms after their last \
+         word ({tail} ms of it the sentence's own trailing silence); aiagc's record: speech end \
+         to first reply packet {:?}",
+        reply.from_speech_end
+    );
     // The caller asked for an appointment: the practice asks for the day.
     assert!(
         reply.reply.contains("welchem Tag"),
@@ -680,6 +701,21 @@ fn frame_levels(pcm: &[i16], rate: u32) -> Vec<f64> {
 /// reply stopped after the caller began.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_into_the_greeting_without_prior_rtp() {
+    barge_in_into_the_greeting(Codec::G722, MediaTransport::Rtp, 35070..=35079).await;
+}
+
+/// The same over the WebSocket transport: the greeting queued at Asterisk
+/// (60 ms ahead) is flushed when the caller barges in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_barge_in_into_the_greeting_stops_it_at_the_caller() {
+    barge_in_into_the_greeting(Codec::Slin16, MediaTransport::WebSocket, 35080..=35089).await;
+}
+
+async fn barge_in_into_the_greeting(
+    format: Codec,
+    transport: MediaTransport,
+    ports: std::ops::RangeInclusive<u16>,
+) {
     let ast = Asterisk::start(Setup::default());
     let book = ast.add_sound("book", &wav16("book_01_v0_r150_16k.wav"));
     ast.set_dialplan(&format!(
@@ -691,7 +727,16 @@ async fn barge_in_into_the_greeting_without_prior_rtp() {
          same => n,Hangup()\n"
     ));
     let spy = Spy::start(&ast).await;
-    let mut rig = Rig::start(&ast, Codec::G722, 35070..=35079).await;
+    let mut rig = Rig::start_with(
+        &ast,
+        ports,
+        ControllerConfig {
+            format,
+            transport,
+            ..ControllerConfig::default()
+        },
+    )
+    .await;
     let caller = rig.call("caller").await;
     let (snoop, recording_started) = spy.record_ear(&rig, "heard").await;
     let summary = rig.summary(&caller, Duration::from_secs(60)).await;
@@ -727,7 +772,7 @@ async fn barge_in_into_the_greeting_without_prior_rtp() {
         .position(|w| w.iter().all(|&l| l < -45.0))
         .map(|i| i * 20);
     eprintln!(
-        "barge-in {} ms after the caller began; the caller heard the greeting stop {:?} ms after; \
+        "{transport:?}: barge-in {} ms after the caller began; the caller heard the greeting stop {:?} ms after; \
          {loud_before} of 25 frames before were greeting; aiagc heard {:?}, replied {:?}",
         noticed.as_millis(),
         stopped,

@@ -77,6 +77,8 @@ struct Seen {
     marks: Vec<(u64, Instant)>,
     /// Text messages that did not parse.
     rejected: Vec<String>,
+    /// When each audio message came.
+    arrivals: Vec<Instant>,
     /// MEDIA_XOFF / MEDIA_XON in order.
     flow_events: Vec<String>,
 }
@@ -181,6 +183,7 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
     let mut pos = 0usize;
     let mut loud = 0usize;
     let mut last_loud: Option<Instant> = None;
+    let (mut spoke_at, mut hung_up_at) = (None, None);
     let mut speaking = false;
     let mut phase = 0;
     let mut flush_at = None;
@@ -200,6 +203,7 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
             && last_loud.is_some_and(|q| q.elapsed() > Duration::from_millis(400))
         {
             speaking = true;
+            spoke_at = Some(Instant::now());
         }
         if speaking {
             loop {
@@ -233,6 +237,7 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
                         // Everything played: leave the caller a moment, hang up.
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         client.hangup(&caller, "normal").await.unwrap();
+                        hung_up_at = Some(Instant::now());
                         // The media channel is ours to end (Asterisk keeps it).
                         client.hangup(&em.id, "normal").await.unwrap();
                         phase = 3;
@@ -253,6 +258,7 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
         match got {
             Incoming::Audio(bytes) => {
                 seen.sizes.push(bytes.len());
+                seen.arrivals.push(Instant::now());
                 let pcm: Vec<i16> = bytes
                     .chunks_exact(2)
                     .map(|b| i16::from_le_bytes([b[0], b[1]]))
@@ -305,6 +311,13 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
         "message sizes: {:?}",
         &seen.sizes[..seen.sizes.len().min(40)]
     );
+    let span = seen.arrivals[seen.arrivals.len() - 1].duration_since(seen.arrivals[0]);
+    // Asterisk sends the caller's audio as it plays, one frame per 20 ms.
+    let per_frame = span.as_secs_f64() * 1000.0 / (seen.arrivals.len() - 1) as f64;
+    assert!(
+        (19.0..=21.0).contains(&per_frame),
+        "{per_frame:.2} ms between the caller's frames"
+    );
     let source_high = common::share_above_4k(&sentence);
     let inbound_high = common::share_above_4k(&seen.inbound);
     eprintln!(
@@ -344,6 +357,16 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
     // What the caller heard.
     let (heard, rate) = read_wav(&ast.dir.join("rec/heard.wav16"));
     assert_eq!(rate, 16000);
+    // Asterisk plays nothing, not even silence, while its queue is empty
+    // (waiting for marks, after the flush): the recording holds less than
+    // the time it ran. Hence aiagc sends silence between replies.
+    let recorded = heard.len() as f64 / 16000.0;
+    let ran = hung_up_at
+        .zip(spoke_at)
+        .map(|(h, s): (Instant, Instant)| h.duration_since(s).as_secs_f64())
+        .unwrap_or_default();
+    eprintln!("recorded {recorded:.2} s of a Record() that ran {ran:.2} s while we spoke");
+    assert!(recorded < ran, "{recorded} vs {ran}");
     // Each tone's share in the 0.6 s window where it is strongest.
     let share = |hz: f64| -> f64 {
         heard

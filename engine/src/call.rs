@@ -67,9 +67,11 @@ pub enum Transport {
     /// WebSocket media channel carries it. Inbound frames are heard as they
     /// arrive (nothing to reorder or conceal). Outbound, the far end paces
     /// and queues, so reply frames go out up to `lead` ahead of our clock
-    /// (enough that a late wake-up never starves its queue), silence is not
-    /// sent (it fills its own), and after a stall the clock starts again
-    /// instead of dropping slots. A far end that sends nothing is heard as
+    /// (enough that a late wake-up never starves its queue), and after a
+    /// stall the clock starts again instead of dropping slots. Silence goes
+    /// out on the clock as over RTP ([`SilencePolicy`]): Asterisk 22.10.1's
+    /// WebSocket channel plays nothing at all while its queue is empty, so
+    /// without it the caller's leg would carry no media between replies. A far end that sends nothing is heard as
     /// silence from [`STREAM_GAP`] after the frame that did not come.
     Stream {
         /// How far ahead of the 20 ms grid reply audio is handed out.
@@ -523,7 +525,7 @@ impl Call {
         let send = match self.config.transport {
             Transport::Rtp => self.next_send,
             // Ahead by the lead only while there is a reply to send (see
-            // `poll_stream`), or the task would wake early for nothing.
+            // `poll_stream`).
             Transport::Stream { lead } if self.playout.is_speaking() => {
                 self.next_send.checked_sub(lead).unwrap_or(self.next_send)
             }
@@ -829,9 +831,9 @@ impl Call {
         if now.saturating_duration_since(self.next_send) > MAX_SEND_LATENESS {
             self.next_send = now;
         }
-        // Silence is not sent, so the far end's queue is empty when a reply
-        // begins: its first `lead` goes out at once, a cushion against our
-        // late wake-ups; between replies the clock only keeps time.
+        // Silence goes out on the clock, so the far end's queue is all but
+        // empty when a reply begins: its first `lead` goes out at once, a
+        // cushion against our late wake-ups.
         while self.next_send
             <= now
                 + if self.playout.is_speaking() {
@@ -853,9 +855,6 @@ impl Call {
             if sent.finished {
                 self.events.push_back(CallEvent::PlayoutFinished);
             }
-            if !sent.audio {
-                continue;
-            }
             let Ok(view) = packet::parse(&self.tx[..sent.len]) else {
                 continue;
             };
@@ -874,7 +873,9 @@ impl Call {
                 self.stream_out[..len].copy_from_slice(&payload[..len]);
             }
             self.stats.sent += 1;
-            self.stats.sent_audio += 1;
+            if sent.audio {
+                self.stats.sent_audio += 1;
+            }
             return Some(Transmit {
                 destination: None,
                 data: &self.stream_out[..len],

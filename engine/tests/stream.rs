@@ -1,7 +1,8 @@
 //! `Call` over [`Transport::Stream`] (Asterisk's WebSocket media channel):
 //! slin16 little-endian frames in, heard as they arrive, whatever the
 //! message boundaries; replies out ahead of the clock by the lead, in the
-//! stream's byte order, no silence, nothing dropped after a stall.
+//! stream's byte order, silence on the clock, nothing dropped after a
+//! stall.
 
 mod common;
 
@@ -86,15 +87,17 @@ fn an_rtp_call_counts_stream_bytes_as_malformed() {
 }
 
 #[test]
-fn replies_go_out_ahead_by_the_lead_little_endian_without_silence() {
+fn replies_go_out_ahead_by_the_lead_little_endian_silence_on_the_clock() {
     let t0 = Instant::now();
     let mut call = stream_call(t0);
-    // Nothing to say: nothing sent (the far end fills its own silence),
-    // and the next wake-up is a slot ahead, not now.
+    // Nothing to say: a frame of silence per slot, on the clock (Asterisk
+    // would play nothing at all), and the next wake-up is the next slot.
     for ms in (0..200).step_by(20) {
         let now = t0 + Duration::from_millis(ms);
+        let tx = call.poll_transmit(now).expect("a frame of silence");
+        assert!(tx.data.len() == 640 && tx.data.iter().all(|&b| b == 0));
         assert!(call.poll_transmit(now).is_none());
-        assert!(call.poll_timeout() > now);
+        assert_eq!(call.poll_timeout(), now + Duration::from_millis(20));
     }
     // One second of a ramp, and the same through an RTP call for reference.
     let pcm: Vec<f32> = (0..16000)
@@ -149,14 +152,21 @@ fn replies_go_out_ahead_by_the_lead_little_endian_without_silence() {
         }
         now += Duration::from_millis(20);
     }
-    assert_eq!(frames.len(), 50, "every frame of the second, once");
+    // Every frame of the second once, then silence.
+    assert!(frames.len() >= 50, "{}", frames.len());
+    assert!(frames[50..].iter().all(|f| f.iter().all(|&b| b == 0)));
     assert_eq!(call.stats().send_ticks_skipped, 0);
     // The same audio as over RTP, byte-swapped.
     for (i, (f, r)) in frames.iter().zip(&reference).enumerate() {
         let swapped: Vec<u8> = r.chunks_exact(2).flat_map(|b| [b[1], b[0]]).collect();
         assert_eq!(f, &swapped, "frame {i}");
     }
-    assert!(call.poll_transmit(now + Duration::from_secs(1)).is_none());
+    // After it, silence again, one frame per slot.
+    let later = now + Duration::from_secs(1);
+    let tx = call.poll_transmit(later).expect("silence after the reply");
+    assert!(tx.data.iter().all(|&b| b == 0));
+    assert!(call.poll_transmit(later).is_none());
+    assert_eq!(call.stats().sent_audio, 50);
 }
 
 #[test]
