@@ -164,6 +164,115 @@ async fn round_trip(
     Ok((with_tone, level))
 }
 
+/// The WebSocket transport's path (`[media] transport = "websocket"`):
+/// two WebSocket media channels in one bridge, connected to Asterisk's
+/// `/media/<id>` as calls are, a 1 kHz tone sent into one in slin16 and
+/// looked for at the other.
+async fn websocket_path(client: &AriClient) -> Outcome {
+    const NAME: &str = "WebSocket media";
+    let tag = format!("aiagc-check-ws-{}", std::process::id());
+    let mut made = Vec::new();
+    let result = websocket_round_trip(client, &tag, &mut made).await;
+    for id in made.iter().filter(|(kind, _)| *kind == "channel") {
+        let _ = client.hangup(&id.1, "normal").await;
+    }
+    for id in made.iter().filter(|(kind, _)| *kind == "bridge") {
+        let _ = client.destroy_bridge(&id.1).await;
+    }
+    match result {
+        Ok((frames, level)) if frames >= 10 => pass(
+            NAME,
+            format!("slin16: a {TONE_HZ} Hz tone sent into one WebSocket media channel came out of the other ({frames} frames, RMS {level:.3})"),
+        ),
+        Ok((frames, level)) => fail(
+            NAME,
+            format!("slin16: the tone did not come back ({frames} frames with it, RMS {level:.3})"),
+            "Asterisk connected both channels but did not carry the audio: look at its log for chan_websocket warnings",
+        ),
+        Err(e) => fail(
+            NAME,
+            e,
+            format!(
+                "needs Asterisk 20.16 / 21.11 / 22.6 or later with chan_websocket.so loaded (`module load chan_websocket.so`), and this host reaching {}",
+                client.config().media_url("<id>")
+            ),
+        ),
+    }
+}
+
+async fn websocket_round_trip(
+    client: &AriClient,
+    tag: &str,
+    made: &mut Vec<(&'static str, String)>,
+) -> Result<(usize, f64), String> {
+    use aiagc_ari::media_ws::{Incoming, MediaSocket};
+    let bridge = client
+        .create_bridge(Some(tag))
+        .await
+        .map_err(|e| e.to_string())?;
+    made.push(("bridge", bridge.id.clone()));
+    let mut sockets = Vec::new();
+    for leg in ["a", "b"] {
+        let em = client
+            .external_media_websocket("slin16", Some(&format!("{tag}-{leg}")))
+            .await
+            .map_err(|e| format!("externalMedia transport=websocket: {e}"))?;
+        made.push(("channel", em.id.clone()));
+        let id = em
+            .media_connection_id()
+            .ok_or("externalMedia answered without MEDIA_WEBSOCKET_CONNECTION_ID")?;
+        let url = client.config().media_url(id);
+        let socket = MediaSocket::connect(&url, true, client.config().timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .add_new_channel(&bridge.id, &em.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        sockets.push(socket);
+    }
+    let mut b = sockets.pop().ok_or("no second leg")?;
+    let mut a = sockets.pop().ok_or("no first leg")?;
+    // One second of tone at once: Asterisk paces it.
+    let tone: Vec<u8> = (0..16000)
+        .flat_map(|i| {
+            let t = i as f64 / 16000.0;
+            ((9000.0 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16).to_le_bytes()
+        })
+        .collect();
+    a.send_audio(&tone).await.map_err(|e| e.to_string())?;
+    let (mut with_tone, mut sum, mut n) = (0usize, 0.0f64, 0usize);
+    let until = Instant::now() + Duration::from_millis(1500);
+    while let Ok(got) = tokio::time::timeout_at(until.into(), b.recv()).await {
+        match got {
+            Incoming::Audio(bytes) => {
+                let pcm: Vec<i16> = bytes
+                    .chunks_exact(2)
+                    .map(|p| i16::from_le_bytes([p[0], p[1]]))
+                    .collect();
+                if tone_share(&pcm, 16000.0) > 0.5 {
+                    with_tone += 1;
+                }
+                sum += pcm
+                    .iter()
+                    .map(|&s| (s as f64 / 32768.0).powi(2))
+                    .sum::<f64>();
+                n += pcm.len();
+            }
+            Incoming::Closed(why) => {
+                return Err(format!("Asterisk closed the media WebSocket: {why}"))
+            }
+            _ => {}
+        }
+    }
+    a.close().await;
+    b.close().await;
+    Ok((
+        with_tone,
+        if n == 0 { 0.0 } else { (sum / n as f64).sqrt() },
+    ))
+}
+
 /// The share of a frame's power at the test tone (Goertzel).
 fn tone_share(x: &[i16], rate: f64) -> f64 {
     if x.is_empty() {
@@ -345,7 +454,12 @@ pub async fn run(config: &Config, format: Codec) -> Vec<Outcome> {
     // 6: the media path, for real, while the app is registered (the
     // externalMedia channels enter it).
     if app_ok {
-        out.push(media_path(config, &client, format).await);
+        match config.transport() {
+            Ok(aiagc_ari::controller::MediaTransport::WebSocket) => {
+                out.push(websocket_path(&client).await)
+            }
+            _ => out.push(media_path(config, &client, format).await),
+        }
     }
     let _ = stop.send(true);
     ws.abort();

@@ -78,3 +78,34 @@ fn check_proves_the_media_path_and_names_what_fails() {
     let channels = ast.cli("core show channels count");
     assert!(channels.contains("0 active channels"), "{channels}");
 }
+
+#[test]
+fn check_proves_the_websocket_media_path_and_names_a_missing_chan_websocket() {
+    let ast = Asterisk::start(Setup::default());
+    let ws = [("AIAGC_MEDIA_TRANSPORT", "websocket")];
+    let (ok, text) = aiagc(&ast, &["check"], &ws);
+    eprintln!("{text}");
+    assert!(ok, "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("ok")
+            && l.contains("WebSocket media")
+            && l.contains("came out")),
+        "{text}"
+    );
+    let channels = ast.cli("core show channels count");
+    assert!(channels.contains("0 active channels"), "{channels}");
+    // An Asterisk without chan_websocket: refused, with the fix.
+    let old = Asterisk::start(Setup {
+        noload: vec!["chan_websocket".into()],
+        ..Setup::default()
+    });
+    let (ok, text) = aiagc(&old, &["check"], &ws);
+    eprintln!("{text}");
+    assert!(!ok);
+    assert!(
+        text.contains("FAIL WebSocket media") && text.contains("module load chan_websocket.so"),
+        "{text}"
+    );
+    let (ok, text) = aiagc(&ast, &["check"], &[("AIAGC_MEDIA_TRANSPORT", "udp")]);
+    assert!(!ok && text.contains("media.transport"), "{text}");
+}
