@@ -169,6 +169,17 @@ impl Edge {
         }
     }
 
+    /// Whether the edge takes nothing from the call now (after
+    /// `MEDIA_XOFF`, or a second in flight without a mark back): the
+    /// call's send slots are then no reason to wake, or its task would spin
+    /// until Asterisk catches up.
+    pub fn holding(&self) -> bool {
+        match self {
+            Edge::Stream(s) => s.socket.is_some() && s.flow.room() == 0,
+            Edge::Rtp(_) => false,
+        }
+    }
+
     /// The WebSocket edge's counts (`None` over RTP).
     pub fn stream_counts(&self) -> Option<&StreamCounts> {
         match self {

@@ -474,6 +474,9 @@ impl CallTask {
         loop {
             let played = call.stats().frames_played;
             let mut deadline = call.poll_timeout();
+            if edge.holding() {
+                deadline = deadline.max(Instant::now() + aiagc_engine::FRAME);
+            }
             if let Some(d) = conv.poll_timeout() {
                 deadline = deadline.min(d);
             }
