@@ -222,7 +222,8 @@ async fn websocket_round_trip(
             .media_connection_id()
             .ok_or("externalMedia answered without MEDIA_WEBSOCKET_CONNECTION_ID")?;
         let url = client.config().media_url(id);
-        let socket = MediaSocket::connect(&url, true, client.config().timeout)
+        let tls = client.config().ws_connector().map_err(|e| e.to_string())?;
+        let socket = MediaSocket::connect(&url, true, client.config().timeout, tls)
             .await
             .map_err(|e| e.to_string())?;
         client

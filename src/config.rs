@@ -203,6 +203,12 @@ pub struct Ari {
     pub app: String,
     /// Language of the callers.
     pub language: String,
+    /// Reach ARI over TLS (`https`, events and media over `wss`): Asterisk's
+    /// `http.conf` `tlsenable = yes`, `port` is then its `tlsbindaddr`'s.
+    pub tls: bool,
+    /// PEM file of the CA that signed Asterisk's certificate (empty: the
+    /// system's roots). Asterisk's name (`host`) is checked against it.
+    pub ca_file: String,
 }
 
 impl Default for Ari {
@@ -214,6 +220,8 @@ impl Default for Ari {
             password: String::new(),
             app: "aiagc".into(),
             language: "de".into(),
+            tls: false,
+            ca_file: String::new(),
         }
     }
 }
@@ -770,13 +778,19 @@ impl Config {
 
     /// How to reach ARI.
     pub fn ari_config(&self) -> aiagc_ari::client::AriConfig {
-        aiagc_ari::client::AriConfig::new(
+        let config = aiagc_ari::client::AriConfig::new(
             &self.ari.host,
             self.ari.port,
             &self.ari.username,
             &self.ari.password,
             &self.ari.app,
-        )
+        );
+        if self.ari.tls {
+            config
+                .with_tls((!self.ari.ca_file.is_empty()).then(|| PathBuf::from(&self.ari.ca_file)))
+        } else {
+            config
+        }
     }
 
     /// The models folder.

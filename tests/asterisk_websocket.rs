@@ -149,6 +149,7 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
         &ari.media_url("00000000-0000-0000-0000-000000000000"),
         true,
         Duration::from_secs(5),
+        None,
     )
     .await;
     assert!(
@@ -156,13 +157,13 @@ async fn websocket_media_is_wideband_both_ways_and_marks_tell_the_playout() {
         "{:?}",
         wrong.err()
     );
-    let mut ws = MediaSocket::connect(&ari.media_url(&id), true, Duration::from_secs(5))
+    let mut ws = MediaSocket::connect(&ari.media_url(&id), true, Duration::from_secs(5), None)
         .await
         .unwrap();
     client.add_channel(&bridge.id, &caller).await.unwrap();
     client.add_channel(&bridge.id, &em.id).await.unwrap();
     // A second connection for the same id is refused (409).
-    let again = MediaSocket::connect(&ari.media_url(&id), true, Duration::from_secs(5)).await;
+    let again = MediaSocket::connect(&ari.media_url(&id), true, Duration::from_secs(5), None).await;
     assert!(
         matches!(&again, Err(e) if e.to_string().contains("409")),
         "{:?}",

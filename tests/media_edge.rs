@@ -159,7 +159,7 @@ async fn bad_control_messages_are_counted_and_the_call_goes_on() {
     script.push(Message::binary(vec![0u8; 639]));
     script.push(frame(0));
     let (url, more, done) = stand_in(script).await;
-    let socket = MediaSocket::connect(&url, true, Duration::from_secs(5))
+    let socket = MediaSocket::connect(&url, true, Duration::from_secs(5), None)
         .await
         .unwrap();
     let mut edge = Edge::stream(socket);

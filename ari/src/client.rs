@@ -20,6 +20,10 @@ pub struct AriConfig {
     pub app: String,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// PEM file with the certificate(s) that sign Asterisk's, for
+    /// `https`/`wss` (`None`: the system's roots). Asterisk's name is
+    /// checked against it either way.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for AriConfig {
@@ -30,6 +34,7 @@ impl fmt::Debug for AriConfig {
             .field("password", &"<redacted>")
             .field("app", &self.app)
             .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -43,7 +48,49 @@ impl AriConfig {
             password: password.to_owned(),
             app: app.to_owned(),
             timeout: Duration::from_secs(5),
+            ca_file: None,
         }
+    }
+
+    /// The same over TLS (`http.conf` `tlsenable`): ARI at `https://`,
+    /// events and media at `wss://`, Asterisk's certificate checked against
+    /// `ca_file` (or the system's roots).
+    pub fn with_tls(mut self, ca_file: Option<std::path::PathBuf>) -> Self {
+        if let Some(rest) = self.base_url.strip_prefix("http://") {
+            self.base_url = format!("https://{rest}");
+        }
+        self.ca_file = ca_file;
+        self
+    }
+
+    /// Whether ARI is reached over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.base_url.starts_with("https://")
+    }
+
+    fn ca_pem(&self) -> Result<Option<Vec<u8>>, AriError> {
+        match &self.ca_file {
+            None => Ok(None),
+            Some(path) => std::fs::read(path)
+                .map(Some)
+                .map_err(|e| AriError::Transport(format!("CA file {}: {e}", path.display()))),
+        }
+    }
+
+    /// The TLS connector for the events and media WebSockets (`None` when
+    /// ARI is plain `http`).
+    pub fn ws_connector(&self) -> Result<Option<tokio_tungstenite::Connector>, AriError> {
+        if !self.is_tls() {
+            return Ok(None);
+        }
+        let bad = |e: native_tls::Error| AriError::Transport(format!("TLS: {e}"));
+        let mut builder = native_tls::TlsConnector::builder();
+        if let Some(pem) = self.ca_pem()? {
+            builder.add_root_certificate(native_tls::Certificate::from_pem(&pem).map_err(bad)?);
+        }
+        Ok(Some(tokio_tungstenite::Connector::NativeTls(
+            builder.build().map_err(bad)?,
+        )))
     }
 
     /// The events WebSocket URL for this app (`ws://…/ari/events?app=…`).
@@ -119,6 +166,19 @@ impl AriError {
         matches!(self, AriError::NotFound(_))
             || matches!(self, AriError::BadRequest(m) if m.contains("not found"))
     }
+}
+
+/// An error with the errors under it ("error sending request" alone hides
+/// a refused certificate or connection).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Largest response body read (bounded: the peer is on the network).
@@ -213,10 +273,18 @@ type Query<'a> = Vec<(&'a str, String)>;
 impl AriClient {
     /// A client for `config` (connections are pooled and reused).
     pub fn new(config: AriConfig) -> Result<Self, AriError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(3)))
-            .pool_max_idle_per_host(16)
+            .pool_max_idle_per_host(16);
+        if config.is_tls() {
+            if let Some(pem) = config.ca_pem()? {
+                let cert = reqwest::Certificate::from_pem(&pem)
+                    .map_err(|e| AriError::Transport(format!("CA file: {e}")))?;
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| AriError::Transport(e.to_string()))?;
         Ok(Self { http, config })
@@ -247,7 +315,7 @@ impl AriClient {
             if e.is_timeout() {
                 AriError::Timeout
             } else {
-                AriError::Transport(e.without_url().to_string())
+                AriError::Transport(with_causes(&e.without_url()))
             }
         })?;
         let status = resp.status().as_u16();

@@ -574,9 +574,11 @@ impl<M: MediaHost> Controller<M> {
         let url = s.client.config().media_url(connection);
         // Asterisk answers the media channel (and it enters the app) only
         // once the connection is up: connect, then bridge.
-        let socket = crate::media_ws::MediaSocket::connect(&url, true, s.client.config().timeout)
-            .await
-            .map_err(|e| AriError::Transport(e.to_string()))?;
+        let tls = s.client.config().ws_connector()?;
+        let socket =
+            crate::media_ws::MediaSocket::connect(&url, true, s.client.config().timeout, tls)
+                .await
+                .map_err(|e| AriError::Transport(e.to_string()))?;
         s.client.add_channel(bridge, id).await?;
         s.client.add_new_channel(bridge, &em.id).await?;
         check()?;

@@ -441,11 +441,13 @@ pub struct MediaSocket {
 impl MediaSocket {
     /// Opens `url` ([`crate::client::AriConfig::media_url`]) with the
     /// `media` sub-protocol within `timeout`; `json` says which control
-    /// format the channel was created with.
+    /// format the channel was created with; `tls` is ARI's connector for
+    /// `wss` ([`crate::client::AriConfig::ws_connector`]).
     pub async fn connect(
         url: &str,
         json: bool,
         timeout: std::time::Duration,
+        tls: Option<tokio_tungstenite::Connector>,
     ) -> Result<Self, MediaSocketError> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -464,7 +466,8 @@ impl MediaSocket {
         let config = WebSocketConfig::default()
             .max_message_size(Some(1 << 20))
             .max_frame_size(Some(1 << 20));
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let connecting =
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, tls);
         match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok((ws, _))) => Ok(Self { ws, json }),
             Ok(Err(e)) => Err(failed(e.to_string())),

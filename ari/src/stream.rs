@@ -54,7 +54,13 @@ async fn connect(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_EVENT_BYTES))
         .max_frame_size(Some(MAX_EVENT_BYTES));
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false);
+    let connector = config.ws_connector().map_err(|e| e.to_string())?;
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config),
+        false,
+        connector,
+    );
     match tokio::time::timeout(config.timeout, connecting).await {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(e)) => Err(e.to_string()),
