@@ -71,8 +71,9 @@ pub enum Transport {
     /// stall the clock starts again instead of dropping slots. Silence goes
     /// out on the clock as over RTP ([`SilencePolicy`]): Asterisk 22.10.1's
     /// WebSocket channel plays nothing at all while its queue is empty, so
-    /// without it the caller's leg would carry no media between replies. A far end that sends nothing is heard as
-    /// silence from [`STREAM_GAP`] after the frame that did not come.
+    /// without it the caller's leg would carry no media between replies. A
+    /// far end that sends nothing is heard as silence from [`STREAM_GAP`]
+    /// after the frame that did not come.
     Stream {
         /// How far ahead of the 20 ms grid reply audio is handed out.
         lead: Duration,

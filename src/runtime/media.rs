@@ -1,7 +1,8 @@
 //! The media side of calls: one tokio task per call drives its engine
-//! `Call` (socket in, packets out on the call's own 20 ms send grid, which
-//! is the pacer: `poll_timeout` wakes the task for each slot by the wall
-//! clock) and exchanges work with the speech pool.
+//! `Call` (its edge in — the RTP socket or the media WebSocket, see
+//! [`super::edge`] — and frames out on the call's own 20 ms send grid,
+//! which is the pacer: `poll_timeout` wakes the task for each slot by the
+//! wall clock) and exchanges work with the speech pool.
 //!
 //! The task decides nothing about turns: its [`Conversation`] does, and the
 //! task carries out what it says (jobs to the pool, audio into the call,
