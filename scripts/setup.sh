@@ -32,6 +32,8 @@ apt_packages=(
   # to build the test Asterisk (scripts/asterisk.sh)
   libjansson-dev libxml2-dev libsqlite3-dev uuid-dev libedit-dev libssl-dev libncurses-dev
   xz-utils
+  # TLS to Asterisk (native-tls links libssl); the TLS test makes its CA
+  openssl
 )
 
 step "system packages (${#apt_packages[@]})"
