@@ -37,13 +37,7 @@ async fn media_path(config: &Config, client: &AriClient, format: Codec) -> Outco
     let tag = format!("aiagc-check-{}", std::process::id());
     let mut made = Vec::new();
     let result = round_trip(client, format, a, b, &tag, &mut made).await;
-    // Always remove what the check made, whatever happened.
-    for id in made.iter().filter(|(kind, _)| *kind == "channel") {
-        let _ = client.hangup(&id.1, "normal").await;
-    }
-    for id in made.iter().filter(|(kind, _)| *kind == "bridge") {
-        let _ = client.destroy_bridge(&id.1).await;
-    }
+    remove(client, &made).await;
     let name = format.asterisk_format();
     match result {
         Ok((packets, level)) if packets >= 10 => pass(
@@ -72,6 +66,16 @@ async fn media_path(config: &Config, client: &AriClient, format: Codec) -> Outco
             format!("{name}: {e}"),
             "the externalMedia request failed: chan_rtp.so and res_ari_channels.so must be loaded, and the format known to this Asterisk (its codec module loaded)",
         ),
+    }
+}
+
+/// Removes what a check made (channels, then bridges), whatever happened.
+async fn remove(client: &AriClient, made: &[(&'static str, String)]) {
+    for id in made.iter().filter(|(kind, _)| *kind == "channel") {
+        let _ = client.hangup(&id.1, "normal").await;
+    }
+    for id in made.iter().filter(|(kind, _)| *kind == "bridge") {
+        let _ = client.destroy_bridge(&id.1).await;
     }
 }
 
@@ -173,12 +177,7 @@ async fn websocket_path(client: &AriClient) -> Outcome {
     let tag = format!("aiagc-check-ws-{}", std::process::id());
     let mut made = Vec::new();
     let result = websocket_round_trip(client, &tag, &mut made).await;
-    for id in made.iter().filter(|(kind, _)| *kind == "channel") {
-        let _ = client.hangup(&id.1, "normal").await;
-    }
-    for id in made.iter().filter(|(kind, _)| *kind == "bridge") {
-        let _ = client.destroy_bridge(&id.1).await;
-    }
+    remove(client, &made).await;
     match result {
         Ok((frames, level)) if frames >= 10 => pass(
             NAME,
