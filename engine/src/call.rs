@@ -790,18 +790,9 @@ impl Call {
         while self.next_send <= now {
             let due = self.next_send;
             self.next_send += FRAME;
-            let ticked = self.playout.tick(&mut self.tx);
-            self.echo.push_reference(self.playout.last_frame());
-            let sent = match ticked {
-                Ok(Some(sent)) => sent,
-                Ok(None) | Err(_) => continue,
+            let Some(sent) = self.send_tick(now) else {
+                continue;
             };
-            if sent.first_of_reply {
-                self.events.push_back(CallEvent::ReplyStarted { at: now });
-            }
-            if sent.finished {
-                self.events.push_back(CallEvent::PlayoutFinished);
-            }
             if now.saturating_duration_since(due) > MAX_SEND_LATENESS {
                 self.stats.send_ticks_skipped += 1;
                 self.marker_owed = (self.marker_owed || sent.first_of_reply) && !sent.finished;
@@ -821,6 +812,21 @@ impl Call {
             });
         }
         None
+    }
+
+    /// One outbound slot: the playout's next frame into `tx` (or none), the
+    /// echo canceller's reference, the reply's start and end as events.
+    fn send_tick(&mut self, now: Instant) -> Option<crate::playout::Sent> {
+        let ticked = self.playout.tick(&mut self.tx);
+        self.echo.push_reference(self.playout.last_frame());
+        let sent = ticked.ok().flatten()?;
+        if sent.first_of_reply {
+            self.events.push_back(CallEvent::ReplyStarted { at: now });
+        }
+        if sent.finished {
+            self.events.push_back(CallEvent::PlayoutFinished);
+        }
+        Some(sent)
     }
 
     /// [`Call::poll_transmit`] of a [`Transport::Stream`]: the next reply
@@ -844,18 +850,9 @@ impl Call {
                 }
         {
             self.next_send += FRAME;
-            let ticked = self.playout.tick(&mut self.tx);
-            self.echo.push_reference(self.playout.last_frame());
-            let sent = match ticked {
-                Ok(Some(sent)) => sent,
-                Ok(None) | Err(_) => continue,
+            let Some(sent) = self.send_tick(now) else {
+                continue;
             };
-            if sent.first_of_reply {
-                self.events.push_back(CallEvent::ReplyStarted { at: now });
-            }
-            if sent.finished {
-                self.events.push_back(CallEvent::PlayoutFinished);
-            }
             let Ok(view) = packet::parse(&self.tx[..sent.len]) else {
                 continue;
             };
