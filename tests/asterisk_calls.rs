@@ -13,7 +13,7 @@ use common::*;
 use aiagc::runtime::app::App;
 use aiagc::runtime::media::{CallSummary, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
-use aiagc_ari::client::{AriClient, Originate};
+use aiagc_ari::client::{AriClient, AriError, Originate};
 use aiagc_ari::controller::{ControllerConfig, MediaTransport};
 use aiagc_ari::ports::PortRange;
 use aiagc_engine::Codec;
@@ -674,11 +674,22 @@ impl Spy {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let snoop = rig.client.snoop(&ear, "in", "spy").await.unwrap();
-        let started = std::time::SystemTime::now();
-        rig.client
-            .record(&snoop.id, name, "wav16", 30)
-            .await
-            .unwrap();
+        // The snoop channel enters the spy app just after Asterisk answers
+        // the request: a record at once can meet 409 "Channel not in Stasis
+        // application" (seen in a CI run), so it is asked again briefly.
+        let t = Instant::now();
+        let started = loop {
+            let started = std::time::SystemTime::now();
+            match rig.client.record(&snoop.id, name, "wav16", 30).await {
+                Ok(()) => break started,
+                Err(AriError::Conflict(m))
+                    if m.contains("not in Stasis") && t.elapsed() < Duration::from_secs(2) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("recording the caller's ear: {e}"),
+            }
+        };
         (snoop.id, started)
     }
 
