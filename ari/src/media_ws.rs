@@ -143,14 +143,7 @@ pub fn parse_event(text: &str) -> Result<MediaEvent, MediaWsError> {
                     .parse()
                     .map_err(|_| malformed(name, format!("{key} is not a number")))
             };
-            Ok(MediaEvent::Start(MediaStart {
-                connection_id: need("connection_id")?,
-                channel: need("channel")?,
-                channel_id: need("channel_id")?,
-                format: need("format")?,
-                optimal_frame_size: number("optimal_frame_size")? as usize,
-                ptime_ms: number("ptime")? as u32,
-            }))
+            media_start(need, number)
         }
         "MEDIA_XOFF" => Ok(MediaEvent::Xoff),
         "MEDIA_XON" => Ok(MediaEvent::Xon),
@@ -178,6 +171,21 @@ pub fn parse_event(text: &str) -> Result<MediaEvent, MediaWsError> {
     }
 }
 
+/// `MEDIA_START` from its fields, however the message spelled them.
+fn media_start(
+    need: impl Fn(&str) -> Result<String, MediaWsError>,
+    number: impl Fn(&str) -> Result<u64, MediaWsError>,
+) -> Result<MediaEvent, MediaWsError> {
+    Ok(MediaEvent::Start(MediaStart {
+        connection_id: need("connection_id")?,
+        channel: need("channel")?,
+        channel_id: need("channel_id")?,
+        format: need("format")?,
+        optimal_frame_size: number("optimal_frame_size")? as usize,
+        ptime_ms: number("ptime")? as u32,
+    }))
+}
+
 fn digit(event: &str, value: Option<&str>) -> Result<MediaEvent, MediaWsError> {
     let mut chars = value.unwrap_or_default().chars();
     match (chars.next(), chars.next()) {
@@ -202,14 +210,7 @@ fn parse_json(text: &str) -> Result<MediaEvent, MediaWsError> {
     };
     let flag = |key: &str| v.get(key).and_then(|x| x.as_bool()).unwrap_or(false);
     match name {
-        "MEDIA_START" => Ok(MediaEvent::Start(MediaStart {
-            connection_id: need("connection_id")?,
-            channel: need("channel")?,
-            channel_id: need("channel_id")?,
-            format: need("format")?,
-            optimal_frame_size: number("optimal_frame_size")? as usize,
-            ptime_ms: number("ptime")? as u32,
-        })),
+        "MEDIA_START" => media_start(need, number),
         "MEDIA_XOFF" => Ok(MediaEvent::Xoff),
         "MEDIA_XON" => Ok(MediaEvent::Xon),
         "QUEUE_DRAINED" => Ok(MediaEvent::QueueDrained),
