@@ -211,6 +211,11 @@ async fn a_spool_the_disk_refuses_still_delivers_and_spools_when_it_can() {
         hook.stored().get(&key) == Some(&body)
     })
     .await;
+    // The webhook has it; the sender counts it once the answer is back.
+    until("counted as delivered", Duration::from_secs(2), || {
+        delivery.stats().delivered.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     assert_eq!(delivery.stats().delivered.load(Ordering::Relaxed), 1);
     until("nothing left behind", Duration::from_secs(2), || {
         Spool::open(&dir)
