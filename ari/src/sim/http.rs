@@ -1,6 +1,7 @@
 //! The simulator's HTTP side: ARI REST paths and the events WebSocket.
 
-use super::state::{ExternalLeg, Fault, Inner, SimChannel, State};
+use super::state::{ExternalLeg, Fault, Inner, LegIo, SimChannel, State};
+use super::ws_media::WsLeg;
 use crate::model::{AsteriskInfo, Bridge, BuildInfo, Playback, SystemInfo};
 use aiagc_engine::Codec;
 use axum::body::Bytes;
@@ -20,6 +21,7 @@ type Params = HashMap<String, String>;
 pub(super) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route("/ari/events", axum::routing::get(events))
+        .route("/media/{connection}", axum::routing::get(media_socket))
         .fallback(rest)
         .with_state(inner)
 }
@@ -474,6 +476,9 @@ async fn external_media(inner: &Arc<Inner>, params: &Params) -> Response {
     if params.get("app").is_none() {
         return message(400, "app parameter required");
     }
+    if params.get("transport").is_some_and(|t| t == "websocket") {
+        return external_media_websocket(inner, params);
+    }
     let Some(host) = params.get("external_host") else {
         return message(
             400,
@@ -542,8 +547,7 @@ async fn external_media(inner: &Arc<Inner>, params: &Params) -> Response {
         json!({"type": "StasisStart", "args": [], "channel": announced}),
     );
     let leg = ExternalLeg {
-        socket,
-        target,
+        io: LegIo::Rtp { socket, target },
         codec,
         records: Arc::new(Mutex::new(Vec::new())),
     };
@@ -739,4 +743,142 @@ fn remove_channel(inner: &Inner, id: &str, params: &Params) -> Response {
         json!({"type": "ChannelLeftBridge", "bridge": bj, "channel": c}),
     );
     reply(204, Value::Null)
+}
+
+/// `transport=websocket&connection_type=server`: a `WebSocket/…` channel
+/// that waits for the app under `/media/<connection id>`; it is answered
+/// and enters the app only once connected (as on 22.10.1).
+fn external_media_websocket(inner: &Arc<Inner>, params: &Params) -> Response {
+    if params.get("connection_type").map(String::as_str) != Some("server") {
+        // `client` needs a websocket_client.conf connection the simulator
+        // has none of.
+        return message(
+            400,
+            "connection_type 'client' needs a websocket_client.conf connection",
+        );
+    }
+    let Some(codec) = params
+        .get("format")
+        .and_then(|f| Codec::from_asterisk_format(f).ok())
+        .filter(|c| matches!(c, Codec::Slin16 | Codec::Ulaw | Codec::Alaw))
+    else {
+        return message(
+            500,
+            "An internal error prevented this request from being handled",
+        );
+    };
+    let json = params
+        .get("transport_data")
+        .is_some_and(|d| d.contains("f(json)"));
+    let r = inner.random_u64();
+    let connection_id = format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        r >> 32,
+        (r >> 16) & 0xFFFF,
+        r & 0xFFF,
+        (r >> 20) & 0xFFF,
+        inner.random_u64() & 0xFFFF_FFFF_FFFF
+    );
+    let mut channel = inner.new_channel(
+        format!("WebSocket/{connection_id}/0x{:012x}", r & 0xFFFF_FFFF_FFFF),
+        "Down",
+        "",
+        "default",
+        "aiagc",
+    );
+    if let Some(id) = params.get("channelId") {
+        channel.id = id.clone();
+    }
+    channel.channelvars = Inner::channelvars(&[
+        (crate::media_ws::CONNECTION_ID_VAR, connection_id.clone()),
+        (
+            crate::media_ws::FRAME_SIZE_VAR,
+            super::ws_media::frame_bytes(codec).to_string(),
+        ),
+    ]);
+    let mut st = inner.lock();
+    if st.channels.contains_key(&channel.id) {
+        return message(409, "Channel with given unique ID already exists");
+    }
+    if let Some(app) = params.get("app") {
+        st.channel_apps.insert(channel.id.clone(), app.clone());
+    }
+    let leg = ExternalLeg {
+        io: LegIo::WebSocket(Arc::new(WsLeg::new(
+            connection_id,
+            channel.id.clone(),
+            json,
+        ))),
+        codec,
+        records: Arc::new(Mutex::new(Vec::new())),
+    };
+    st.channels.insert(
+        channel.id.clone(),
+        SimChannel {
+            model: channel.clone(),
+            in_stasis: false,
+            bridge: None,
+            external: Some(leg),
+            script: None,
+            companion: None,
+        },
+    );
+    reply(200, json!(channel))
+}
+
+/// `/media/<connection id>`: the app's media connection (no credentials,
+/// sub-protocol `media`; 404 for an unknown id, 409 for a second one).
+async fn media_socket(
+    ws: WebSocketUpgrade,
+    axum::extract::Path(connection): axum::extract::Path<String>,
+    AxState(inner): AxState<Arc<Inner>>,
+) -> Response {
+    let found = {
+        let st = inner.lock();
+        st.channels
+            .values()
+            .find_map(|c| match c.external.as_ref() {
+                Some(ExternalLeg {
+                    io: LegIo::WebSocket(w),
+                    codec,
+                    ..
+                }) if w.connection_id == connection => {
+                    Some((w.clone(), *codec, c.model.name.clone()))
+                }
+                _ => None,
+            })
+    };
+    let Some((leg, codec, name)) = found else {
+        return message(404, "Not found");
+    };
+    if leg
+        .connected
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return message(409, "Conflict");
+    }
+    ws.protocols([crate::media_ws::SUBPROTOCOL])
+        .on_upgrade(move |mut socket| async move {
+            if socket
+                .send(Message::Text(leg.media_start(&name, codec).into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            leg.attach(socket);
+            let mut st = inner.lock();
+            let Some(ch) = st.channels.get_mut(&leg.channel_id) else {
+                leg.hung_up();
+                return;
+            };
+            ch.in_stasis = true;
+            ch.model.state = "Up".into();
+            let mut announced = ch.model.clone();
+            announced.channelvars = None;
+            inner.emit(
+                &mut st,
+                json!({"type": "StasisStart", "args": [], "channel": announced}),
+            );
+        })
 }

@@ -46,14 +46,29 @@ pub(super) struct MediaHandle {
     pub bridge: String,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// Stopped by its signal alone: the task hands its connection back.
+    graceful: bool,
 }
 
 impl MediaHandle {
-    pub fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+    pub fn new(
+        bridge: String,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            bridge,
+            stop: Some(stop),
+            task,
+            graceful: true,
         }
-        self.task.abort();
+    }
+
+    pub fn stop(mut self) {
+        let signalled = self.stop.take().is_some_and(|s| s.send(()).is_ok());
+        if !(self.graceful && signalled) {
+            self.task.abort();
+        }
     }
 
     pub fn is_finished(&self) -> bool {
@@ -102,7 +117,7 @@ impl Mouth {
     }
 
     /// Fills `out` (one frame) from the queue, zero-padded; false if empty.
-    fn take(&mut self, out: &mut [i16], at: Instant) -> bool {
+    pub(super) fn take(&mut self, out: &mut [i16], at: Instant) -> bool {
         if self.queue.is_empty() {
             return false;
         }
@@ -120,7 +135,7 @@ impl Mouth {
 }
 
 /// The script's 16 kHz audio at the codec's PCM rate.
-fn at_codec_rate(audio: &[i16], codec: Codec) -> Vec<i16> {
+pub(super) fn at_codec_rate(audio: &[i16], codec: Codec) -> Vec<i16> {
     if codec.pcm_rate() == 16000 {
         return audio.to_vec();
     }
@@ -146,6 +161,7 @@ pub(super) fn start(inner: Arc<Inner>, s: Stream) -> MediaHandle {
         bridge,
         stop: Some(stop_tx),
         task,
+        graceful: false,
     }
 }
 
@@ -329,6 +345,7 @@ pub(super) fn start_relay(a: RelayLeg, b: RelayLeg, bridge: &str, seed: u64) -> 
         bridge: bridge.to_owned(),
         stop: Some(stop_tx),
         task,
+        graceful: false,
     }
 }
 
@@ -347,7 +364,7 @@ fn last_sound(chunk: &[i16], codec: Codec) -> usize {
 /// Which frames of a script are inside a `Playback()`: every frame with
 /// sound, and digital silence shorter than 200 ms between two of them
 /// (a pause inside a recording). Longer silence is a `Wait()`.
-fn playback_frames(pcm: &[i16], n: usize) -> Vec<bool> {
+pub(super) fn playback_frames(pcm: &[i16], n: usize) -> Vec<bool> {
     const WAIT_FRAMES: usize = 10;
     let sound: Vec<bool> = pcm.chunks(n).map(|f| f.iter().any(|&x| x != 0)).collect();
     let mut out = sound.clone();
@@ -372,7 +389,7 @@ fn playback_frames(pcm: &[i16], n: usize) -> Vec<bool> {
 /// caller sends. The echo is placed by the agent's RTP timestamps, as the
 /// far end's own playout would: a fixed, linear path however the packets
 /// arrive.
-struct Line {
+pub(super) struct Line {
     path: Option<super::EchoPath>,
     codec: Codec,
     /// Echo samples waiting to be mixed, a ring indexed by the caller's
@@ -385,7 +402,7 @@ struct Line {
 }
 
 impl Line {
-    fn new(path: Option<super::EchoPath>, codec: Codec, seed: u64) -> Self {
+    pub(super) fn new(path: Option<super::EchoPath>, codec: Codec, seed: u64) -> Self {
         use rand::SeedableRng;
         Self {
             path,
@@ -404,7 +421,7 @@ impl Line {
 
     /// An agent packet with `timestamp` arrived `since_start` after the
     /// caller's stream began.
-    fn heard(&mut self, pcm: &[i16], timestamp: u32, since_start: Duration) {
+    pub(super) fn heard(&mut self, pcm: &[i16], timestamp: u32, since_start: Duration) {
         let Some(path) = self.path else {
             return;
         };
@@ -429,7 +446,7 @@ impl Line {
 
     /// The caller's frame starting at sample `position`, with the echo due
     /// there and the line noise.
-    fn mix<'a>(&'a mut self, chunk: &'a [i16], position: u64) -> &'a [i16] {
+    pub(super) fn mix<'a>(&'a mut self, chunk: &'a [i16], position: u64) -> &'a [i16] {
         use rand::Rng;
         let Some(path) = self.path else {
             return chunk;

@@ -17,6 +17,7 @@
 mod http;
 mod media;
 mod state;
+mod ws_media;
 
 pub use media::RtpRecord;
 pub use state::{Alive, CallerScript, Fault};

@@ -36,8 +36,10 @@ pub struct Alive {
     pub bridges: usize,
     /// RTP streams running.
     pub media_streams: usize,
-    /// UDP sockets the simulator holds (one per externalMedia channel).
+    /// Media sockets the simulator holds (one per externalMedia channel).
     pub sockets: usize,
+    /// WebSocket media connections still open.
+    pub media_websockets: usize,
 }
 
 /// A planned fault.
@@ -79,10 +81,20 @@ pub enum Fault {
 }
 
 pub(super) struct ExternalLeg {
-    pub socket: Arc<tokio::net::UdpSocket>,
-    pub target: SocketAddr,
+    pub io: LegIo,
     pub codec: Codec,
     pub records: Arc<Mutex<Vec<RtpRecord>>>,
+}
+
+/// How an externalMedia channel carries its media.
+pub(super) enum LegIo {
+    /// RTP over UDP to `target`.
+    Rtp {
+        socket: Arc<tokio::net::UdpSocket>,
+        target: SocketAddr,
+    },
+    /// `transport=websocket`, the app connected under `/media/<id>`.
+    WebSocket(Arc<super::ws_media::WsLeg>),
 }
 
 pub(super) struct SimChannel {
@@ -434,9 +446,12 @@ impl Inner {
         if let Some(bridge_id) = ch.bridge {
             st.stop_bridge_media(&bridge_id);
         }
-        if ch.external.is_some() {
+        if let Some(leg) = &ch.external {
             if let Some(m) = st.media.remove(id) {
                 m.stop();
+            }
+            if let LegIo::WebSocket(w) = &leg.io {
+                w.hung_up();
             }
         }
         true
@@ -469,12 +484,29 @@ impl Inner {
                     st.channels
                         .get(id)
                         .and_then(|c| c.external.as_ref())
-                        .map(|l| media::RelayLeg {
-                            socket: l.socket.clone(),
-                            target: l.target,
-                            codec: l.codec,
+                        .and_then(|l| match &l.io {
+                            LegIo::Rtp { socket, target } => Some(media::RelayLeg {
+                                socket: socket.clone(),
+                                target: *target,
+                                codec: l.codec,
+                            }),
+                            LegIo::WebSocket(_) => None,
                         })
                 };
+                let ws = |id: &String| {
+                    st.channels
+                        .get(id)
+                        .and_then(|c| c.external.as_ref())
+                        .and_then(|l| match &l.io {
+                            LegIo::WebSocket(w) => Some((w.clone(), l.codec)),
+                            LegIo::Rtp { .. } => None,
+                        })
+                };
+                if let (Some(wa), Some(wb)) = (ws(a), ws(b)) {
+                    let handle = super::ws_media::start_relay(wa, wb, bridge_id);
+                    st.media.insert(a.clone(), handle);
+                    return;
+                }
                 if let (Some(la), Some(lb)) = (leg(a), leg(b)) {
                     let handle = media::start_relay(la, lb, bridge_id, self.random_u64());
                     st.media.insert(a.clone(), handle);
@@ -493,11 +525,39 @@ impl Inner {
         let Some(leg) = st.channels.get(&ext).and_then(|c| c.external.as_ref()) else {
             return;
         };
+        let suppress_silence = self.config.silence_suppression
+            || st
+                .channels
+                .get(&caller)
+                .is_some_and(|c| c.model.name.starts_with("Local/"));
+        let (socket, target) = match &leg.io {
+            LegIo::Rtp { socket, target } => (socket.clone(), *target),
+            LegIo::WebSocket(w) => {
+                let handle = super::ws_media::start(
+                    self.clone(),
+                    super::ws_media::WsStream {
+                        leg: w.clone(),
+                        codec: leg.codec,
+                        records: leg.records.clone(),
+                        script,
+                        caller_id: caller.clone(),
+                        echo: self.config.echo,
+                        seed: self.random_u64(),
+                        mouth: st.mouths.entry(caller.clone()).or_default().clone(),
+                        suppress_silence,
+                    },
+                    bridge_id,
+                );
+                st.media.insert(ext, handle);
+                st.media_started.insert(caller, std::time::Instant::now());
+                return;
+            }
+        };
         let handle = media::start(
             self.clone(),
             media::Stream {
-                socket: leg.socket.clone(),
-                target: leg.target,
+                socket,
+                target,
                 codec: leg.codec,
                 records: leg.records.clone(),
                 script,
@@ -507,11 +567,7 @@ impl Inner {
                 echo: self.config.echo,
                 seed: self.random_u64(),
                 mouth: st.mouths.entry(caller.clone()).or_default().clone(),
-                suppress_silence: self.config.silence_suppression
-                    || st
-                        .channels
-                        .get(&caller)
-                        .is_some_and(|c| c.model.name.starts_with("Local/")),
+                suppress_silence,
             },
         );
         st.media.insert(ext, handle);
@@ -578,6 +634,15 @@ impl Inner {
                 .values()
                 .filter(|c| c.external.is_some())
                 .count(),
+            media_websockets: st
+                .channels
+                .values()
+                .filter_map(|c| match c.external.as_ref().map(|l| &l.io) {
+                    Some(LegIo::WebSocket(w)) => Some(w),
+                    _ => None,
+                })
+                .filter(|w| w.is_open())
+                .count(),
         }
     }
 
@@ -643,6 +708,11 @@ impl Inner {
         }
         for (_, m) in st.media.drain() {
             m.stop();
+        }
+        for c in st.channels.values() {
+            if let Some(LegIo::WebSocket(w)) = c.external.as_ref().map(|l| &l.io) {
+                w.hung_up();
+            }
         }
         st.channels.clear();
         st.bridges.clear();
