@@ -539,7 +539,10 @@ async fn dtmf_from_the_caller_drives_the_menu() {
     eprintln!(
         "after the key: heard {heard:?} ({fraction:.2}, ideal line {ideal:.2}); spectral match {matched:.3}"
     );
-    assert!(fraction >= 0.2 && matched >= SAME_SOUND, "{fraction:.2}, {matched:.3}");
+    assert!(
+        fraction >= 0.2 && matched >= SAME_SOUND,
+        "{fraction:.2}, {matched:.3}"
+    );
     rig.assert_nothing_left().await;
     rig.stop().await;
 }

@@ -398,3 +398,492 @@ async fn simulator_matches_the_real_asterisk() {
     let simulated = scripted_call(sim.client_config("diff")).await;
     compare(&real, &simulated);
 }
+
+/// What the app sees of the WebSocket media channel, reduced to what
+/// must agree between the simulator and the real Asterisk.
+#[derive(Debug, Default)]
+struct WsFacts {
+    /// The channel's name up to its first `/`.
+    em_prefix: String,
+    /// `MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE`, and whether a connection id came.
+    frame_size_var: Option<String>,
+    has_connection_id: bool,
+    /// The channel was in the app before the connection was made.
+    listed_before_connect: bool,
+    /// An unknown connection id, then a second connection: the refusals.
+    unknown_id: String,
+    second_connection: String,
+    /// MEDIA_START: format, frame size, ptime, ids those of the channel.
+    start: Option<(String, usize, u32, bool)>,
+    /// The channel's StasisStart came only after the connection.
+    em_start_after_connect: bool,
+    /// The caller's audio: message sizes seen, mean spacing in ms.
+    inbound_sizes: std::collections::BTreeSet<usize>,
+    inbound_spacing_ms: f64,
+    /// 10 frames then a mark: frames (of 20 ms) until it came back.
+    mark_frames: f64,
+    /// Marks back after: 100 frames, mark "m2", flush, 5 frames, mark "m3".
+    marks_after_flush: Vec<String>,
+    m3_frames: f64,
+    /// 950 frames at once, then a flush: the flow-control messages.
+    flow: Vec<String>,
+    /// STATUS after that flush: queue length.
+    status_queue: Option<u64>,
+    /// Left in place when the caller hung up; the connection closed when
+    /// we hung the channel up.
+    em_left_behind: bool,
+    closed_on_hangup: bool,
+}
+
+/// What came in on the way.
+#[derive(Default)]
+struct Log {
+    /// When each audio message came.
+    arrivals: Vec<Instant>,
+    /// Control messages, when they came.
+    seen: Vec<(aiagc_ari::media_ws::MediaEvent, Instant)>,
+    /// ARI events: (channel id, type).
+    ari_events: Vec<(String, String)>,
+}
+
+/// Reads media and events until `until` or `done`; audio is counted.
+async fn pump(
+    ws: &mut aiagc_ari::media_ws::MediaSocket,
+    rx: &mut tokio::sync::mpsc::Receiver<StreamEvent>,
+    facts: &mut WsFacts,
+    log: &mut Log,
+    until: Instant,
+    mut done: impl FnMut(&[(aiagc_ari::media_ws::MediaEvent, Instant)], &[(String, String)]) -> bool,
+) -> bool {
+    use aiagc_ari::media_ws::Incoming;
+    loop {
+        if done(&log.seen, &log.ari_events) {
+            return true;
+        }
+        tokio::select! {
+            m = ws.recv() => match m {
+                Incoming::Audio(b) => {
+                    facts.inbound_sizes.insert(b.len());
+                    log.arrivals.push(Instant::now());
+                }
+                Incoming::Event(e) => log.seen.push((e, Instant::now())),
+                Incoming::Rejected(e) => panic!("a control message did not parse: {e}"),
+                Incoming::Closed(_) => {
+                    facts.closed_on_hangup = true;
+                    return done(&log.seen, &log.ari_events);
+                }
+            },
+            e = rx.recv() => {
+                if let Some(StreamEvent::Event(e)) = e {
+                    let (kind, ch) = match *e {
+                        Event::StasisStart { channel, .. } => ("StasisStart", channel),
+                        Event::StasisEnd { channel } => ("StasisEnd", channel),
+                        Event::ChannelDestroyed { channel, .. } => ("ChannelDestroyed", channel),
+                        _ => continue,
+                    };
+                    log.ari_events.push((ch.id.clone(), kind.to_owned()));
+                }
+            }
+            _ = tokio::time::sleep_until(until.into()) => return done(&log.seen, &log.ari_events),
+        }
+    }
+}
+
+fn tone_le(hz: f64, frames: usize) -> Vec<u8> {
+    (0..frames * 320)
+        .flat_map(|i| {
+            let x = (2.0 * std::f64::consts::PI * hz * i as f64 / 16000.0).sin() * 6000.0;
+            (x as i16).to_le_bytes()
+        })
+        .collect()
+}
+
+/// The controller's WebSocket setup and the protocol aiagc relies on,
+/// step by step.
+async fn scripted_ws_call(ari: AriConfig) -> WsFacts {
+    use aiagc_ari::media_ws::{MediaCommand, MediaEvent, MediaSocket};
+    let client = AriClient::new(ari.clone()).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(aiagc_ari::stream::run(ari.clone(), tx, stop_rx));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(StreamEvent::Connected)) => break,
+            Ok(Some(_)) => {}
+            other => panic!("no events connection: {other:?}"),
+        }
+    }
+    let caller = client
+        .originate(&Originate {
+            endpoint: "Local/s@caller".into(),
+            app: Some(ari.app.clone()),
+            ..Originate::default()
+        })
+        .await
+        .unwrap()
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let item = tokio::time::timeout_at(deadline.into(), rx.recv())
+            .await
+            .expect("the caller's StasisStart");
+        if let Some(StreamEvent::Event(e)) = item {
+            if matches!(&*e, Event::StasisStart { channel, .. } if channel.id == caller) {
+                break;
+            }
+        }
+    }
+    client.answer(&caller).await.unwrap();
+    let bridge = client.create_bridge(Some("wsdiff")).await.unwrap();
+    let em = client
+        .external_media_websocket("slin16", Some(&format!("{caller}-em")))
+        .await
+        .unwrap();
+    let mut facts = WsFacts {
+        em_prefix: em.name.split('/').next().unwrap_or_default().to_owned(),
+        frame_size_var: em
+            .channelvars
+            .as_ref()
+            .and_then(|v| v.get(aiagc_ari::media_ws::FRAME_SIZE_VAR))
+            .cloned(),
+        has_connection_id: em.media_connection_id().is_some(),
+        ..WsFacts::default()
+    };
+    facts.listed_before_connect = client
+        .application()
+        .await
+        .unwrap()
+        .channel_ids
+        .contains(&em.id);
+    let refusal = |r: Result<MediaSocket, aiagc_ari::media_ws::MediaSocketError>| match r {
+        Ok(_) => "accepted".to_owned(),
+        Err(e) => ["404", "409"]
+            .into_iter()
+            .find(|c| e.to_string().contains(c))
+            .map_or_else(|| e.to_string(), str::to_owned),
+    };
+    facts.unknown_id = refusal(
+        MediaSocket::connect(
+            &ari.media_url("00000000-0000-0000-0000-000000000000"),
+            true,
+            Duration::from_secs(5),
+            None,
+        )
+        .await,
+    );
+    let id = em.media_connection_id().unwrap_or_default().to_owned();
+    // Whether the channel enters the app before anyone connects.
+    let mut early = Vec::new();
+    let wait = Instant::now() + Duration::from_millis(300);
+    while let Ok(Some(item)) = tokio::time::timeout_at(wait.into(), rx.recv()).await {
+        if let StreamEvent::Event(e) = item {
+            if let Event::StasisStart { channel, .. } = &*e {
+                early.push(channel.id.clone());
+            }
+        }
+    }
+    facts.em_start_after_connect = !early.contains(&em.id);
+    let mut ws = MediaSocket::connect(&ari.media_url(&id), true, Duration::from_secs(5), None)
+        .await
+        .unwrap();
+    facts.second_connection = refusal(
+        MediaSocket::connect(&ari.media_url(&id), true, Duration::from_secs(5), None).await,
+    );
+    let mut log = Log::default();
+    let em_id = em.id.clone();
+    let started = pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(5),
+        |s, a| {
+            s.iter().any(|(e, _)| matches!(e, MediaEvent::Start(_)))
+                && (early.contains(&em_id)
+                    || a.iter().any(|(c, k)| *c == em_id && k == "StasisStart"))
+        },
+    )
+    .await;
+    assert!(
+        started,
+        "MEDIA_START and the channel's StasisStart: {:?} {:?}",
+        log.seen, log.ari_events
+    );
+    facts.start = log.seen.iter().find_map(|(e, _)| match e {
+        MediaEvent::Start(s) => Some((
+            s.format.clone(),
+            s.optimal_frame_size,
+            s.ptime_ms,
+            s.channel_id == em.id && s.connection_id == id,
+        )),
+        _ => None,
+    });
+    client.add_channel(&bridge.id, &caller).await.unwrap();
+    client.add_channel(&bridge.id, &em.id).await.unwrap();
+    // Let the caller's audio flow a second.
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(1),
+        |_, _| false,
+    )
+    .await;
+    let until_mark = |name: &'static str| {
+        move |s: &[(MediaEvent, Instant)], _: &[(String, String)]| {
+            s.iter()
+                .any(|(e, _)| matches!(e, MediaEvent::MarkProcessed(m) if m == name))
+        }
+    };
+    let mark_time = |seen: &[(MediaEvent, Instant)], name: &str| {
+        seen.iter().find_map(|(e, at)| match e {
+            MediaEvent::MarkProcessed(m) if m == name => Some(*at),
+            _ => None,
+        })
+    };
+    // 10 frames and a mark.
+    let sent = Instant::now();
+    ws.send_audio(&tone_le(1000.0, 10)).await.unwrap();
+    ws.send(&MediaCommand::Mark("m1".into())).await.unwrap();
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(3),
+        until_mark("m1"),
+    )
+    .await;
+    facts.mark_frames = mark_time(&log.seen, "m1")
+        .map_or(-1.0, |at| (at - sent).as_secs_f64() / 0.02)
+        .round();
+    // 100 frames, a mark, flushed after 200 ms; 5 frames, a mark.
+    ws.send_audio(&tone_le(1000.0, 100)).await.unwrap();
+    ws.send(&MediaCommand::Mark("m2".into())).await.unwrap();
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_millis(200),
+        |_, _| false,
+    )
+    .await;
+    ws.send(&MediaCommand::Flush).await.unwrap();
+    let resent = Instant::now();
+    ws.send_audio(&tone_le(2000.0, 5)).await.unwrap();
+    ws.send(&MediaCommand::Mark("m3".into())).await.unwrap();
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(3),
+        until_mark("m3"),
+    )
+    .await;
+    // m2, had it survived the flush, would come 100 frames in: wait past that.
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        resent + Duration::from_millis(2400),
+        |_, _| false,
+    )
+    .await;
+    facts.m3_frames = mark_time(&log.seen, "m3")
+        .map_or(-1.0, |at| (at - resent).as_secs_f64() / 0.02)
+        .round();
+    facts.marks_after_flush = log
+        .seen
+        .iter()
+        .filter_map(|(e, _)| match e {
+            MediaEvent::MarkProcessed(m) if m != "m1" => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    // 950 frames at once, flushed.
+    ws.send_audio(&tone_le(500.0, 950)).await.unwrap();
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(2),
+        |s, _| s.iter().any(|(e, _)| *e == MediaEvent::Xoff),
+    )
+    .await;
+    ws.send(&MediaCommand::Flush).await.unwrap();
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(2),
+        |s, _| s.iter().any(|(e, _)| *e == MediaEvent::Xon),
+    )
+    .await;
+    ws.send(&MediaCommand::GetStatus).await.unwrap();
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(2),
+        |s, _| s.iter().any(|(e, _)| matches!(e, MediaEvent::Status(_))),
+    )
+    .await;
+    facts.flow = log
+        .seen
+        .iter()
+        .filter_map(|(e, _)| match e {
+            MediaEvent::Xoff => Some("MEDIA_XOFF".to_owned()),
+            MediaEvent::Xon => Some("MEDIA_XON".to_owned()),
+            _ => None,
+        })
+        .collect();
+    facts.status_queue = log.seen.iter().find_map(|(e, _)| match e {
+        MediaEvent::Status(s) => Some(s.queue_length),
+        _ => None,
+    });
+    // The caller's dialplan hangs up; our channel stays until we remove it.
+    let caller_gone = caller.clone();
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(10),
+        |_, a| a.iter().any(|(c, k)| *c == caller_gone && k == "StasisEnd"),
+    )
+    .await;
+    facts.em_left_behind = client.channel(&em.id).await.is_ok();
+    let _ = client.hangup(&em.id, "normal").await;
+    pump(
+        &mut ws,
+        &mut rx,
+        &mut facts,
+        &mut log,
+        Instant::now() + Duration::from_secs(3),
+        |_, _| false,
+    )
+    .await;
+    let _ = client.destroy_bridge(&bridge.id).await;
+    let spacing: Vec<f64> = log
+        .arrivals
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+        .filter(|ms| *ms < 100.0)
+        .collect();
+    facts.inbound_spacing_ms = if spacing.is_empty() {
+        0.0
+    } else {
+        (spacing.iter().sum::<f64>() / spacing.len() as f64).round()
+    };
+    let _ = stop.send(true);
+    facts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_media_of_the_simulator_matches_the_real_asterisk() {
+    let a = sound("book_01_v0_r150_16k.wav");
+    let ast = Asterisk::start(Setup::default());
+    let pa = ast.add_sound("a", &a);
+    // The caller says one sentence and stays past the protocol steps
+    // (about 6 s), then hangs up.
+    ast.set_dialplan(&format!(
+        "[caller]\n\
+         exten => s,1,Answer()\n\
+         same => n,Playback({pa})\n\
+         same => n,Wait(9)\n\
+         same => n,Hangup()\n"
+    ));
+    let real = scripted_ws_call(ast.ari("wsdiff")).await;
+
+    let mut config = SimConfig::default();
+    config.dialplan.insert(
+        "s@caller".into(),
+        CallerScript {
+            audio: a,
+            hangup_after: Some(Duration::from_secs(9)),
+            ..CallerScript::default()
+        },
+    );
+    let sim = Simulator::start(config).await.unwrap();
+    let simulated = scripted_ws_call(sim.client_config("wsdiff")).await;
+    eprintln!("real:      {real:?}\nsimulated: {simulated:?}");
+    let mut diffs = Vec::new();
+    let exact = |what: &str, a: String, b: String, diffs: &mut Vec<String>| {
+        if a != b {
+            diffs.push(format!("{what}:\n  real: {a}\n  sim:  {b}"));
+        }
+    };
+    let close = |what: &str, a: f64, b: f64, within: f64, diffs: &mut Vec<String>| {
+        if (a - b).abs() > within {
+            diffs.push(format!("{what}: real {a}, sim {b} (within {within})"));
+        }
+    };
+    for (what, f) in [
+        (
+            "channel name prefix",
+            (|f: &WsFacts| f.em_prefix.clone()) as fn(&WsFacts) -> String,
+        ),
+        ("frame size variable", |f| format!("{:?}", f.frame_size_var)),
+        ("connection id variable", |f| {
+            f.has_connection_id.to_string()
+        }),
+        ("in the app before the connection", |f| {
+            f.listed_before_connect.to_string()
+        }),
+        ("unknown connection id", |f| f.unknown_id.clone()),
+        ("second connection", |f| f.second_connection.clone()),
+        ("MEDIA_START", |f| format!("{:?}", f.start)),
+        ("StasisStart only once connected", |f| {
+            f.em_start_after_connect.to_string()
+        }),
+        ("caller's message sizes", |f| {
+            format!("{:?}", f.inbound_sizes)
+        }),
+        ("marks back after a flush", |f| {
+            format!("{:?}", f.marks_after_flush)
+        }),
+        ("flow control", |f| format!("{:?}", f.flow)),
+        ("queue after the flush", |f| format!("{:?}", f.status_queue)),
+        ("left behind by the caller's hangup", |f| {
+            f.em_left_behind.to_string()
+        }),
+        ("connection closed by the hangup", |f| {
+            f.closed_on_hangup.to_string()
+        }),
+    ] {
+        exact(what, f(&real), f(&simulated), &mut diffs);
+    }
+    close(
+        "caller's message spacing (ms)",
+        real.inbound_spacing_ms,
+        simulated.inbound_spacing_ms,
+        2.0,
+        &mut diffs,
+    );
+    close(
+        "frames until the mark after 10",
+        real.mark_frames,
+        simulated.mark_frames,
+        3.0,
+        &mut diffs,
+    );
+    close(
+        "frames until the mark after 5 post-flush",
+        real.m3_frames,
+        simulated.m3_frames,
+        3.0,
+        &mut diffs,
+    );
+    assert!(
+        diffs.is_empty(),
+        "the simulator's WebSocket media differs from Asterisk:\n{}",
+        diffs.join("\n")
+    );
+}

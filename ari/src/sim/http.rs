@@ -312,10 +312,20 @@ fn application(inner: &Inner, app: &str) -> Response {
     // Channels and bridges of this app; those of no known app count for
     // every app (the single-app simulator's behaviour).
     let mine = |owner: Option<&String>| owner.is_none_or(|a| a == app);
+    // A WebSocket media channel is the app's from its creation, before it
+    // is connected and enters Stasis (seen on 22.10.1).
+    let subscribed = |c: &SimChannel| {
+        c.in_stasis
+            || c.companion.is_some()
+            || matches!(
+                c.external.as_ref().map(|l| &l.io),
+                Some(LegIo::WebSocket(_))
+            )
+    };
     let channel_ids: Vec<&String> = st
         .channels
         .iter()
-        .filter(|(id, c)| (c.in_stasis || c.companion.is_some()) && mine(st.channel_apps.get(*id)))
+        .filter(|(id, c)| subscribed(c) && mine(st.channel_apps.get(*id)))
         .map(|(id, _)| id)
         .collect();
     let bridge_ids: Vec<&String> = st

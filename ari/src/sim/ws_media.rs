@@ -435,13 +435,8 @@ async fn run(inner: Arc<Inner>, s: WsStream, mut stop: oneshot::Receiver<()>) {
                         &silence[..]
                     };
                     let in_playback = playing.get(frame as usize).copied().unwrap_or(spoken);
-                    let padded: Vec<i16>;
-                    let chunk = if chunk.len() < n {
-                        padded = chunk.iter().copied().chain(std::iter::repeat(0)).take(n).collect();
-                        &padded[..]
-                    } else {
-                        chunk
-                    };
+                    // The end of a file goes out as long as what is left
+                    // of it (614 bytes seen after a Playback() of slin16).
                     let chunk = line.mix(chunk, frame * n as u64);
                     frame += 1;
                     let silent = s.suppress_silence && !in_playback && chunk.iter().all(|&x| x == 0);
