@@ -125,3 +125,27 @@ async fn each_fault_is_named_with_its_fix() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_media_path_is_checked_against_the_simulator() {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let port = sim.addr().port();
+    let (ok, text) = check(port, &[("AIAGC_MEDIA_TRANSPORT", "websocket")]).await;
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("WebSocket media"))
+        .unwrap_or_else(|| panic!("no WebSocket step: {text}"));
+    assert!(line.starts_with("ok"), "{line}");
+    assert!(line.contains("came out of the other"), "{line}");
+    // The check removed what it made: bridge, both channels, both connections.
+    let t = std::time::Instant::now();
+    while sim.alive() != aiagc_ari::sim::Alive::default() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "left behind: {:?}",
+            sim.alive()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
