@@ -332,9 +332,25 @@ async fn one_turn_call_over(
     eprintln!(
         "{format:?} over {transport:?}: the caller heard the reply {onset:?} ms after their last \
          word ({tail} ms of it the sentence's own trailing silence); aiagc's record: speech end \
-         to first reply packet {:?}",
-        reply.from_speech_end
+         to first reply packet {:?}, to Asterisk playing it {:?}",
+        reply.from_speech_end, reply.heard_after
     );
+    match transport {
+        // Over RTP a packet plays as it leaves: nothing more to tell.
+        MediaTransport::Rtp => assert_eq!(reply.heard_after, None),
+        // The mark in front of the reply came back once Asterisk took the
+        // reply's first frame: after it was handed out (60 ms ahead).
+        MediaTransport::WebSocket => {
+            let (Some(heard), Some(out)) = (reply.heard_after, reply.from_speech_end) else {
+                panic!("no mark-measured reply start: {reply:?}");
+            };
+            assert!(heard >= out, "{heard:?} before {out:?}");
+            assert!(
+                heard < out + Duration::from_millis(200),
+                "{heard:?} long after {out:?}"
+            );
+        }
+    }
     // The caller asked for an appointment: the practice asks for the day.
     assert!(
         reply.reply.contains("welchem Tag"),

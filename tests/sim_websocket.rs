@@ -117,14 +117,22 @@ async fn a_caller_over_the_websocket_is_greeted_understood_and_answered_in_wideb
         .find(|t| t.input == "speech")
         .unwrap_or_else(|| panic!("no caller turn: {:?}", summary.turns));
     assert!(turn.reply.contains("welchem Tag"), "{turn:?}");
+    // Marks tell when the simulated Asterisk began to play the reply.
+    let (Some(heard_after), Some(out)) = (turn.heard_after, turn.from_speech_end) else {
+        panic!("no mark-measured reply start: {turn:?}");
+    };
+    assert!(heard_after >= out && heard_after < out + Duration::from_millis(200));
     let loud = heard.iter().filter(|r| r.loud()).count();
     let high = share_above_4k(&pcm_of(&heard));
     eprintln!(
         "over the simulator's WebSocket: {} frames played to the caller, {loud} loud, {:.3} of \
-         the energy above 4 kHz; aiagc heard {:?}; counters {:?}",
+         the energy above 4 kHz; aiagc heard {:?}; reply handed out {:?}, played {:?} after the \
+         speech end; counters {:?}",
         heard.len(),
         high,
         turn.transcript,
+        turn.from_speech_end,
+        turn.heard_after,
         summary.rtp
     );
     assert!(loud > 200, "greeting and reply reached the caller: {loud}");

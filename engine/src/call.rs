@@ -203,6 +203,13 @@ pub enum CallEvent {
     },
     /// The reply queue ran empty.
     PlayoutFinished,
+    /// The far end began to play the reply started last, at `at` (a
+    /// stream transport's mark came back: [`Call::reply_heard`]). Over RTP
+    /// the packet plays as it leaves, and this never comes.
+    ReplyHeard {
+        /// When the far end said so.
+        at: Instant,
+    },
     /// Input was rejected; sent on the 1st, 2nd, 4th, 8th… occurrence.
     InputRejected {
         /// Kind of rejection.
@@ -219,6 +226,9 @@ pub struct Transmit<'a> {
     pub destination: Option<SocketAddr>,
     /// The RTP packet.
     pub data: &'a [u8],
+    /// The first frame of a reply: a stream edge marks it, so the far end
+    /// can say when it began to play ([`Call::reply_heard`]).
+    pub first_of_reply: bool,
 }
 
 /// The sans-IO media state machine of one call.
@@ -798,9 +808,13 @@ impl Call {
                 self.marker_owed = (self.marker_owed || sent.first_of_reply) && !sent.finished;
                 continue;
             }
-            if self.marker_owed && sent.audio {
+            // The playout marks a reply's first packet; one owed by a
+            // skipped slot goes on the next audio packet.
+            let owed = self.marker_owed && sent.audio;
+            if owed {
                 packet::set_marker(&mut self.tx);
             }
+            let first_of_reply = sent.first_of_reply || owed;
             self.marker_owed = false;
             self.stats.sent += 1;
             if sent.audio {
@@ -809,6 +823,7 @@ impl Call {
             return Some(Transmit {
                 destination: self.peer,
                 data: &self.tx[..sent.len],
+                first_of_reply,
             });
         }
         None
@@ -877,9 +892,17 @@ impl Call {
             return Some(Transmit {
                 destination: None,
                 data: &self.stream_out[..len],
+                first_of_reply: sent.first_of_reply,
             });
         }
         None
+    }
+
+    /// The far end says the reply whose first frame was marked began to
+    /// play at `at` (the stream edge's mark came back): what the caller
+    /// heard, rather than what we handed out ahead of its clock.
+    pub fn reply_heard(&mut self, at: Instant) {
+        self.events.push_back(CallEvent::ReplyHeard { at });
     }
 
     /// The next event, if any.

@@ -109,21 +109,30 @@ fn replies_go_out_ahead_by_the_lead_little_endian_silence_on_the_clock() {
     rtp.speak(&pcm, 16000).unwrap();
     let mut reference = Vec::new();
     let mut t = t0;
+    let mut rtp_firsts = 0;
     while reference.len() < 50 && t < t0 + Duration::from_secs(3) {
         while let Some(tx) = rtp.poll_transmit(t) {
+            rtp_firsts += tx.first_of_reply as usize;
             let v = aiagc_engine::packet::parse(tx.data).unwrap();
+            // The marked packet is the one said to start the reply.
+            assert_eq!(v.marker, tx.first_of_reply);
             if v.payload.iter().any(|&b| b != 0) || !reference.is_empty() {
                 reference.push(v.payload.to_vec());
             }
         }
         t += Duration::from_millis(20);
     }
-    // At the reply's start: its first slot and the lead's worth at once.
+    assert_eq!(rtp_firsts, 1);
+    // At the reply's start: its first slot and the lead's worth at once,
+    // the first of them said to start the reply (the edge marks it).
     let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut firsts = Vec::new();
     while let Some(tx) = call.poll_transmit(start) {
         assert_eq!(tx.data.len(), 640);
+        firsts.push(tx.first_of_reply);
         frames.push(tx.data.to_vec());
     }
+    assert_eq!(firsts, [true, false, false, false]);
     assert_eq!(frames.len(), 1 + (LEAD.as_millis() / 20) as usize);
     assert!(matches!(
         call.poll_event(),
@@ -167,6 +176,10 @@ fn replies_go_out_ahead_by_the_lead_little_endian_silence_on_the_clock() {
     assert!(tx.data.iter().all(|&b| b == 0));
     assert!(call.poll_transmit(later).is_none());
     assert_eq!(call.stats().sent_audio, 50);
+    // The far end's word that the reply began to play is passed on.
+    call.reply_heard(later);
+    assert!(std::iter::from_fn(|| call.poll_event())
+        .any(|e| matches!(e, CallEvent::ReplyHeard { at } if at == later)));
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub fn value(s: &CallSummary, key: &str) -> Value {
                 "interrupted": t.interrupted,
                 "latency_ms": {
                     "speech_end_to_reply": t.from_speech_end.map(ms),
+                    // Over the WebSocket: when Asterisk began to play it.
+                    "speech_end_to_heard": t.heard_after.map(ms),
                     "handover_to_reply": t.to_first_packet.map(ms),
                     "stt": ms(t.stt),
                     "dialogue": ms(t.dialogue),

@@ -13,13 +13,11 @@ use aiagc::runtime::app::App;
 use aiagc::runtime::conversation::BargeIn;
 use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
 use aiagc::runtime::speech::SpeechPool;
-use aiagc_ari::controller::ControllerConfig;
+use aiagc_ari::controller::{ControllerConfig, MediaTransport};
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{CallerScript, RtpRecord, SimConfig, Simulator};
 use aiagc_dialogue::scenario::Scenario;
-use aiagc_engine::codec::Decoder;
 use aiagc_engine::impair::Impairment;
-use aiagc_engine::Codec;
 use aiagc_models::stt::{word_error_rate, SttConfig, WhisperModel};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -296,17 +294,13 @@ pub(super) fn utterance_texts() -> Result<HashMap<String, String>> {
 }
 
 /// Whether a received packet carries reply audio (not the silence sent between replies).
-pub(super) struct Ear {
-    pub(super) decoder: Decoder,
-    pub(super) pcm: Vec<i16>,
-}
+pub(super) struct Ear;
 
 impl Ear {
+    /// Whether the frame carries reply audio (the simulator decoded it,
+    /// whatever the transport).
     fn audible(&mut self, r: &RtpRecord) -> bool {
-        match self.decoder.decode(&r.payload, &mut self.pcm) {
-            Ok(n) => self.pcm[..n].iter().any(|s| s.unsigned_abs() > 300),
-            Err(_) => false,
-        }
+        r.pcm.iter().any(|s| s.unsigned_abs() > 300)
     }
 }
 
@@ -317,6 +311,15 @@ pub(super) struct Heard {
     pub(super) marker: bool,
     /// Carries reply audio (not the silence sent between replies).
     pub(super) audible: bool,
+}
+
+impl Heard {
+    /// The first of a reply: over RTP its marked packet, over the
+    /// WebSocket (no marker; silence flows between replies) its first
+    /// audible frame.
+    pub(super) fn begins_reply(&self) -> bool {
+        self.marker || self.audible
+    }
 }
 
 /// Collects the packets received for the call since the last look (the
@@ -383,12 +386,7 @@ pub(super) async fn registered(sim: &Simulator) -> Result<()> {
 
 /// Places an inbound call from `number` and waits up to `wait` for its
 /// media; a call whose media does not start is hung up.
-pub(super) async fn place(
-    sim: &Simulator,
-    codec: Codec,
-    number: &str,
-    wait: Duration,
-) -> Result<(String, Ear)> {
+pub(super) async fn place(sim: &Simulator, number: &str, wait: Duration) -> Result<(String, Ear)> {
     let id = sim
         .place_call(
             "aiagc",
@@ -407,11 +405,7 @@ pub(super) async fn place(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let ear = Ear {
-        decoder: Decoder::new(codec)?,
-        pcm: vec![0; 4096],
-    };
-    Ok((id, ear))
+    Ok((id, Ear))
 }
 
 /// The caller says `pcm`: when its first frame was sent (waiting up to
@@ -453,7 +447,14 @@ struct Done {
 }
 
 pub(super) async fn run(args: &DemoArgs) -> Result<()> {
-    let codec = crate::config::rtp_format(&args.codec).context("--codec")?;
+    let transport: MediaTransport = args
+        .transport
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--transport {e}"))?;
+    let codec = match transport {
+        MediaTransport::Rtp => crate::config::rtp_format(&args.codec).context("--codec")?,
+        MediaTransport::WebSocket => aiagc_engine::Codec::Slin16,
+    };
     if !matches!(args.endpointing.as_str(), "model" | "words" | "fixed") {
         bail!(
             "--endpointing {:?}: use model, words or fixed",
@@ -538,6 +539,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
         },
         ControllerConfig {
             format: codec,
+            transport,
             ..ControllerConfig::default()
         },
         pool,
@@ -559,12 +561,20 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     registered(&sim).await?;
 
     if !args.json {
+        let line = match transport {
+            MediaTransport::Rtp => format!(
+                "{} externalMedia RTP, {}% loss, 10+{} ms jitter",
+                codec.asterisk_format(),
+                args.loss * 100.0,
+                args.jitter_ms
+            ),
+            MediaTransport::WebSocket => {
+                "slin16 over the WebSocket media channel, lossless".to_owned()
+            }
+        };
         println!(
-            "aiagc demo: {} German callers through the Asterisk simulator ({} externalMedia, {}% loss, 10+{} ms jitter)",
+            "aiagc demo: {} German callers through the Asterisk simulator ({line})",
             plans.len(),
-            codec.asterisk_format(),
-            args.loss * 100.0,
-            args.jitter_ms
         );
         println!("scenario `{}` (appointment line of a practice); whisper base STT, espeak-ng TTS; per-call records in {}\n", scenario.spec().name, records_dir.display());
     }
@@ -575,7 +585,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     let mut barge = BargeIns::default();
     let mut levels = Vec::new();
     for &(name, voice, plan, goal) in &plans {
-        let (caller, mut ear) = place(&sim, codec, "+4930123456", Duration::from_secs(5)).await?;
+        let (caller, mut ear) = place(&sim, "+4930123456", Duration::from_secs(5)).await?;
         let mut seen = Vec::new();
         let mut since = Instant::now();
         let mut done: Vec<Done> = Vec::new();
@@ -760,7 +770,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
                 .join(" ");
             let reply = record.and_then(|r| {
                 seen.iter()
-                    .find(|h| h.marker && h.at > r.handed_over)
+                    .find(|h| h.begins_reply() && h.at > r.handed_over)
                     .map(|h| h.at)
             });
             let barge_in = summary
@@ -844,6 +854,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<()> {
     });
     let report = Report {
         codec: codec.asterisk_format().to_owned(),
+        transport: args.transport.clone(),
         summary: Summary {
             long,
             barge_in: barge,

@@ -20,11 +20,10 @@ use aiagc::runtime::app::App;
 use aiagc::runtime::media::{CallSummary, DialogueFactory, MediaConfig};
 use aiagc::runtime::speech::TurnRecord;
 use aiagc_ari::client::{AriClient, Originate};
-use aiagc_ari::controller::ControllerConfig;
+use aiagc_ari::controller::{ControllerConfig, MediaTransport};
 use aiagc_ari::ports::PortRange;
 use aiagc_ari::sim::{SimConfig, Simulator};
 use aiagc_dialogue::scenario::Scenario;
-use aiagc_engine::Codec;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::sync::Arc;
@@ -73,6 +72,11 @@ pub struct LoadArgs {
     /// (the ari target takes `media.format` of the configuration).
     #[arg(long, default_value = "g722")]
     codec: String,
+    /// Media transport of the simulator target: `rtp` (`--codec`) or
+    /// `websocket` (slin16 over chan_websocket's protocol); the ari target
+    /// takes `media.transport` of the configuration.
+    #[arg(long, default_value = "rtp")]
+    transport: String,
     /// Speech worker threads (0: one per two cores).
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -137,6 +141,9 @@ struct LoadReport {
     turned_away: usize,
     concurrency: usize,
     target: String,
+    /// `rtp` or `websocket`, and the format on it.
+    transport: String,
+    format: String,
     seconds: f64,
     latency_ms: Percentiles,
     /// The first and the last tenth of the calls (drift over a long run).
@@ -308,10 +315,10 @@ fn memory_kb() -> (u64, u64) {
 
 /// One caller: (turn latencies in ms, packet arrival gaps in ms). The
 /// caller hangs up at the end, or when anything went wrong.
-async fn caller(sim: Arc<Simulator>, codec: Codec, voice: usize) -> Result<CallResult> {
+async fn caller(sim: Arc<Simulator>, voice: usize) -> Result<CallResult> {
     let started = Instant::now();
     let mut id = None;
-    let r = talk(&sim, codec, voice, &mut id).await;
+    let r = talk(&sim, voice, &mut id).await;
     if let Some(id) = id {
         sim.hangup(&id);
     }
@@ -326,7 +333,6 @@ async fn caller(sim: Arc<Simulator>, codec: Codec, voice: usize) -> Result<CallR
 
 async fn talk(
     sim: &Simulator,
-    codec: Codec,
     voice: usize,
     placed: &mut Option<String>,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
@@ -334,7 +340,6 @@ async fn talk(
     let texts = utterance_texts()?;
     let (id, mut ear) = place(
         sim,
-        codec,
         &format!("+49301000{voice:03}"),
         Duration::from_secs(10),
     )
@@ -355,7 +360,7 @@ async fn talk(
         let t = Instant::now();
         loop {
             heard(sim, &id, &mut ear, &mut seen);
-            if let Some(r) = seen.iter().find(|h| h.marker && h.at > end) {
+            if let Some(r) = seen.iter().find(|h| h.begins_reply() && h.at > end) {
                 latencies.push(r.at.saturating_duration_since(end).as_secs_f64() * 1000.0);
                 break;
             }
@@ -482,6 +487,13 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
     } else {
         crate::config::rtp_format(&args.codec).context("--codec")?
     };
+    let transport: MediaTransport = if ari_target {
+        config.transport()?
+    } else {
+        args.transport
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--transport {e}"))?
+    };
     // As `aiagc serve` sizes them unless given.
     let mut sizing = config.clone();
     if args.workers > 0 {
@@ -548,6 +560,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         media,
         ControllerConfig {
             format: codec,
+            transport,
             hangup_on_setup_failure: true,
             max_calls: config.serve.max_calls,
             ..ControllerConfig::default()
@@ -637,7 +650,7 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         );
         tasks.push(tokio::spawn(async move {
             let r = match sim {
-                Some(sim) => caller(sim, codec, i).await,
+                Some(sim) => caller(sim, i).await,
                 None => {
                     let id = format!("aiagc-load-{run_id}-{i}");
                     ari_caller(&client, &args, &app_name, id, &ended).await
@@ -755,6 +768,16 @@ pub(super) async fn run(args: &LoadArgs) -> Result<()> {
         turned_away,
         concurrency: args.concurrency,
         target: args.target.clone(),
+        transport: match transport {
+            MediaTransport::Rtp => "rtp",
+            MediaTransport::WebSocket => "websocket",
+        }
+        .to_owned(),
+        format: match transport {
+            MediaTransport::Rtp => codec.asterisk_format(),
+            MediaTransport::WebSocket => "slin16",
+        }
+        .to_owned(),
         seconds,
         latency_ms: percentiles(&latencies),
         latency_first_tenth_ms: percentiles(&first),
@@ -838,8 +861,8 @@ fn print_table(r: &LoadReport, workers: usize) {
         None => format!("concurrency {}", r.concurrency),
     };
     println!(
-        "calls {} against {} in {:.0} s ({placed}, {} speech workers × {} threads, {} order): {} completed, {} failed",
-        r.calls, r.target, r.seconds, workers, r.threads, r.schedule, r.completed, r.failed
+        "calls {} against {} ({} over {}) in {:.0} s ({placed}, {} speech workers × {} threads, {} order): {} completed, {} failed",
+        r.calls, r.target, r.format, r.transport, r.seconds, workers, r.threads, r.schedule, r.completed, r.failed
     );
     if r.turned_away > 0 {
         println!(

@@ -30,6 +30,11 @@ pub struct DemoArgs {
     /// opus only with --engine-only: a real Asterisk plays neither back).
     #[arg(long, default_value = "g722")]
     codec: String,
+    /// Media transport: `rtp` (`--codec`, with `--loss` and `--jitter-ms`)
+    /// or `websocket` (slin16 over the simulator's chan_websocket; TCP, so
+    /// no loss or jitter).
+    #[arg(long, default_value = "rtp")]
+    transport: String,
     /// Packet loss on each direction (0.0–1.0).
     #[arg(long, default_value_t = 0.01)]
     loss: f64,
@@ -168,6 +173,7 @@ impl RtpSummary {
 #[derive(Serialize)]
 pub(crate) struct Report {
     codec: String,
+    transport: String,
     turns: Vec<Turn>,
     summary: Summary,
 }
@@ -353,6 +359,9 @@ fn run_call(
 /// Runs the demo: the live path by default, or the engine alone.
 pub fn run(args: &DemoArgs) -> Result<()> {
     if args.engine_only {
+        if args.transport != "rtp" {
+            bail!("--engine-only runs two engines over RTP: leave out --transport");
+        }
         return run_engine(args);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -388,6 +397,8 @@ fn run_engine(args: &DemoArgs) -> Result<()> {
     }
     let report = Report {
         codec: codec.asterisk_format().to_owned(),
+        // The engine alone: RTP packets between two `Call`s.
+        transport: "rtp".into(),
         summary: Summary {
             long: None,
             barge_in: live::BargeIns::default(),

@@ -709,6 +709,17 @@ impl Conversation {
                     }
                 }
             }
+            CallEvent::ReplyHeard { at } => {
+                // The reply whose first frame was handed out last.
+                if let Some((turn, _)) = self.first_packet {
+                    let end = self.speech_end.filter(|(s, _)| *s == turn);
+                    if let (Some(r), Some((_, end))) = (self.record_mut(turn), end) {
+                        if r.heard_after.is_none() {
+                            r.heard_after = Some(at.saturating_duration_since(end));
+                        }
+                    }
+                }
+            }
             CallEvent::PlayoutFinished => self.played_out(now),
             CallEvent::InputRejected { kind, count } => {
                 tracing::warn!(call = %self.summary.call, ?kind, count, "RTP input rejected")

@@ -46,6 +46,9 @@ pub struct Stream {
     socket: Option<MediaSocket>,
     flow: Outflow,
     out: Vec<u8>,
+    /// The mark in front of the last reply's first frame: when it comes
+    /// back, the caller has begun to hear the reply.
+    reply_mark: Option<String>,
     /// The call's interrupted and paused replies, as last seen.
     seen: (u64, u64),
     /// What it counted.
@@ -83,6 +86,7 @@ impl Edge {
             socket: Some(socket),
             flow: Outflow::new(STREAM_WINDOW, MARK_EVERY),
             out: Vec::with_capacity(640 * 8),
+            reply_mark: None,
             seen: (0, 0),
             counts: StreamCounts::default(),
         }))
@@ -116,7 +120,7 @@ impl Edge {
             Input::Error(e) => tracing::debug!(call = %id, error = %e, "media receive error"),
             Input::Event(e) => {
                 if let Edge::Stream(s) = self {
-                    s.event(e, id);
+                    s.event(e, id, call, now);
                 }
             }
             Input::Rejected(e) => {
@@ -190,7 +194,7 @@ impl Edge {
 }
 
 impl Stream {
-    fn event(&mut self, e: MediaEvent, id: &str) {
+    fn event(&mut self, e: MediaEvent, id: &str, call: &mut Call, now: Instant) {
         match &e {
             MediaEvent::Start(start) => tracing::info!(
                 call = %id,
@@ -203,7 +207,13 @@ impl Stream {
                 self.counts.xoff += 1;
                 tracing::warn!(call = %id, "Asterisk's media queue is full (MEDIA_XOFF)");
             }
-            MediaEvent::MarkProcessed(_) => self.counts.marks += 1,
+            MediaEvent::MarkProcessed(m) => {
+                self.counts.marks += 1;
+                if self.reply_mark.as_ref() == Some(m) {
+                    self.reply_mark = None;
+                    call.reply_heard(now);
+                }
+            }
             MediaEvent::Error(text) => {
                 self.counts.errors += 1;
                 tracing::warn!(call = %id, error = %text, "Asterisk refused a media command");
@@ -232,12 +242,26 @@ impl Stream {
             self.seen = now_seen;
             ws.send(&MediaCommand::Flush).await?;
             self.flow.flushed();
+            self.reply_mark = None;
             self.counts.flushes += 1;
         }
         while self.flow.room() > 0 {
             let Some(tx) = call.poll_transmit(now) else {
                 break;
             };
+            if tx.first_of_reply {
+                // A mark just before the reply: Asterisk answers it as it
+                // takes the reply's first frame from its queue.
+                if !self.out.is_empty() {
+                    ws.send_audio(&self.out).await?;
+                    self.out.clear();
+                }
+                let mark = self.flow.mark();
+                if let MediaCommand::Mark(m) = &mark {
+                    self.reply_mark = Some(m.clone());
+                }
+                ws.send(&mark).await?;
+            }
             self.out.extend_from_slice(tx.data);
             sent(call);
             if let Some(mark) = self.flow.sent(1) {

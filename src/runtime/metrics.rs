@@ -133,7 +133,7 @@ impl Default for Metrics {
         );
         registry.register(
             "turn_stage_seconds",
-            "Time per turn stage (speech_end_to_first_packet: the turn latency; stt, dialogue, tts_first_audio, handover_to_first_packet; cost_cpu: the workers' CPU time for the turn, cost_stt_audio: audio decoded for it)",
+            "Time per turn stage (speech_end_to_first_packet: the turn latency; stt, dialogue, tts_first_audio, handover_to_first_packet; speech_end_to_heard: over the WebSocket, to when Asterisk began to play the reply; cost_cpu: the workers' CPU time for the turn, cost_stt_audio: audio decoded for it)",
             stage_seconds.clone(),
         );
         registry.register(
@@ -262,6 +262,9 @@ impl Metrics {
             }
             if let Some(d) = t.from_speech_end {
                 observe("speech_end_to_first_packet", d);
+            }
+            if let Some(d) = t.heard_after {
+                observe("speech_end_to_heard", d);
             }
             // What the turn cost the workers (CPU time, not a wait).
             let ms = |v: f64| std::time::Duration::from_secs_f64(v.max(0.0) / 1000.0);

@@ -178,6 +178,13 @@ pub struct TurnRecord {
     /// server, less the network and Asterisk's own buffering.
     #[serde(serialize_with = "as_ms_opt")]
     pub from_speech_end: Option<Duration>,
+    /// From the caller's speech end to the moment Asterisk began to play
+    /// the reply, where the transport tells (the WebSocket's mark in front
+    /// of the reply; there replies go out 60 ms ahead of the clock, so
+    /// this is the later, truer figure). `None` over RTP, where a packet
+    /// plays as it leaves: [`TurnRecord::from_speech_end`].
+    #[serde(serialize_with = "as_ms_opt")]
+    pub heard_after: Option<Duration>,
     /// What the workers spent on it.
     pub cost: TurnCost,
 }
@@ -995,6 +1002,7 @@ fn run(
         resumed: 0,
         to_first_packet: None,
         from_speech_end: None,
+        heard_after: None,
         cost,
     };
     let _ = call

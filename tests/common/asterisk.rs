@@ -225,6 +225,32 @@ impl Asterisk {
         }
     }
 
+    /// CPU seconds (user + system) the instance's processes have used so
+    /// far (its process group, read from `/proc`).
+    pub fn cpu_seconds(&self) -> f64 {
+        let Some(group) = self.child.as_ref().map(|c| c.id() as i64) else {
+            return 0.0;
+        };
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let mut total = 0.0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // Fields after the command name (which may hold spaces).
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // f[2] is the process group; f[11], f[12] utime and stime.
+            if f.get(2).and_then(|g| g.parse::<i64>().ok()) == Some(group) {
+                let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                total += (t(11) + t(12)) / ticks;
+            }
+        }
+        total
+    }
+
     /// Replaces the dialplan (`{dir}` expanded) and reloads it.
     pub fn set_dialplan(&self, text: &str) {
         let d = self.dir.display().to_string();

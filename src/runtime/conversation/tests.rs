@@ -152,6 +152,7 @@ fn record(turn: u64, reply: &str) -> TurnRecord {
         resumed: 0,
         to_first_packet: None,
         from_speech_end: None,
+        heard_after: None,
         cost: Default::default(),
     }
 }
