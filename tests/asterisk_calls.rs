@@ -110,6 +110,29 @@ impl Rig {
         .await
     }
 
+    /// As [`Rig::start`] over `transport` (WebSocket: slin16).
+    async fn start_over(
+        ast: &Asterisk,
+        format: Codec,
+        ports: std::ops::RangeInclusive<u16>,
+        transport: MediaTransport,
+    ) -> Self {
+        let format = match transport {
+            MediaTransport::Rtp => format,
+            MediaTransport::WebSocket => Codec::Slin16,
+        };
+        Self::start_with(
+            ast,
+            ports,
+            ControllerConfig {
+                format,
+                transport,
+                ..ControllerConfig::default()
+            },
+        )
+        .await
+    }
+
     async fn start_with(
         ast: &Asterisk,
         ports: std::ops::RangeInclusive<u16>,
@@ -522,10 +545,69 @@ async fn events_websocket_dropped_mid_call_keeps_the_call() {
     rig.stop().await;
 }
 
+/// Over the WebSocket, cutting the TCP connections to Asterisk's port
+/// takes the media connection with the events connection: Asterisk hangs
+/// the media channel up, and aiagc ends the call rather than leave the
+/// caller in a bridge without media (no dead air), reconnects its events
+/// and serves the next caller. (A new media connection for the same call
+/// is not attempted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_media_cut_mid_call_ends_the_call_cleanly() {
+    let ast = Asterisk::start(Setup::default());
+    ast.set_dialplan(&booking_dialplan(&ast));
+    let mut rig =
+        Rig::start_over(&ast, Codec::G722, 35170..=35179, MediaTransport::WebSocket).await;
+    let caller = rig.call("caller").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed = kill_ari_connections(&ast);
+    assert!(killed >= 2, "events and media connections killed: {killed}");
+    let summary = rig.summary(&caller, Duration::from_secs(30)).await;
+    eprintln!(
+        "media cut: the call ended by {:?} after {} turns",
+        summary.ended_by,
+        summary.turns.len()
+    );
+    rig.assert_nothing_left().await;
+    let app = rig.app.as_ref().unwrap();
+    let t = Instant::now();
+    while !app.controller.is_connected() {
+        assert!(t.elapsed() < Duration::from_secs(15), "reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dialplan = one_turn_dialplan(&ast);
+    ast.set_dialplan(&dialplan);
+    let second = rig.call("caller").await;
+    let summary = rig.summary(&second, Duration::from_secs(60)).await;
+    assert!(
+        summary
+            .turns
+            .iter()
+            .any(|t| t.input == "speech" && t.reply.contains("welchem Tag")),
+        "the next caller is served: {:?}",
+        summary.turns
+    );
+    rig.assert_nothing_left().await;
+    rig.stop().await;
+}
+
 /// The caller presses 1 in the menu (`SendDTMF`): the practice takes it as
 /// "a new appointment" and asks for the day, as for the spoken request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_from_the_caller_drives_the_menu() {
+    dtmf_drives_the_menu_over(MediaTransport::Rtp, 35040..=35049).await;
+}
+
+/// The same over the WebSocket: keys come as ARI events on the caller's
+/// channel whatever carries the audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_dtmf_from_the_caller_drives_the_menu() {
+    dtmf_drives_the_menu_over(MediaTransport::WebSocket, 35140..=35149).await;
+}
+
+async fn dtmf_drives_the_menu_over(
+    transport: MediaTransport,
+    ports: std::ops::RangeInclusive<u16>,
+) {
     let ast = Asterisk::start(Setup::default());
     ast.set_dialplan(
         "[caller]\n\
@@ -535,7 +617,7 @@ async fn dtmf_from_the_caller_drives_the_menu() {
          same => n,Record({dir}/rec/reply.wav16,0,7,qkx)\n\
          same => n,Hangup()\n",
     );
-    let mut rig = Rig::start(&ast, Codec::G722, 35040..=35049).await;
+    let mut rig = Rig::start_over(&ast, Codec::G722, ports, transport).await;
     let caller = rig.call("caller").await;
     let summary = rig.summary(&caller, Duration::from_secs(60)).await;
     assert_eq!(summary.dtmf, vec!["1".to_string()], "{:?}", summary.turns);
@@ -547,13 +629,17 @@ async fn dtmf_from_the_caller_drives_the_menu() {
     assert!(turn.reply.contains("welchem Tag"), "{:?}", turn.reply);
     let path = ast.dir.join("rec/reply.wav16");
     let heard = transcribe(&path);
-    let (ideal_text, ideal_audio) = heard_over_ideal_line(&turn.reply, Codec::G722);
+    let line = match transport {
+        MediaTransport::Rtp => Codec::G722,
+        MediaTransport::WebSocket => Codec::Slin16,
+    };
+    let (ideal_text, ideal_audio) = heard_over_ideal_line(&turn.reply, line);
     let ideal = heard_fraction(&turn.reply, &ideal_text);
     let (pcm, rate) = read_wav(&path);
     let matched = spectral_match(&as_16k(&pcm, rate), &ideal_audio);
     let fraction = heard_fraction(&turn.reply, &heard);
     eprintln!(
-        "after the key: heard {heard:?} ({fraction:.2}, ideal line {ideal:.2}); spectral match {matched:.3}"
+        "{transport:?}, after the key: heard {heard:?} ({fraction:.2}, ideal line {ideal:.2}); spectral match {matched:.3}"
     );
     assert!(
         fraction >= 0.2 && matched >= SAME_SOUND,
@@ -568,6 +654,20 @@ async fn dtmf_from_the_caller_drives_the_menu() {
 /// both calls are torn down completely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hangs_up_during_setup_and_during_a_reply() {
+    hangups_during_setup_and_reply_over(MediaTransport::Rtp, 35050..=35059).await;
+}
+
+/// The same over the WebSocket, whose setup has one step more (the
+/// connection to `/media/<id>` before the bridge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_caller_hangs_up_during_setup_and_during_a_reply() {
+    hangups_during_setup_and_reply_over(MediaTransport::WebSocket, 35150..=35159).await;
+}
+
+async fn hangups_during_setup_and_reply_over(
+    transport: MediaTransport,
+    ports: std::ops::RangeInclusive<u16>,
+) {
     let ast = Asterisk::start(Setup::default());
     ast.set_dialplan(
         "[gone]\n\
@@ -578,7 +678,7 @@ async fn caller_hangs_up_during_setup_and_during_a_reply() {
          same => n,Wait(2)\n\
          same => n,Hangup()\n",
     );
-    let mut rig = Rig::start(&ast, Codec::Ulaw, 35050..=35059).await;
+    let mut rig = Rig::start_over(&ast, Codec::Ulaw, ports, transport).await;
     for context in ["gone", "impatient", "gone"] {
         let _ = rig.call(context).await;
     }
@@ -596,7 +696,7 @@ async fn caller_hangs_up_during_setup_and_during_a_reply() {
     }
     rig.seen.extend(rig.summaries.try_iter());
     eprintln!(
-        "summaries: {:?}",
+        "{transport:?} summaries: {:?}",
         rig.seen
             .iter()
             .map(|s| (&s.call, s.turns.len(), &s.ended_by))
@@ -611,16 +711,26 @@ async fn caller_hangs_up_during_setup_and_during_a_reply() {
 /// the next caller as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asterisk_restarted_mid_call() {
+    restarted_mid_call_over(MediaTransport::Rtp, 35060..=35069).await;
+}
+
+/// The same over the WebSocket: the media connection dies with Asterisk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_asterisk_restarted_mid_call() {
+    restarted_mid_call_over(MediaTransport::WebSocket, 35160..=35169).await;
+}
+
+async fn restarted_mid_call_over(transport: MediaTransport, ports: std::ops::RangeInclusive<u16>) {
     let mut ast = Asterisk::start(Setup::default());
     let dialplan = one_turn_dialplan(&ast);
     ast.set_dialplan(&dialplan);
-    let mut rig = Rig::start(&ast, Codec::G722, 35060..=35069).await;
+    let mut rig = Rig::start_over(&ast, Codec::G722, ports, transport).await;
     let first = rig.call("caller").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     ast.restart();
     let summary = rig.summary(&first, Duration::from_secs(30)).await;
     eprintln!(
-        "first call ended by {:?} after {} turns",
+        "{transport:?}: first call ended by {:?} after {} turns",
         summary.ended_by,
         summary.turns.len()
     );
