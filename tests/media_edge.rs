@@ -175,7 +175,20 @@ async fn bad_control_messages_are_counted_and_the_call_goes_on() {
     let reply: Vec<f32> = (0..16000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
     call.speak(&reply, 16000).unwrap();
     drive(&mut edge, &mut call, "c1", 500).await;
-    // Barge-in: the call drops the reply, the edge flushes Asterisk's queue.
+    // Barge-in: the call pauses the reply, the edge flushes Asterisk's
+    // queue, and what the flush dropped unplayed (the frames since the last
+    // mark back) is held again with the rest.
+    call.pause_speaking();
+    let held_at_pause = call.held_audio();
+    drive(&mut edge, &mut call, "c1", 100).await;
+    let unheard = edge.stream_counts().unwrap().unheard_ms;
+    assert_eq!(
+        (call.held_audio() - held_at_pause).as_millis() as u64,
+        unheard,
+        "held again: what the edge counted"
+    );
+    assert!(unheard <= 100 && unheard.is_multiple_of(20), "{unheard} ms");
+    // The caller's turn: the held reply is dropped (a second flush).
     call.stop_speaking();
     drive(&mut edge, &mut call, "c1", 100).await;
     // XOFF: nothing more is sent until XON.
@@ -207,10 +220,10 @@ async fn bad_control_messages_are_counted_and_the_call_goes_on() {
     assert!(counts.marks >= 5, "marks came back: {counts:?}");
     assert_eq!(
         got.commands.iter().filter(|c| *c == "FLUSH_MEDIA").count(),
-        1,
-        "one flush for the one barge-in"
+        2,
+        "one flush at the pause, one when the held reply was dropped"
     );
-    assert_eq!(counts.flushes, 1);
+    assert_eq!(counts.flushes, 2);
     assert_eq!(counts.xoff, 1);
     assert_eq!(held, 0, "nothing sent during XOFF");
     assert!(after_xon >= 10, "sending resumed after XON: {after_xon}");

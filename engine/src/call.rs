@@ -981,6 +981,16 @@ impl Call {
         ))
     }
 
+    /// The far end dropped the last `frames` it was sent before they
+    /// played (the stream edge flushed Asterisk's queue at a pause): the
+    /// paused reply holds them again ([`Playout::unheard`]). Returns the
+    /// play time put back.
+    pub fn unheard(&mut self, frames: u64) -> Duration {
+        let n = self.config.codec.frame_samples() as u64;
+        let back = self.playout.unheard((frames * n) as usize);
+        Duration::from_secs_f64(back as f64 / self.config.codec.pcm_rate() as f64)
+    }
+
     /// Reply audio held by a pause, as play time.
     pub fn held_audio(&self) -> Duration {
         Duration::from_secs_f64(

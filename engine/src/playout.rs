@@ -240,6 +240,29 @@ impl Playout {
         Some(again)
     }
 
+    /// The far end dropped the last `samples` of what was sent before they
+    /// played (a stream transport flushed its queue at a pause): a paused
+    /// reply gets them back in front of what it holds, so that a resume
+    /// from the paused position starts where the caller stopped hearing,
+    /// and a resume from the sentence's start does not count them as heard
+    /// twice. Never across a sentence boundary (the one before is done).
+    /// Returns the samples put back.
+    pub fn unheard(&mut self, samples: usize) -> usize {
+        let Some(held) = self.held.as_mut() else {
+            return 0;
+        };
+        let k = samples.min(self.sent_of_sentence.len());
+        let keep = self.sent_of_sentence.len() - k;
+        for &s in self.sent_of_sentence[keep..].iter().rev() {
+            held.push_front(s);
+        }
+        self.sent_of_sentence.truncate(keep);
+        if let Some(first) = self.sentences.front_mut() {
+            *first += k;
+        }
+        k
+    }
+
     /// Keeps the next 5 ms of the queue, fading to zero, and drops the rest.
     fn fade_out(&mut self) {
         let fade = (self.codec.pcm_rate() as usize * FADE_MS / 1000).min(self.queue.len());
@@ -495,6 +518,41 @@ mod tests {
             assert!((level(&frames[1].0) - 16384).abs() < 1200);
             assert!((level(&frames.last().unwrap().0) - 4096).abs() < 400);
             assert_eq!(p.resume(from), None, "nothing paused");
+        }
+    }
+
+    #[test]
+    fn audio_the_far_end_dropped_at_a_pause_is_held_again() {
+        for from in [ResumeFrom::Position, ResumeFrom::SentenceStart] {
+            let mut p = playout(SilencePolicy::SendSilence);
+            let mut buf = [0u8; 1500];
+            p.speak(&[0.25; 1600], 16000).unwrap();
+            p.speak(&[0.5; 1600], 16000).unwrap();
+            for _ in 0..8 {
+                tick_pcm(&mut p, &mut buf); // 3 frames into the second sentence
+            }
+            assert_eq!(p.unheard(160), 0, "nothing paused: nothing to hold");
+            assert!(p.pause());
+            // The last 2 frames never played; asking for 5 goes no further
+            // back than the sentence.
+            assert_eq!(p.unheard(2 * 160), 2 * 160);
+            assert_eq!(p.held_samples(), 1600 - 8 * 160 + 2 * 160);
+            assert_eq!(p.unheard(5 * 160), 160, "back to the sentence's start");
+            assert_eq!(p.held_samples(), 800);
+            let again = p.resume(from).unwrap();
+            assert_eq!(again, 0, "{from:?}: nothing heard twice");
+            tick_pcm(&mut p, &mut buf); // the resume's fade-in
+            let mut frames = 1;
+            loop {
+                let (pcm, sent) = tick_pcm(&mut p, &mut buf);
+                frames += 1;
+                let level = pcm[80..].iter().map(|&s| s as i32).sum::<i32>() / 80;
+                assert!((level - 16384).abs() < 1200, "the second sentence: {level}");
+                if sent.finished {
+                    break;
+                }
+            }
+            assert_eq!(frames, 5, "{from:?}: the whole second sentence");
         }
     }
 

@@ -8,8 +8,9 @@
 //! its own 20 ms clock. The call hands out a reply 60 ms ahead of its grid
 //! (the cushion, [`STREAM_LEAD`]); when the call drops or pauses a reply
 //! (barge-in), the cushion is flushed (`FLUSH_MEDIA`) so the caller hears
-//! the reply stop at once — the call itself holds what a pause keeps, so
-//! Asterisk's queue never needs `PAUSE_MEDIA`. A mark every 5 frames
+//! the reply stop at once — the call itself holds what a pause keeps
+//! (with what the flush dropped unplayed: `Call::unheard`), so Asterisk's
+//! queue never needs `PAUSE_MEDIA`. A mark every 5 frames
 //! measures what has played; with over a second in flight (Asterisk not
 //! playing) or after `MEDIA_XOFF`, nothing more is sent until it catches up.
 
@@ -39,6 +40,9 @@ pub struct StreamCounts {
     pub marks: u64,
     /// `ERROR`s Asterisk said.
     pub errors: u64,
+    /// Reply audio a flush dropped before it played that a paused reply
+    /// holds again, in ms.
+    pub unheard_ms: u64,
 }
 
 /// The WebSocket side of a call.
@@ -241,6 +245,11 @@ impl Stream {
         if now_seen != self.seen {
             self.seen = now_seen;
             ws.send(&MediaCommand::Flush).await?;
+            // What was in Asterisk's queue never played: a paused reply
+            // holds it again (at most a mark's spacing too much: heard
+            // twice rather than skipped).
+            let back = call.unheard(self.flow.in_flight());
+            self.counts.unheard_ms += back.as_millis() as u64;
             self.flow.flushed();
             self.reply_mark = None;
             self.counts.flushes += 1;

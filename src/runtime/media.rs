@@ -537,6 +537,7 @@ impl CallTask {
                 call = %id,
                 marks = c.marks,
                 flushes = c.flushes,
+                unheard_ms = c.unheard_ms,
                 xoff = c.xoff,
                 rejected = c.rejected,
                 errors = c.errors,
