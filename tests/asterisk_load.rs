@@ -120,22 +120,7 @@ fn transports_side_by_side_on_the_real_asterisk() {
 #[test]
 #[ignore = "a benchmark: minutes of real-time calls"]
 fn loadtest_real_asterisk_beside_the_simulator() {
-    let shipped = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/asterisk/extensions.conf"),
-    )
-    .unwrap();
-    let ast = Asterisk::start(Setup {
-        dialplan: shipped,
-        ..Setup::default()
-    });
-    // The caller's recordings, where [aiagc-loadtest] plays them from.
-    let sounds = prefix().join("var/lib/asterisk/sounds/de/aiagc");
-    let status = Command::new("bash")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/loadtest-sounds.sh"))
-        .arg(&sounds)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let ast = loadtest_asterisk();
     println!(
         "| concurrency | target | calls | completed | p50 ms | p95 ms | p99 ms | underruns | lost | left (ch/br/sock/tasks) |"
     );

@@ -525,23 +525,19 @@ async fn external_media(inner: &Arc<Inner>, params: &Params) -> Response {
             )
         }
     };
-    let mut channel = inner.new_channel(
+    let channel = external_channel(
+        inner,
         format!(
             "UnicastRTP/{host}-0x{:012x}",
             inner.random_u64() & 0xFFFF_FFFF_FFFF
         ),
         "Up",
-        "",
-        "default",
-        "aiagc",
+        params,
+        &[
+            ("UNICASTRTP_LOCAL_ADDRESS", local.ip().to_string()),
+            ("UNICASTRTP_LOCAL_PORT", local.port().to_string()),
+        ],
     );
-    if let Some(id) = params.get("channelId") {
-        channel.id = id.clone();
-    }
-    channel.channelvars = Inner::channelvars(&[
-        ("UNICASTRTP_LOCAL_ADDRESS", local.ip().to_string()),
-        ("UNICASTRTP_LOCAL_PORT", local.port().to_string()),
-    ]);
     let mut st = inner.lock();
     if st.channels.contains_key(&channel.id) {
         return message(409, "Channel with given unique ID already exists");
@@ -556,23 +552,56 @@ async fn external_media(inner: &Arc<Inner>, params: &Params) -> Response {
         &mut st,
         json!({"type": "StasisStart", "args": [], "channel": announced}),
     );
-    let leg = ExternalLeg {
-        io: LegIo::Rtp { socket, target },
+    insert_external(
+        &mut st,
+        &channel,
+        LegIo::Rtp { socket, target },
         codec,
-        records: Arc::new(Mutex::new(Vec::new())),
-    };
+        true,
+    );
+    reply(200, json!(channel))
+}
+
+/// An externalMedia channel named `name` in `state`, with the request's
+/// `channelId` and the variables `vars`.
+fn external_channel(
+    inner: &Inner,
+    name: String,
+    state: &str,
+    params: &Params,
+    vars: &[(&str, String)],
+) -> crate::model::Channel {
+    let mut channel = inner.new_channel(name, state, "", "default", "aiagc");
+    if let Some(id) = params.get("channelId") {
+        channel.id = id.clone();
+    }
+    channel.channelvars = Inner::channelvars(vars);
+    channel
+}
+
+/// Adds an externalMedia channel carried by `io`.
+fn insert_external(
+    st: &mut State,
+    channel: &crate::model::Channel,
+    io: LegIo,
+    codec: Codec,
+    in_stasis: bool,
+) {
     st.channels.insert(
         channel.id.clone(),
         SimChannel {
             model: channel.clone(),
-            in_stasis: true,
+            in_stasis,
             bridge: None,
-            external: Some(leg),
+            external: Some(ExternalLeg {
+                io,
+                codec,
+                records: Arc::new(Mutex::new(Vec::new())),
+            }),
             script: None,
             companion: None,
         },
     );
-    reply(200, json!(channel))
 }
 
 fn answer(inner: &Inner, id: &str) -> Response {
@@ -789,23 +818,19 @@ fn external_media_websocket(inner: &Arc<Inner>, params: &Params) -> Response {
         (r >> 20) & 0xFFF,
         inner.random_u64() & 0xFFFF_FFFF_FFFF
     );
-    let mut channel = inner.new_channel(
+    let channel = external_channel(
+        inner,
         format!("WebSocket/{connection_id}/0x{:012x}", r & 0xFFFF_FFFF_FFFF),
         "Down",
-        "",
-        "default",
-        "aiagc",
+        params,
+        &[
+            (crate::media_ws::CONNECTION_ID_VAR, connection_id.clone()),
+            (
+                crate::media_ws::FRAME_SIZE_VAR,
+                super::ws_media::frame_bytes(codec).to_string(),
+            ),
+        ],
     );
-    if let Some(id) = params.get("channelId") {
-        channel.id = id.clone();
-    }
-    channel.channelvars = Inner::channelvars(&[
-        (crate::media_ws::CONNECTION_ID_VAR, connection_id.clone()),
-        (
-            crate::media_ws::FRAME_SIZE_VAR,
-            super::ws_media::frame_bytes(codec).to_string(),
-        ),
-    ]);
     let mut st = inner.lock();
     if st.channels.contains_key(&channel.id) {
         return message(409, "Channel with given unique ID already exists");
@@ -813,25 +838,13 @@ fn external_media_websocket(inner: &Arc<Inner>, params: &Params) -> Response {
     if let Some(app) = params.get("app") {
         st.channel_apps.insert(channel.id.clone(), app.clone());
     }
-    let leg = ExternalLeg {
-        io: LegIo::WebSocket(Arc::new(WsLeg::new(
-            connection_id,
-            channel.id.clone(),
-            json,
-        ))),
+    let leg = WsLeg::new(connection_id, channel.id.clone(), json);
+    insert_external(
+        &mut st,
+        &channel,
+        LegIo::WebSocket(Arc::new(leg)),
         codec,
-        records: Arc::new(Mutex::new(Vec::new())),
-    };
-    st.channels.insert(
-        channel.id.clone(),
-        SimChannel {
-            model: channel.clone(),
-            in_stasis: false,
-            bridge: None,
-            external: Some(leg),
-            script: None,
-            companion: None,
-        },
+        false,
     );
     reply(200, json!(channel))
 }

@@ -134,6 +134,37 @@ impl Mouth {
     }
 }
 
+/// The caller's frame number `frame` of `n` samples: the script, then what
+/// [`Mouth::say`] queued, then `silence`; and whether it is inside a
+/// `Playback()` (sent even when quiet).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn caller_frame<'a>(
+    pcm: &'a [i16],
+    playing: &[bool],
+    frame: u64,
+    n: usize,
+    mouth: &Mutex<Mouth>,
+    live: &'a mut [i16],
+    silence: &'a [i16],
+    at: Instant,
+) -> (&'a [i16], bool) {
+    let lo = frame as usize * n;
+    let spoken = lo >= pcm.len()
+        && mouth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(live, at);
+    let chunk: &[i16] = if lo < pcm.len() {
+        &pcm[lo..(lo + n).min(pcm.len())]
+    } else if spoken {
+        live
+    } else {
+        silence
+    };
+    let in_playback = playing.get(frame as usize).copied().unwrap_or(spoken);
+    (chunk, in_playback)
+}
+
 /// The script's 16 kHz audio at the codec's PCM rate.
 pub(super) fn at_codec_rate(audio: &[i16], codec: Codec) -> Vec<i16> {
     if codec.pcm_rate() == 16000 {
@@ -235,16 +266,8 @@ async fn run(inner: Arc<Inner>, s: Stream, mut stop: oneshot::Receiver<()>) {
                 while start + Duration::from_millis(20 * frame) <= now {
                     let at = start + Duration::from_millis(20 * frame);
                     let lo = frame as usize * n;
-                    let spoken = lo >= pcm.len()
-                        && s.mouth.lock().unwrap_or_else(|p| p.into_inner()).take(&mut live, at);
-                    let chunk = if lo < pcm.len() {
-                        &pcm[lo..(lo + n).min(pcm.len())]
-                    } else if spoken {
-                        &live[..]
-                    } else {
-                        &silence[..]
-                    };
-                    let in_playback = playing.get(frame as usize).copied().unwrap_or(spoken);
+                    let (chunk, in_playback) =
+                        caller_frame(&pcm, &playing, frame, n, &s.mouth, &mut live, &silence, at);
                     // A file's last frame is as long as what is left of it:
                     // Asterisk sends it short (a 106-byte µ-law payload was
                     // seen) and the next packet after the gap.

@@ -424,17 +424,9 @@ async fn run(inner: Arc<Inner>, s: WsStream, mut stop: oneshot::Receiver<()>) {
                         played += 1;
                     }
                     // What the caller says, as over RTP.
-                    let lo = frame as usize * n;
-                    let spoken = lo >= pcm.len()
-                        && s.mouth.lock().unwrap_or_else(|p| p.into_inner()).take(&mut live, at);
-                    let chunk = if lo < pcm.len() {
-                        &pcm[lo..(lo + n).min(pcm.len())]
-                    } else if spoken {
-                        &live[..]
-                    } else {
-                        &silence[..]
-                    };
-                    let in_playback = playing.get(frame as usize).copied().unwrap_or(spoken);
+                    let (chunk, in_playback) = super::media::caller_frame(
+                        &pcm, &playing, frame, n, &s.mouth, &mut live, &silence, at,
+                    );
                     // The end of a file goes out as long as what is left
                     // of it (614 bytes seen after a Playback() of slin16).
                     let chunk = line.mix(chunk, frame * n as u64);
