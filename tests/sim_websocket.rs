@@ -215,3 +215,41 @@ async fn a_key_over_the_websocket_transfers_and_a_hangup_mid_reply_tears_down() 
     nothing_left(&sim).await;
     app.drain(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_websocket_dropped_mid_call_keeps_a_websocket_call() {
+    let (sim, app, summaries) = start().await;
+    // Quiet through the greeting, then one sentence after the drop.
+    let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
+    let t = Instant::now();
+    while !sim.received_for_caller(&caller).iter().any(loud) {
+        assert!(t.elapsed() < Duration::from_secs(10), "no greeting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connections = sim.connections();
+    // Only the events connection goes; the media connection stays.
+    sim.close_websockets();
+    let t = Instant::now();
+    while sim.connections() <= connections {
+        assert!(t.elapsed() < Duration::from_secs(10), "the app reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The call goes on: after the greeting the caller is heard and answered.
+    agent_spoke(&sim, &caller, Instant::now()).await;
+    assert!(sim.say(&caller, &wav16("book_01_v0_r150_16k.wav")));
+    let said = Instant::now();
+    agent_spoke(&sim, &caller, said).await;
+    assert!(sim.hangup(&caller));
+    let summary = summary_of(&summaries, &mut Vec::new(), &caller).await;
+    assert!(
+        summary
+            .turns
+            .iter()
+            .any(|t| t.input == "speech" && t.reply.contains("welchem Tag")),
+        "answered after the reconnect: {:?}",
+        summary.turns
+    );
+    assert_eq!(app.controller.active_calls(), 0);
+    nothing_left(&sim).await;
+    app.drain(Duration::from_secs(2)).await;
+}

@@ -324,6 +324,9 @@ struct Pending {
     /// The checked pause's audio as the endpointer gave it (for its early
     /// transcript if the sound takes the turn).
     pause_audio: Vec<f32>,
+    /// The sound began between two sentences: nothing was paused in the
+    /// engine, the rest of the reply waits in `stashed`.
+    gap: bool,
 }
 
 /// The turn-taking of one call.
@@ -352,6 +355,9 @@ pub struct Conversation {
     reply_text: String,
     /// All of the playing turn's sentences have been handed over.
     reply_complete: bool,
+    /// Sentences of a reply held back while a sound that began between
+    /// two of its sentences is judged (the engine had nothing to pause).
+    stashed: Vec<ReplyAudio>,
     /// When the first packet of a turn's reply was sent.
     first_packet: Option<(u64, Instant)>,
     /// When the caller's speech of a turn ended (as played out).
@@ -399,6 +405,7 @@ impl Conversation {
             playing: None,
             reply_text: String::new(),
             reply_complete: false,
+            stashed: Vec::new(),
             first_packet: None,
             speech_end: None,
             watch: ReplyWatch::new(budget),
@@ -628,7 +635,37 @@ impl Conversation {
             return;
         }
         match event {
-            CallEvent::SpeechStarted { .. } => self.silence_deadline = None,
+            CallEvent::SpeechStarted { at, barge_in } => {
+                self.silence_deadline = None;
+                // The caller began between two sentences of a reply (the
+                // queue ran dry while the next was synthesized): the engine
+                // saw no reply playing, but it is a barge-in all the same.
+                if !barge_in && self.playing == Some(self.turn) && !media.speaking && !media.paused
+                {
+                    self.summary.barge_ins.push(now);
+                    match self.config.barge_in {
+                        BargeIn::Resume { commit_after, .. } => {
+                            tracing::info!(call = %self.summary.call, "barge-in between sentences: the rest of the reply held");
+                            self.overlap = Some(Pending {
+                                reply: self.playing,
+                                since: now,
+                                commit_at: now + commit_after,
+                                sound_from: at.elapsed,
+                                checking: None,
+                                check_until: None,
+                                ended: None,
+                                dismissed: None,
+                                pause_audio: Vec::new(),
+                                gap: true,
+                            });
+                        }
+                        BargeIn::Stop => {
+                            tracing::info!(call = %self.summary.call, "barge-in between sentences");
+                            self.drop_reply();
+                        }
+                    }
+                }
+            }
             CallEvent::SpeechPaused(p) => {
                 if self.awaiting.as_ref().is_some_and(|a| a.pause != p.first) {
                     // The caller speaks again: the awaited transcript is
@@ -690,6 +727,7 @@ impl Conversation {
                             ended: None,
                             dismissed: None,
                             pause_audio: Vec::new(),
+                            gap: false,
                         });
                     }
                     _ => {
@@ -807,6 +845,10 @@ impl Conversation {
                     self.reply_text.push(' ');
                 }
                 self.reply_text.push_str(&reply.text);
+                if self.overlap.as_ref().is_some_and(|p| p.gap) {
+                    self.stashed.push(reply);
+                    return;
+                }
                 if behind_filler {
                     self.first_packet = Some((reply.turn, starts));
                     let end = self.speech_end.filter(|(s, _)| *s == reply.turn);
@@ -826,6 +868,12 @@ impl Conversation {
                 if self.playing == Some(record.turn) {
                     self.reply_complete = true;
                 }
+                // Its audio already played out (between sentences, waiting
+                // for this): the reply ends now.
+                let idle = self.playing == Some(record.turn)
+                    && !media.speaking
+                    && !media.paused
+                    && self.overlap.is_none();
                 // The reply may already be on the wire, or start on the next
                 // tick (then `ReplyStarted` dates it).
                 if let Some((turn, at)) = self.first_packet.filter(|(f, _)| *f == record.turn) {
@@ -833,11 +881,14 @@ impl Conversation {
                 }
                 self.summary.turns.push(record);
                 if let (Some(action), true) = (action, current) {
-                    if media.speaking || media.paused {
+                    if media.speaking || media.paused || idle {
                         self.pending_action = Some(action);
                     } else {
                         self.act(action);
                     }
+                }
+                if idle {
+                    self.played_out(now);
                 }
             }
         }
@@ -1011,8 +1062,15 @@ impl Conversation {
             BargeIn::Resume { min_rest, .. } => min_rest,
             BargeIn::Stop => Duration::MAX,
         };
-        // Little of a complete reply left: the sound answers it.
-        let at_end = self.reply_complete && media.held < min_rest;
+        // Little of a complete reply left: the sound answers it. Between
+        // sentences the rest is ours to hold, not the engine's.
+        let stashed: usize = self
+            .stashed
+            .iter()
+            .map(|r| r.samples.len() * 1000 / r.sample_rate.max(1) as usize)
+            .sum();
+        let rest = media.held + Duration::from_millis(stashed as u64);
+        let at_end = self.reply_complete && rest < min_rest;
         tracing::info!(call = %self.summary.call, heard = %heard, voiced_ms = voiced.as_millis() as u64, verdict = verdict.as_str(), at_end, "sound over the reply");
         if !verdict.resumes() || at_end {
             let why = if verdict.resumes() {
@@ -1050,6 +1108,15 @@ impl Conversation {
             BargeIn::Stop => ResumeFrom::Position,
         };
         self.outputs.push_back(Output::Resume(from));
+        if p.gap {
+            let held = std::mem::take(&mut self.stashed);
+            let nothing = held.is_empty();
+            self.outputs.extend(held.into_iter().map(Output::Speak));
+            if nothing && self.reply_complete {
+                // The reply had ended; only its end was still to be told.
+                self.played_out(now);
+            }
+        }
         self.record_overlap(&p, "resumed", why, heard, now);
         // The endpointer's utterances of the sound are done with.
         self.partials.clear();
@@ -1078,6 +1145,7 @@ impl Conversation {
         };
         tracing::info!(call = %self.summary.call, why, "barge-in: reply dropped");
         self.outputs.push_back(Output::Stop);
+        self.stashed.clear();
         let ended = p.ended.take();
         let early = match (p.checking, &ended) {
             (Some((_, first, _)), None) if first > 0 => Some(first),
@@ -1148,6 +1216,7 @@ impl Conversation {
 
     /// The reply is over for good: its turn's pending work is stale.
     fn drop_reply(&mut self) {
+        self.stashed.clear();
         self.next_turn();
         self.pending_action = None;
         self.watch.cancel();
@@ -1164,6 +1233,10 @@ impl Conversation {
     }
 
     fn played_out(&mut self, now: Instant) {
+        if self.playing == Some(self.turn) && !self.reply_complete {
+            // The queue ran dry between two sentences: more is coming.
+            return;
+        }
         self.playing = None;
         match self.pending_action.take() {
             // Tones sent, the call goes on: listen as after any reply.

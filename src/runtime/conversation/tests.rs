@@ -726,3 +726,103 @@ fn a_complete_answer_over_a_reply_ends_the_turn_at_its_pause() {
     let j = jobs(&out);
     assert_eq!(utterance_transcript(j[0]), Some(Some("Nein.".into())));
 }
+
+#[test]
+fn a_caller_who_begins_between_two_sentences_holds_the_rest_of_the_reply() {
+    let mut s = Sim::new(ConversationConfig::default());
+    s.conv.start(s.now);
+    s.drain();
+    let turn = s.conv.turn();
+    // The first sentence plays out; the second is still being synthesized.
+    s.speech(SpeechOut::Audio(reply(
+        turn,
+        "Praxis Doktor Sommer, guten Tag.",
+    )));
+    s.media.speaking = true;
+    s.at(1500);
+    s.media.speaking = false;
+    let out = s.event(CallEvent::PlayoutFinished);
+    assert!(out.is_empty(), "not the reply's end: {out:?}");
+    // The caller begins in the gap: the engine saw nothing to barge into.
+    s.at(1600);
+    let out = s.event(CallEvent::SpeechStarted {
+        at: position(1480),
+        barge_in: false,
+    });
+    assert!(out.is_empty(), "{out:?}");
+    // The second sentence (2 s) comes while the sound is judged: held back.
+    let mut second = reply(turn, "Hier spricht der Assistent.");
+    second.samples = vec![0.0; 16000];
+    let out = s.speech(SpeechOut::Audio(second));
+    assert!(out.is_empty(), "held while the sound is judged: {out:?}");
+    s.speech(SpeechOut::Answered(
+        Box::new(record(
+            turn,
+            "Praxis Doktor Sommer, guten Tag. Hier spricht der Assistent.",
+        )),
+        None,
+    ));
+    // It was a "mhm": the reply goes on with the held sentence.
+    s.at(1900);
+    let out = s.event(pause(5, 5, 1800));
+    let id = sound_job(&out);
+    s.at(2100);
+    s.speech(SpeechOut::Sound {
+        hint: TurnHint::Unknown,
+        id,
+        heard: "Mhm.".into(),
+    });
+    let out = s.event(ended(Some(5), 1800));
+    assert!(
+        matches!(&out[..], [Output::Resume(_), Output::Speak(r)] if r.text == "Hier spricht der Assistent."),
+        "{out:?}"
+    );
+    assert_eq!(s.conv.turn(), turn, "no turn taken");
+    let summary = s.conv.into_summary();
+    assert_eq!(summary.barge_ins.len(), 1);
+    assert_eq!(summary.overlaps[0].outcome, "resumed");
+}
+
+#[test]
+fn words_between_two_sentences_drop_the_rest_of_the_reply() {
+    let mut s = Sim::stop_mode();
+    s.conv.start(s.now);
+    s.drain();
+    let turn = s.conv.turn();
+    s.speech(SpeechOut::Audio(reply(
+        turn,
+        "Praxis Doktor Sommer, guten Tag.",
+    )));
+    s.at(1500);
+    s.event(CallEvent::PlayoutFinished);
+    s.at(1600);
+    s.event(CallEvent::SpeechStarted {
+        at: position(1480),
+        barge_in: false,
+    });
+    assert_ne!(s.conv.turn(), turn, "the reply's turn is over");
+    // Its next sentence is not spoken over the caller.
+    let out = s.speech(SpeechOut::Audio(reply(turn, "Hier spricht der Assistent.")));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(s.conv.into_summary().barge_ins.len(), 1);
+}
+
+#[test]
+fn a_reply_whose_audio_played_before_its_answer_came_ends_with_the_answer() {
+    let mut s = Sim::new(ConversationConfig::default());
+    s.conv.start(s.now);
+    s.drain();
+    let turn = s.conv.turn();
+    s.speech(SpeechOut::Audio(reply(turn, "Auf Wiederhören.")));
+    s.at(1500);
+    assert!(s.event(CallEvent::PlayoutFinished).is_empty());
+    // The answer (with its hang-up) comes after the audio has played.
+    let out = s.speech(SpeechOut::Answered(
+        Box::new(record(turn, "Auf Wiederhören.")),
+        Some(Action::Hangup),
+    ));
+    assert!(
+        matches!(&out[..], [Output::Act(Action::Hangup)]),
+        "the action is carried out at once: {out:?}"
+    );
+}
