@@ -68,6 +68,15 @@ async fn nothing_left(sim: &Simulator) {
     }
 }
 
+/// Waits until `caller` hears the agent's first loud frame.
+async fn greeting_heard(sim: &Simulator, caller: &str) {
+    let t = Instant::now();
+    while !sim.received_for_caller(caller).iter().any(loud) {
+        assert!(t.elapsed() < Duration::from_secs(10), "no greeting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn pcm_of(records: &[aiagc_ari::sim::RtpRecord]) -> Vec<i16> {
     records.iter().flat_map(|r| r.pcm.iter().copied()).collect()
 }
@@ -155,11 +164,7 @@ async fn a_caller_over_the_websocket_is_greeted_understood_and_answered_in_wideb
 async fn barge_in_over_the_websocket_stops_what_asterisk_has_queued() {
     let (sim, app, summaries) = start().await;
     let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
-    let t = Instant::now();
-    while !sim.received_for_caller(&caller).iter().any(loud) {
-        assert!(t.elapsed() < Duration::from_secs(10), "no greeting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    greeting_heard(&sim, &caller).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The caller talks over the greeting.
     let said = Instant::now();
@@ -189,11 +194,7 @@ async fn barge_in_over_the_websocket_stops_what_asterisk_has_queued() {
 async fn a_key_over_the_websocket_transfers_and_a_hangup_mid_reply_tears_down() {
     let (sim, app, summaries) = start().await;
     let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
-    let t = Instant::now();
-    while !sim.received_for_caller(&caller).iter().any(loud) {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    greeting_heard(&sim, &caller).await;
     assert!(sim.send_dtmf(&caller, '0'));
     let summary = summary_of(&summaries, &mut Vec::new(), &caller).await;
     assert_eq!(summary.dtmf, vec!["0".to_owned()]);
@@ -204,11 +205,7 @@ async fn a_key_over_the_websocket_transfers_and_a_hangup_mid_reply_tears_down() 
 
     // Another caller hangs up while the greeting plays.
     let gone = sim.place_call("aiagc", CallerScript::default()).unwrap();
-    let t = Instant::now();
-    while !sim.received_for_caller(&gone).iter().any(loud) {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    greeting_heard(&sim, &gone).await;
     assert!(sim.hangup(&gone));
     let summary = summary_of(&summaries, &mut Vec::new(), &gone).await;
     assert_eq!(summary.ended_by, "caller", "{summary:?}");
@@ -221,11 +218,7 @@ async fn the_events_websocket_dropped_mid_call_keeps_a_websocket_call() {
     let (sim, app, summaries) = start().await;
     // Quiet through the greeting, then one sentence after the drop.
     let caller = sim.place_call("aiagc", CallerScript::default()).unwrap();
-    let t = Instant::now();
-    while !sim.received_for_caller(&caller).iter().any(loud) {
-        assert!(t.elapsed() < Duration::from_secs(10), "no greeting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    greeting_heard(&sim, &caller).await;
     let connections = sim.connections();
     // Only the events connection goes; the media connection stays.
     sim.close_websockets();

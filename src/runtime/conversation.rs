@@ -646,18 +646,7 @@ impl Conversation {
                     match self.config.barge_in {
                         BargeIn::Resume { commit_after, .. } => {
                             tracing::info!(call = %self.summary.call, "barge-in between sentences: the rest of the reply held");
-                            self.overlap = Some(Pending {
-                                reply: self.playing,
-                                since: now,
-                                commit_at: now + commit_after,
-                                sound_from: at.elapsed,
-                                checking: None,
-                                check_until: None,
-                                ended: None,
-                                dismissed: None,
-                                pause_audio: Vec::new(),
-                                gap: true,
-                            });
+                            self.hold_for_sound(at.elapsed, commit_after, true, now);
                         }
                         BargeIn::Stop => {
                             tracing::info!(call = %self.summary.call, "barge-in between sentences");
@@ -717,18 +706,7 @@ impl Conversation {
                 match self.config.barge_in {
                     BargeIn::Resume { commit_after, .. } if media.paused => {
                         tracing::info!(call = %self.summary.call, "barge-in: reply paused");
-                        self.overlap = Some(Pending {
-                            reply: self.playing,
-                            since: now,
-                            commit_at: now + commit_after,
-                            sound_from: at.elapsed,
-                            checking: None,
-                            check_until: None,
-                            ended: None,
-                            dismissed: None,
-                            pause_audio: Vec::new(),
-                            gap: false,
-                        });
+                        self.hold_for_sound(at.elapsed, commit_after, false, now);
                     }
                     _ => {
                         tracing::info!(call = %self.summary.call, "barge-in");
@@ -1215,6 +1193,30 @@ impl Conversation {
     // --- replies and actions ---
 
     /// The reply is over for good: its turn's pending work is stale.
+    /// The playing reply waits while a sound that began at media time
+    /// `sound_from` is judged (`gap`: between two sentences, the rest held
+    /// here rather than paused in the engine).
+    fn hold_for_sound(
+        &mut self,
+        sound_from: Duration,
+        commit_after: Duration,
+        gap: bool,
+        now: Instant,
+    ) {
+        self.overlap = Some(Pending {
+            reply: self.playing,
+            since: now,
+            commit_at: now + commit_after,
+            sound_from,
+            checking: None,
+            check_until: None,
+            ended: None,
+            dismissed: None,
+            pause_audio: Vec::new(),
+            gap,
+        });
+    }
+
     fn drop_reply(&mut self) {
         self.stashed.clear();
         self.next_turn();
